@@ -1,0 +1,41 @@
+"""Which groups the acquisition function picks: share among acquired vs share in the pool."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+
+from ..metrics import mean_ci
+from ..record import RunRecord
+
+
+def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = None) -> pd.DataFrame:
+    """Per run and group: share among the acquired examples (seed set excluded) divided by the
+    group's share in the pool. 1 = acquired at the pool rate; 5 = five times over-sampled."""
+    rows = []
+    for rec in records:
+        cfg = rec.config["config"]
+        shares = rec.meta.get("pool_group_shares") or {}
+        acq = rec.acquisitions
+        if upto_round is not None and len(acq):
+            acq = acq[acq["round"] <= upto_round]
+        n = len(acq)
+        counts = acq["group"].value_counts() if n else pd.Series(dtype=int)
+        for group, pool_share in sorted(shares.items()):
+            got = int(counts.get(group, 0))
+            rows.append({"run": rec.name, "model": cfg["model"]["name"], "weights": cfg["model"]["weights"],
+                         "strategy": cfg["al"]["strategy"], "seed": cfg["seed"], "group": group,
+                         "acquired": got, "acquired_share": got / n if n else float("nan"),
+                         "pool_share": pool_share,
+                         "upsampling": (got / n) / pool_share if n and pool_share else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def upsampling_summary(ratios: pd.DataFrame, *, by: list[str] = ["model", "weights", "strategy", "group"],
+                       method: str = "t") -> pd.DataFrame:
+    """Mean [CI] of the upsampling ratio across seeds."""
+    rows = []
+    for key, g in ratios.groupby(by, sort=True):
+        m, lo, hi = mean_ci(g["upsampling"], method=method)
+        rows.append(dict(zip(by, key), upsampling=m, low=lo, high=hi, pool_share=g["pool_share"].iloc[0]))
+    return pd.DataFrame(rows)

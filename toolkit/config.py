@@ -1,0 +1,131 @@
+"""Typed run configuration: dataclass defaults < YAML preset < command-line overrides."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .finetune import FinetuneConfig
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class DataConfig:
+    name: str = "toyworld"
+    params: dict = field(default_factory=dict)  # the dataset's own options (see its loader)
+    eval_splits: list = field(default_factory=lambda: ["val", "test"])
+
+
+@dataclass
+class ModelConfig:
+    name: str = "toy_resnet"
+    weights: str = "pretrained"  # "pretrained", "random", or a path
+
+
+@dataclass
+class ALConfig:
+    """Active-learning protocol.
+
+    Args:
+        strategy: an acquisition name (see toolkit.acquisition.list_strategies()).
+        seed_size: labelled examples before the first round.
+        seed_set: "balanced" (equal per class, the paper's choice) or "random".
+        per_round: examples acquired per round (the first round's size for "geometric").
+        budget: examples acquired in total beyond the seed set (the paper's "acquired").
+        schedule: "fixed" (per_round each round) or "geometric" (each round acquires
+            `geometric_factor` times the previous one, the reference code's option).
+        pool_subsample: score only a random subset of this many unlabelled examples,
+            re-drawn each round (iWildCam, CIFAR, Amazon); None = the whole pool.
+    """
+
+    strategy: str = "least_confidence"
+    seed_size: int = 40
+    seed_set: str = "balanced"
+    per_round: int = 5
+    budget: int = 320
+    schedule: str = "fixed"
+    geometric_factor: float = 2.0
+    pool_subsample: int | None = None
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    al: ALConfig = field(default_factory=ALConfig)
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None  # torch threads; None = leave torch's default
+    eval_batch_size: int = 512
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _merge(obj: Any, updates: dict, where: str) -> Any:
+    """Return a copy of dataclass `obj` with `updates` applied, recursively; unknown keys fail."""
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in updates.items():
+        if key not in names:
+            raise ValueError(
+                f"unknown config key {where + key!r}; valid keys here: {', '.join(sorted(names))}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {where + key!r} is a section; give a mapping, got {value!r}")
+            value = _merge(current, value, f"{where}{key}.")
+        changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """["al.strategy=random", "seed=3"] -> nested dict, values parsed as YAML scalars."""
+    nested: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = nested
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return nested
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no preset {str(name_or_path)!r}: not a file and not one of: {', '.join(list_presets())}"
+        )
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def resolve_config(preset: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
+    """Defaults, then the preset, then overrides (a list of key=value strings or a nested dict)."""
+    cfg = RunConfig()
+    if preset is not None:
+        cfg = _merge(cfg, load_preset(preset), "")
+    if overrides:
+        ov = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        cfg = _merge(cfg, ov, "")
+    return cfg
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    return _merge(RunConfig(), d, "")

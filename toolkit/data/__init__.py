@@ -1,0 +1,23 @@
+"""Dataset registry: `create_dataset(name, split, **params)` returns a GroupedDataset."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .base import GroupedDataset, normalize
+from .toyworld import load_toyworld
+
+_REGISTRY: dict[str, Callable[..., GroupedDataset]] = {"toyworld": load_toyworld}
+
+
+def list_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_dataset(name: str, split: str, **params) -> GroupedDataset:
+    """Build split `split` of dataset `name`; params are the dataset's own options."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+    return _REGISTRY[name](split, **params)
+
+
+__all__ = ["GroupedDataset", "create_dataset", "list_datasets", "normalize"]

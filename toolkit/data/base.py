@@ -1,0 +1,90 @@
+"""The grouped dataset: inputs, labels, stable ids, and an attribute table for metrics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+@dataclass
+class GroupedDataset:
+    """An in-memory image dataset with a group attribute table.
+
+    Attributes:
+        name: dataset name as registered.
+        split: "train", "val" or "test".
+        images: (N, 3, H, W) uint8 tensor.
+        attributes: DataFrame indexed by the stable integer id (same order as `images`),
+            with the label column and the group attributes.
+        label_column: name of the label column in `attributes`.
+        spurious_column: the attribute that is spuriously correlated with the label; a
+            group is (label, spurious). None when the dataset has no such attribute.
+        class_names: human-readable names, one per class.
+        params: everything that produced the data (goes into fingerprints and records).
+    """
+
+    name: str
+    split: str
+    images: torch.Tensor
+    attributes: pd.DataFrame
+    label_column: str = "y"
+    spurious_column: str | None = None
+    class_names: tuple[str, ...] = ()
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.attributes):
+            raise ValueError(
+                f"{self.name}/{self.split}: {len(self.images)} images but "
+                f"{len(self.attributes)} attribute rows; they must match one to one"
+            )
+        missing = {self.label_column, self.spurious_column} - set(self.attributes.columns) - {None}
+        if missing:
+            raise ValueError(
+                f"{self.name}/{self.split}: attribute table lacks column(s) {sorted(missing)}; "
+                f"it has {list(self.attributes.columns)}"
+            )
+        labels = self.attributes[self.label_column].to_numpy()
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"{self.name}/{self.split}: labels must lie in [0, {self.num_classes - 1}], "
+                f"found range [{labels.min()}, {labels.max()}]"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.attributes.index.to_numpy()
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.attributes[self.label_column].to_numpy().astype(np.int64)
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """Group index label * n_values(spurious) + spurious, or None without a spurious column."""
+        if self.spurious_column is None:
+            return None
+        sp = self.attributes[self.spurious_column].to_numpy().astype(np.int64)
+        return self.labels * (int(sp.max(initial=0)) + 1) + sp
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        return normalize(self.images[i]), int(self.labels[i]), int(self.ids[i])
+
+    def get_batch(self, positions: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float inputs and int64 labels at row positions (not ids)."""
+        pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
+        return normalize(self.images[pos]), torch.as_tensor(self.labels)[pos]
+
+
+def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1], the BiT convention."""
+    return images_uint8.float().div_(127.5).sub_(1.0)

@@ -1,0 +1,222 @@
+"""Finetuning with the paper's recipe (Appendix B), and batched inference.
+
+The schedule and the stopping rule are pure functions / small state machines so they
+can be tested on their own; `finetune` wires them to a model.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data.base import GroupedDataset
+
+
+def bit_hyperrule_supports(dataset_size: int) -> tuple[int, ...]:
+    """BiT-HyperRule step boundaries: (warm-up end, decay, decay, decay, end)."""
+    if dataset_size < 20_000:
+        return (100, 200, 300, 400, 500)
+    if dataset_size < 500_000:
+        return (500, 3000, 6000, 9000, 10_000)
+    return (500, 6000, 12_000, 18_000, 20_000)
+
+
+def bit_hyperrule_lr(step: int, dataset_size: int, base_lr: float = 0.003, scale: float = 1.0) -> float | None:
+    """Learning rate at `step`, or None once training should end.
+
+    Linear warm-up to `base_lr`, then /10 after each later boundary, as big_transfer's
+    bit_hyperrule.get_lr. `scale` shrinks every boundary (the toy preset uses 0.2).
+    """
+    supports = [max(1, int(round(s * scale))) for s in bit_hyperrule_supports(dataset_size)]
+    if step < supports[0]:
+        return base_lr * step / supports[0]
+    if step >= supports[-1]:
+        return None
+    for boundary in supports[1:]:
+        if boundary < step:
+            base_lr /= 10
+    return base_lr
+
+
+class LossRatioStop:
+    """Stop once the training loss falls below `ratio` x its initial value.
+
+    "Initial" is the loss of the very first optimisation step (its whole batch, computed
+    before any update). With the zero-initialised head this is exactly ln(C) for every
+    batch, so it does not depend on which examples the first batch drew. "Current" is
+    the mean of the last `window` step losses, so one lucky mini-batch cannot stop
+    training early; the rule only fires once `window` steps have been seen.
+    """
+
+    def __init__(self, ratio: float = 0.001, window: int = 5) -> None:
+        if not 0 < ratio < 1:
+            raise ValueError(f"stop ratio must lie in (0, 1), got {ratio}")
+        self.ratio, self.window = ratio, window
+        self.initial: float | None = None
+        self.recent: deque[float] = deque(maxlen=window)
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True when training should stop."""
+        if self.initial is None:
+            self.initial = loss
+        self.recent.append(loss)
+        return len(self.recent) == self.window and self.current < self.ratio * self.initial
+
+    @property
+    def current(self) -> float:
+        return float(np.mean(self.recent)) if self.recent else float("nan")
+
+
+@dataclass
+class FinetuneConfig:
+    """The BiT image recipe; the toy preset shrinks `schedule_scale` and `micro_batch`.
+
+    Args:
+        base_lr: peak learning rate (SGD, momentum 0.9).
+        batch_size: examples per optimisation step.
+        micro_batch: examples per forward pass (gradient accumulation); batch_size / micro_batch
+            passes per step. Exact with GroupNorm models (no batch statistics).
+        stop_ratio / loss_window: the LossRatioStop rule.
+        schedule_scale: multiplies every BiT-HyperRule boundary.
+        max_steps: hard cap on steps (None = the schedule's end).
+        augment_pad: random translation by up to this many pixels (reflect pad + crop); 0 = off.
+        flip: random horizontal flips.
+        weight_decay: SGD weight decay (BiT: 0).
+    """
+
+    base_lr: float = 0.003
+    momentum: float = 0.9
+    batch_size: int = 32
+    micro_batch: int = 8
+    stop_ratio: float = 0.001
+    loss_window: int = 5
+    schedule_scale: float = 1.0
+    max_steps: int | None = None
+    augment_pad: int = 0
+    flip: bool = True
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        if self.batch_size % self.micro_batch:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch ({self.micro_batch})")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op on CPU, where runs stay deterministic in float32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, *, pad: int, flip: bool) -> torch.Tensor:
+    """Random horizontal flip and translation, per example, drawn from `gen`."""
+    n = len(x)
+    if flip:
+        mask = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    if pad > 0:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return x
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless shuffled passes over range(n), cut into batches (a batch may span passes)."""
+    buf = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(buf) < batch_size:
+            buf = torch.cat([buf, torch.randperm(n, generator=gen)])
+        yield buf[:batch_size]
+        buf = buf[batch_size:]
+
+
+def finetune(
+    model: torch.nn.Module,
+    dataset: GroupedDataset,
+    positions: np.ndarray,
+    cfg: FinetuneConfig,
+    *,
+    device: torch.device,
+    seed: int,
+) -> dict:
+    """Finetune all weights on dataset rows `positions`; returns a summary of the run."""
+    cfg.validate()
+    if len(positions) == 0:
+        raise ValueError("cannot finetune on an empty labelled set")
+    positions = np.asarray(positions)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout etc. in timm models
+    model.to(device).train()
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    stop = LossRatioStop(cfg.stop_ratio, cfg.loss_window)
+    n_micro = cfg.batch_size // cfg.micro_batch
+    batches = _batches(len(positions), cfg.batch_size, gen)
+    step, stopped_by, t0 = 0, "schedule", time.perf_counter()
+    while True:
+        lr = bit_hyperrule_lr(step, len(positions), cfg.base_lr, cfg.schedule_scale)
+        if lr is None:
+            break
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            stopped_by = "max_steps"
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = positions[next(batches).numpy()]
+        opt.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), device=device)
+        for chunk in np.array_split(idx, n_micro):
+            x, y = dataset.get_batch(chunk)
+            x = augment(x, gen, pad=cfg.augment_pad, flip=cfg.flip)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                loss = F.cross_entropy(model(x).float(), y) / n_micro
+            loss.backward()
+            step_loss += loss.detach()
+        opt.step()
+        step += 1
+        if stop.update(float(step_loss)):  # one host sync per step, needed for the rule
+            stopped_by = "loss_ratio"
+            break
+    return {
+        "steps": step,
+        "stopped_by": stopped_by,
+        "initial_loss": stop.initial,
+        "final_loss": stop.current,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: torch.nn.Module,
+    dataset: GroupedDataset,
+    positions: np.ndarray,
+    *,
+    device: torch.device,
+    batch_size: int = 512,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (positions chunk, logits chunk as float32 numpy) over `positions`."""
+    model.to(device).eval()
+    positions = np.asarray(positions)
+    for i in range(0, len(positions), batch_size):
+        chunk = positions[i:i + batch_size]
+        x, _ = dataset.get_batch(chunk)
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out = model(x)
+        yield chunk, out.float().cpu().numpy()

@@ -1,0 +1,185 @@
+"""The active-learning loop with full finetuning (paper Section 3), writing a run record.
+
+Each round: reset the model to its initial weights, finetune on every label so far,
+evaluate, score the unlabelled pool, acquire the top-k. A killed run resumes from its
+last completed round and produces the same record as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .acquisition import StreamingTopK, get_acquisition, score_logits
+from .config import ALConfig, RunConfig
+from .data import GroupedDataset, create_dataset
+from .finetune import finetune, predict_logits
+from .metrics import group_key, group_metrics, group_shares
+from .models import create_model
+from .record import RunWriter, load_run, RunRecord
+from .repro import resolve_device, round_rng, round_torch_seed
+
+
+def acquisition_sizes(al: ALConfig) -> list[int]:
+    """Examples acquired after each round, summing to the budget."""
+    if al.per_round < 1:
+        raise ValueError(f"al.per_round must be >= 1, got {al.per_round}")
+    sizes, size, left = [], float(al.per_round), al.budget
+    while left > 0:
+        k = min(int(round(size)), left)
+        sizes.append(k)
+        left -= k
+        if al.schedule == "geometric":
+            size *= al.geometric_factor
+        elif al.schedule != "fixed":
+            raise ValueError(f"unknown al.schedule {al.schedule!r}; valid: 'fixed', 'geometric'")
+    return sizes
+
+
+def check_budget(al: ALConfig, pool_size: int) -> None:
+    if al.seed_size < 1:
+        raise ValueError(f"al.seed_size must be >= 1, got {al.seed_size}")
+    if al.seed_size > pool_size:
+        raise ValueError(f"seed set of {al.seed_size} is larger than the pool ({pool_size} examples); "
+                         f"lower al.seed_size")
+    if al.seed_size + al.budget > pool_size:
+        raise ValueError(f"seed set ({al.seed_size}) + budget ({al.budget}) exceeds the pool ({pool_size} "
+                         f"examples); lower al.budget to at most {pool_size - al.seed_size}")
+
+
+def draw_seed_set(labels: np.ndarray, size: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the seed set: "balanced" = size // C per class (the remainder to the first
+    classes), "random" = uniform without replacement."""
+    if kind == "random":
+        return np.sort(rng.choice(len(labels), size, replace=False))
+    if kind != "balanced":
+        raise ValueError(f"unknown al.seed_set {kind!r}; valid: 'balanced', 'random'")
+    classes = np.unique(labels)
+    per = [size // len(classes) + (i < size % len(classes)) for i in range(len(classes))]
+    picks = []
+    for c, k in zip(classes, per):
+        members = np.flatnonzero(labels == c)
+        if k > len(members):
+            raise ValueError(f"balanced seed set needs {k} examples of class {c}, the pool has {len(members)}")
+        picks.append(rng.choice(members, k, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def _rows(ds: GroupedDataset, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+    labels = ds.labels[positions]
+    sp = ds.attributes[ds.spurious_column].to_numpy()[positions] if ds.spurious_column else None
+    out = []
+    for j, p in enumerate(positions):
+        row = {"id": int(ds.ids[p]), "label": int(labels[j])}
+        if sp is not None:
+            row["spurious"] = int(sp[j])
+            row["group"] = group_key(labels[j], sp[j])
+        if scores is not None:
+            row["score"] = float(scores[j])
+        out.append(row)
+    return out
+
+
+def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares: dict | None) -> dict:
+    preds = np.empty(len(ds), dtype=np.int64)
+    for pos, logits in predict_logits(model, ds, np.arange(len(ds)), device=device, batch_size=batch_size):
+        preds[pos] = logits.argmax(1)
+    sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
+    return group_metrics(preds, ds.labels, sp, train_group_shares=train_shares)
+
+
+def score_pool(model, pool: GroupedDataset, candidates: np.ndarray, k: int, strategy: str,
+               rng: np.random.Generator, *, device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k candidate positions and their scores, streaming over the pool in batches."""
+    top = StreamingTopK(k)
+    if get_acquisition(strategy)[0] == "none":  # random: no forward pass needed
+        top.update(score_logits(strategy, np.empty((len(candidates), 0)), rng), candidates)
+    else:
+        for pos, logits in predict_logits(model, pool, candidates, device=device, batch_size=batch_size):
+            top.update(score_logits(strategy, logits), pos)
+    return top.result()
+
+
+def run_active_learning(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    max_rounds: int | None = None,
+    log: Callable[[str], None] | None = print,
+    on_round_end: Callable[[int], None] | None = None,
+) -> RunRecord:
+    """Run (or resume) one active-learning run and return its record.
+
+    Args:
+        cfg: the resolved config.
+        out_dir: the run directory; if it holds this config's partial run, it resumes.
+        max_rounds: stop after this many rounds in total (tests use it to simulate a kill).
+        log: progress printer (None for silence).
+        on_round_end: called with the round index after its record is on disk.
+    """
+    say = log or (lambda _: None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    get_acquisition(cfg.al.strategy)  # fail fast on an unknown name
+    pool = create_dataset(cfg.data.name, "train", **cfg.data.params)
+    evals = {s: create_dataset(cfg.data.name, s, **cfg.data.params) for s in cfg.data.eval_splits}
+    check_budget(cfg.al, len(pool))
+    sizes = acquisition_sizes(cfg.al)
+    shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
+    meta = {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
+            "label_column": pool.label_column, "spurious_column": pool.spurious_column,
+            "pool_group_shares": shares, "acquisition_sizes": sizes}
+    writer = RunWriter(out_dir, cfg.to_dict(), meta)
+
+    torch.manual_seed(cfg.seed)  # the random init of "random" weights depends on the run seed
+    model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes)
+    initial_state = copy.deepcopy(model.state_dict())
+
+    id_to_pos = {int(i): p for p, i in enumerate(pool.ids)}
+    if writer.completed_rounds:
+        labelled = np.array([id_to_pos[i] for i in writer.labelled_ids()], dtype=np.int64)
+        say(f"resuming {out_dir} at round {writer.completed_rounds} with {len(labelled)} labels")
+    else:
+        labelled = draw_seed_set(pool.labels, cfg.al.seed_size, cfg.al.seed_set, round_rng(cfg.seed, 0, stream=1))
+    seed_rows = _rows(pool, labelled)
+
+    n_rounds = len(sizes) + 1
+    for r in range(writer.completed_rounds, n_rounds):
+        if max_rounds is not None and r >= max_rounds:
+            break
+        t0 = time.perf_counter()
+        model.load_state_dict(initial_state)  # every round starts from the initial weights
+        train = finetune(model, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, r))
+        t1 = time.perf_counter()
+        metrics = {s: evaluate(model, ds, device=device, batch_size=cfg.eval_batch_size, train_shares=shares)
+                   for s, ds in evals.items()}
+        t2 = time.perf_counter()
+        acquired: list[dict] = []
+        if r < len(sizes):
+            rng = round_rng(cfg.seed, r + 1, stream=2)
+            unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
+            if cfg.al.pool_subsample and cfg.al.pool_subsample < len(unlabelled):
+                unlabelled = np.sort(rng.choice(unlabelled, cfg.al.pool_subsample, replace=False))
+            picks, scores = score_pool(model, pool, unlabelled, sizes[r], cfg.al.strategy, rng,
+                                       device=device, batch_size=cfg.eval_batch_size)
+            acquired = _rows(pool, picks, scores)
+            labelled = np.concatenate([labelled, picks])
+        t3 = time.perf_counter()
+        row = {"round": r, "n_labels": int(len(labelled) - len(acquired)), "metrics": metrics, "train": train,
+               "acquired": acquired,
+               "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2}}
+        if r == 0:
+            row["seed_set"] = seed_rows
+        writer.append_round(row, finished=r == n_rounds - 1)
+        main = metrics.get("test") or next(iter(metrics.values()), {})
+        say(f"  round {r}/{n_rounds - 1} labels={row['n_labels']:4d} steps={train['steps']:3d} "
+            f"acc={main.get('accuracy', float('nan')):.3f} worst={main.get('worst_group', float('nan')):.3f} "
+            f"({t3 - t0:.1f}s)")
+        if on_round_end is not None:
+            on_round_end(r)
+    return load_run(out_dir)

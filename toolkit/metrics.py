@@ -1,0 +1,141 @@
+"""Group metrics, confidence intervals across seeds, and label efficiency."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def group_key(label: int, spurious: int) -> str:
+    return f"y{int(label)}_s{int(spurious)}"
+
+
+def group_metrics(
+    preds: np.ndarray,
+    labels: np.ndarray,
+    spurious: np.ndarray | None,
+    *,
+    train_group_shares: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Accuracy overall and per (label, spurious) group.
+
+    Args:
+        preds, labels: (n,) integer class indices.
+        spurious: (n,) the spurious attribute, coded so that "label == spurious" means a
+            matched example (as Waterbirds: waterbird=1 on water=1); None for no groups.
+        train_group_shares: share of each group in the training pool, for the
+            train-weighted average (the Waterbirds literature's "average accuracy").
+
+    Returns:
+        accuracy; acc/<group> per group; worst_group; balanced (mean over groups);
+        mismatched (mean over groups with label != spurious); avg_train_weighted.
+    """
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    if preds.shape != labels.shape:
+        raise ValueError(f"preds {preds.shape} and labels {labels.shape} must have the same shape")
+    out = {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan")}
+    if spurious is None:
+        return out
+    spurious = np.asarray(spurious)
+    correct = preds == labels
+    accs, mismatched = {}, []
+    for y in np.unique(labels):
+        for s in np.unique(spurious):
+            m = (labels == y) & (spurious == s)
+            if m.any():
+                key = group_key(y, s)
+                accs[key] = float(correct[m].mean())
+                if y != s:
+                    mismatched.append(accs[key])
+    out.update({f"acc/{k}": v for k, v in accs.items()})
+    out["worst_group"] = min(accs.values())
+    out["balanced"] = float(np.mean(list(accs.values())))
+    out["mismatched"] = float(np.mean(mismatched)) if mismatched else float("nan")
+    if train_group_shares:
+        w = {k: train_group_shares.get(k, 0.0) for k in accs}
+        total = sum(w.values())
+        out["avg_train_weighted"] = float(sum(accs[k] * w[k] for k in accs) / total) if total else float("nan")
+    return out
+
+
+def group_shares(labels: np.ndarray, spurious: np.ndarray) -> dict[str, float]:
+    """Share of each (label, spurious) group among the given rows."""
+    keys = [group_key(y, s) for y, s in zip(labels, spurious)]
+    counts = pd.Series(keys).value_counts()
+    return {k: float(v / len(keys)) for k, v in counts.items()}
+
+
+def mean_ci(values, *, level: float = 0.95, method: str = "t") -> tuple[float, float, float]:
+    """(mean, low, high) of the mean across seeds.
+
+    method "t" (default) uses Student's t, honest for the few seeds a CPU demo runs;
+    "gaussian" uses mean +- z * sem, the paper's approximation (fine for 16 seeds).
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return (float("nan"),) * 3
+    m = float(v.mean())
+    if len(v) == 1:
+        return m, float("nan"), float("nan")
+    sem = v.std(ddof=1) / np.sqrt(len(v))
+    if method == "t":
+        q = stats.t.ppf(0.5 + level / 2, df=len(v) - 1)
+    elif method == "gaussian":
+        q = stats.norm.ppf(0.5 + level / 2)
+    else:
+        raise ValueError(f"unknown CI method {method!r}; valid: 't', 'gaussian'")
+    return m, m - q * sem, m + q * sem
+
+
+def labels_to_reach(n_labels: np.ndarray, curve: np.ndarray, target: float) -> float:
+    """Smallest label count at which a curve first reaches `target`, interpolating linearly
+    between measured points; inf if it never does."""
+    n_labels, curve = np.asarray(n_labels, float), np.asarray(curve, float)
+    for i in range(len(curve)):
+        if curve[i] >= target:
+            if i == 0:
+                return float(n_labels[0])
+            x0, x1, y0, y1 = n_labels[i - 1], n_labels[i], curve[i - 1], curve[i]
+            return float(x0 + (target - y0) / (y1 - y0) * (x1 - x0))
+    return float("inf")
+
+
+def label_efficiency(n_labels: np.ndarray, baseline_curve: np.ndarray, method_curve: np.ndarray) -> float:
+    """How many times more labels the baseline needs than the method.
+
+    Definition: target = the baseline's value at its final budget B (the last point);
+    n = labels the method needs to first reach target (linear interpolation between
+    rounds; the method's first point counts as reached if already above). Efficiency =
+    B / n. Values > 1 favour the method; 0 when the method never reaches the target
+    within the budget. Curves are means over seeds, evaluated at shared label counts.
+    """
+    n_labels = np.asarray(n_labels, float)
+    target = float(np.asarray(baseline_curve, float)[-1])
+    needed = labels_to_reach(n_labels, method_curve, target)
+    return 0.0 if np.isinf(needed) else float(n_labels[-1] / needed)
+
+
+def bootstrap_label_efficiency(
+    n_labels: np.ndarray,
+    baseline_runs: np.ndarray,
+    method_runs: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """Label efficiency of mean curves, with a percentile bootstrap CI over seeds.
+
+    Args:
+        baseline_runs, method_runs: (n_seeds, n_points) curves at the shared `n_labels`.
+    """
+    b, m = np.asarray(baseline_runs, float), np.asarray(method_runs, float)
+    point = label_efficiency(n_labels, b.mean(0), m.mean(0))
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        bi = b[rng.integers(0, len(b), len(b))].mean(0)
+        mi = m[rng.integers(0, len(m), len(m))].mean(0)
+        boots[i] = label_efficiency(n_labels, bi, mi)
+    lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
+    return point, float(lo), float(hi)

@@ -1,0 +1,194 @@
+"""Model registry: `create_model(name, weights=..., num_classes=...)` -> Classifier.
+
+Every classifier is a backbone that maps inputs to pooled pre-logits features
+(`embed`) plus a zero-initialised linear head. No other code reaches into layers.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .toy import ToyResNet
+
+TOY_CHECKPOINT = Path("cache/toy_backbone/toy_resnet.pt")
+
+
+class Classifier(nn.Module):
+    """backbone -> embedding -> zero-initialised linear head."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, *, name: str, weights: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(num_features, num_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.name = name
+        self.weights = weights
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate (pre-logits) features, (B, num_features)."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one registered backbone.
+
+    Args:
+        build: weights-free constructor returning (backbone, num_features).
+        timm_name: the timm architecture (and hub tag) for timm models, else None.
+        npz_url: the original BiT release file, for weights with no hub tag.
+        input_size: the resolution the model expects (the data transform resizes to it).
+    """
+
+    build: Callable[[], tuple[nn.Module, int]]
+    timm_name: str | None = None
+    npz_url: str | None = None
+    input_size: int = 32
+    description: str = ""
+
+
+def _timm_builder(timm_name: str) -> Callable[[], tuple[nn.Module, int]]:
+    def build() -> tuple[nn.Module, int]:
+        import timm
+
+        m = timm.create_model(timm_name.split(".")[0], pretrained=False, num_classes=0)
+        return m, m.num_features
+
+    return build
+
+
+def _toy_builder() -> tuple[nn.Module, int]:
+    m = ToyResNet()
+    return m, m.num_features
+
+
+MODELS: dict[str, ModelSpec] = {
+    "toy_resnet": ModelSpec(_toy_builder, description="toy pre-act ResNet-GN, pretrained by `altk pretrain toy`"),
+    "bit_m_r50x1": ModelSpec(_timm_builder("resnetv2_50x1_bit.goog_in21k"), "resnetv2_50x1_bit.goog_in21k",
+                             input_size=128, description="BiT-M-R50x1 (ImageNet-21k), the paper's main model"),
+    "bit_m_r101x1": ModelSpec(_timm_builder("resnetv2_101x1_bit.goog_in21k"), "resnetv2_101x1_bit.goog_in21k",
+                              input_size=128, description="BiT-M-R101x1 (ImageNet-21k)"),
+    "bit_s_r50x1": ModelSpec(_timm_builder("resnetv2_50x1_bit"), "resnetv2_50x1_bit",
+                             npz_url="https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz",
+                             input_size=128, description="BiT-S-R50x1 (ImageNet-1k; original .npz release)"),
+    "vit_b16": ModelSpec(_timm_builder("vit_base_patch16_224.augreg_in21k"), "vit_base_patch16_224.augreg_in21k",
+                         input_size=224, description="ViT-B/16 (ImageNet-21k)"),
+    "timm_test_resnet": ModelSpec(_timm_builder("test_resnet"), "test_resnet", input_size=32,
+                                  description="tiny timm ResNet for tests"),
+    "timm_test_vit": ModelSpec(_timm_builder("test_vit"), "test_vit", input_size=32,
+                               description="tiny timm ViT for tests"),
+}
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, *, weights: str = "pretrained", num_classes: int) -> Classifier:
+    """Build a registered classifier.
+
+    Args:
+        name: a registered name (see `list_models()`).
+        weights: "pretrained" (hub / the toy checkpoint), "random" (same architecture, random
+            init; seed torch beforehand for reproducibility), or a path to a local file
+            (.safetensors, .pth/.pt/.bin state dict, or an original BiT .npz).
+        num_classes: size of the zero-initialised head.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    spec = MODELS[name]
+    backbone, num_features = spec.build()
+    if weights == "pretrained":
+        _load_pretrained(name, spec, backbone)
+    elif weights != "random":
+        path = Path(weights)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"weights {weights!r} for model {name!r}: no such file; pass 'pretrained', 'random' or "
+                f"an existing .safetensors/.pth/.pt/.npz file"
+            )
+        load_backbone_weights(backbone, path)
+    return Classifier(backbone, num_features, num_classes, name=name, weights=str(weights))
+
+
+def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
+    if name == "toy_resnet":
+        if not TOY_CHECKPOINT.exists():
+            from ..pretrain import pretrain_toy
+
+            pretrain_toy(out=TOY_CHECKPOINT)  # the toy world pretrains on first use
+        load_backbone_weights(backbone, TOY_CHECKPOINT)
+        return
+    try:
+        if spec.npz_url is not None:
+            dest = Path(torch.hub.get_dir()) / "bit" / Path(spec.npz_url).name
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(spec.npz_url, str(dest))
+            backbone.load_pretrained(str(dest))
+            return
+        import timm
+
+        hub = timm.create_model(spec.timm_name, pretrained=True, num_classes=0)
+        backbone.load_state_dict(hub.state_dict(), strict=True)
+    except OSError as err:  # includes connection errors and missing hub files
+        raise RuntimeError(
+            f"could not fetch pretrained weights for {name!r} ({spec.timm_name or spec.npz_url}): {err}. "
+            f"Without internet, download them elsewhere and pass weights=PATH (.safetensors/.pth/.npz)."
+        ) from err
+
+
+def _head_key(key: str) -> bool:
+    return key.split(".")[0] in {"head", "fc", "classifier"}
+
+
+def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
+    """Load a checkpoint into a headless backbone, strictly except for the source's head.
+
+    A checkpoint may carry its own classifier (`head.*`, `fc.*`); those keys, and only those,
+    may be unused. Any missing backbone key is an error.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not hasattr(backbone, "load_pretrained"):
+            raise ValueError(f"{path}: .npz weights need a timm model with load_pretrained (BiT, ViT)")
+        backbone.load_pretrained(str(path))
+        return
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("backbone", "state_dict", "model"):
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    state = {k.removeprefix("backbone.").removeprefix("module."): v for k, v in state.items()}
+    result = backbone.load_state_dict(state, strict=False)
+    unexpected = [k for k in result.unexpected_keys if not _head_key(k)]
+    if result.missing_keys or unexpected:
+        raise ValueError(
+            f"{path} does not match the architecture: missing keys {result.missing_keys[:8]}, "
+            f"unexpected non-head keys {unexpected[:8]}. Was it saved from a different model?"
+        )
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short digest of a model's parameters, for fingerprints and reset checks."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,138 @@
+"""The run record: one directory per run, written atomically round by round.
+
+Layout:
+    config.yaml    resolved config + toolkit version + git commit (written once)
+    meta.json      dataset facts the analyses need (pool size, pool group shares, class names)
+    rounds.jsonl   one JSON object per completed round (rewritten atomically each round)
+    state.json     what resuming needs: labelled ids after each round, status
+
+Every file is replaced with os.replace from a temporary file, so a killed process
+leaves either the previous complete version or the new one, never half a file. The full
+loop and the probe-only loop write the same format; `load_run` reads both.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from . import __version__
+from .repro import git_commit
+
+TIMING_PREFIX = "time/"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _diff(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class RunWriter:
+    """Creates a run directory, or reopens one with the same config to resume it."""
+
+    def __init__(self, run_dir: str | Path, config: dict, meta: dict) -> None:
+        self.dir = Path(run_dir)
+        cfg_path = self.dir / "config.yaml"
+        if cfg_path.exists():
+            saved = yaml.safe_load(cfg_path.read_text())
+            differ = _diff(saved.get("config", {}), config)
+            if differ:
+                raise ValueError(
+                    f"{self.dir} already holds a run with a different config (fields differ: "
+                    f"{', '.join(differ)}). Resume with the same config, or choose another output directory."
+                )
+            self.rounds = [json.loads(line) for line in (self.dir / "rounds.jsonl").read_text().splitlines()
+                           if line.strip()] if (self.dir / "rounds.jsonl").exists() else []
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            header = {"toolkit_version": __version__, "git_commit": git_commit(Path(__file__).parent),
+                      "config": config}
+            write_atomic(self.dir / "meta.json", json.dumps(meta, indent=1))
+            write_atomic(cfg_path, yaml.safe_dump(header, sort_keys=False))
+            self.rounds = []
+
+    @property
+    def completed_rounds(self) -> int:
+        return len(self.rounds)
+
+    def labelled_ids(self) -> list[int]:
+        """Seed set plus everything acquired in completed rounds, in acquisition order."""
+        if not self.rounds:
+            return []
+        ids = [s["id"] for s in self.rounds[0]["seed_set"]]
+        for row in self.rounds:
+            ids += [a["id"] for a in row["acquired"]]
+        return ids
+
+    def append_round(self, row: dict, *, finished: bool) -> None:
+        self.rounds.append(row)
+        write_atomic(self.dir / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in self.rounds))
+        state = {"completed_rounds": len(self.rounds), "status": "finished" if finished else "running",
+                 "labelled_ids": self.labelled_ids(),
+                 "rng": "numpy default_rng([seed, round, stream]): derived per round, nothing to save"}
+        write_atomic(self.dir / "state.json", json.dumps(state))
+
+
+@dataclass
+class RunRecord:
+    """A finished or partial run, read from disk.
+
+    Attributes:
+        config: the resolved config (dict) and header fields.
+        meta: dataset facts (pool size, pool group shares, class names).
+        rounds: one row per round; metric columns are "<split>/<metric>".
+        acquisitions: one row per acquired example: id, round, score, label, spurious, group.
+        seed_set: the seed set's rows, in the same columns.
+    """
+
+    path: Path
+    config: dict
+    meta: dict
+    rounds: pd.DataFrame
+    acquisitions: pd.DataFrame
+    seed_set: pd.DataFrame
+    status: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    run_dir = Path(run_dir)
+    needed = ["config.yaml", "meta.json", "rounds.jsonl", "state.json"]
+    missing = [n for n in needed if not (run_dir / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a complete run record: missing {', '.join(missing)}")
+    header = yaml.safe_load((run_dir / "config.yaml").read_text())
+    meta = json.loads((run_dir / "meta.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()]
+    flat, acq = [], []
+    for row in rows:
+        f = {"round": row["round"], "n_labels": row["n_labels"]}
+        for split, metrics in row["metrics"].items():
+            f.update({f"{split}/{k}": v for k, v in metrics.items()})
+        f.update({f"{TIMING_PREFIX}{k}": v for k, v in row.get("timings", {}).items()})
+        f.update({f"train/{k}": v for k, v in row.get("train", {}).items()})
+        flat.append(f)
+        acq += [{**a, "round": row["round"]} for a in row["acquired"]]
+    seed = pd.DataFrame(rows[0]["seed_set"]) if rows else pd.DataFrame()
+    state = json.loads((run_dir / "state.json").read_text())
+    return RunRecord(run_dir, header, meta, pd.DataFrame(flat), pd.DataFrame(acq), seed, state["status"])
