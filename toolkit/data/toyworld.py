@@ -109,6 +109,12 @@ def fingerprint(params: ToyWorldParams, split: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _plain(column: pd.Series) -> np.ndarray:
+    """A column as a pickle-free numpy array (strings as fixed-width unicode)."""
+    values = column.to_numpy()
+    return values.astype(str) if values.dtype == object or not np.issubdtype(values.dtype, np.number) else values
+
+
 def load_toyworld(split: str, *, cache_dir: str | Path | None = "cache/toyworld", **params) -> GroupedDataset:
     """The toy-world split, rendered once and cached on disk under its fingerprint."""
     p = ToyWorldParams(**params)
@@ -126,7 +132,7 @@ def load_toyworld(split: str, *, cache_dir: str | Path | None = "cache/toyworld"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
             np.savez(tmp, images=images, ids=table.index.to_numpy(),
-                     **{f"attr_{c}": table[c].to_numpy() for c in table.columns})
+                     **{f"attr_{c}": _plain(table[c]) for c in table.columns})
             os.replace(tmp, path)  # atomic: a reader never sees a half-written cache
     return GroupedDataset(
         name="toyworld",

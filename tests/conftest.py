@@ -1,0 +1,35 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # an unreachable hub otherwise retries for ~47 s
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+# A CPU-sized toy world for tests: a few hundred images.
+TINY_DATA = {"n_train": 240, "n_val": 40, "n_test": 160}
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    """A briefly pretrained toy backbone (not a good one: the loop, not the effect, is under test)."""
+    from toolkit.pretrain import PretrainRecipe, pretrain_toy
+
+    path = tmp_path_factory.mktemp("backbone") / "toy_resnet.pt"
+    pretrain_toy(path, PretrainRecipe(n_images=600, steps=30, batch_size=32, warmup_steps=5), log_every=0)
+    return path
+
+
+@pytest.fixture
+def tiny_cfg(tiny_backbone, tmp_path):
+    """A run config that finishes three rounds in a few seconds."""
+    from toolkit.config import resolve_config
+
+    return resolve_config("toy", {
+        "data": {"params": {**TINY_DATA, "cache_dir": str(tmp_path / "data")}},
+        "model": {"weights": str(tiny_backbone)},
+        "finetune": {"max_steps": 6, "micro_batch": 16},
+        "al": {"seed_size": 10, "per_round": 5, "budget": 10},
+        "eval_batch_size": 128,
+    })

@@ -1,0 +1,130 @@
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from toolkit import loop as loop_mod
+from toolkit.config import resolve_config
+from toolkit.loop import acquisition_sizes, draw_seed_set, run_active_learning
+from toolkit.models import create_model, weights_digest
+from toolkit.record import load_run
+
+
+def _comparable(rec):
+    """A record minus wall-clock timings."""
+    rounds = rec.rounds.drop(columns=[c for c in rec.rounds.columns if c.startswith("time/") or c == "train/seconds"])
+    return rounds, rec.acquisitions, rec.seed_set
+
+
+def test_record_contents(tiny_cfg, tmp_path):
+    rec = run_active_learning(tiny_cfg, tmp_path / "run", log=None)
+    assert rec.status == "finished"
+    assert rec.rounds["n_labels"].tolist() == [10, 15, 20]
+    assert len(rec.seed_set) == 10 and sorted(rec.seed_set["label"].value_counts().tolist()) == [5, 5]
+    acquired = rec.acquisitions
+    assert len(acquired) == 10 and acquired["round"].tolist() == [0] * 5 + [1] * 5
+    assert not set(acquired["id"]) & set(rec.seed_set["id"]) and acquired["id"].is_unique
+    assert set(acquired["group"]) <= {"y0_s0", "y0_s1", "y1_s0", "y1_s1"}
+    # scores are sorted best-first within a round (least confidence lies in [0, 0.5] for 2 classes)
+    for _, g in acquired.groupby("round"):
+        assert (np.diff(g["score"].to_numpy()) <= 0).all() and g["score"].between(0, 0.5).all()
+    for col in ["test/accuracy", "test/worst_group", "test/mismatched", "test/balanced", "test/avg_train_weighted",
+                "test/acc/y1_s0", "time/train_s", "train/steps"]:
+        assert col in rec.rounds.columns
+    assert rec.meta["pool_group_shares"]["y0_s0"] == pytest.approx(171 / 240)
+    assert rec.config["config"]["al"]["strategy"] == "least_confidence"
+
+
+def test_same_seed_same_record_different_seed_differs(tiny_cfg, tmp_path):
+    a = run_active_learning(tiny_cfg, tmp_path / "a", log=None)
+    b = run_active_learning(tiny_cfg, tmp_path / "b", log=None)
+    c = run_active_learning(dataclasses.replace(tiny_cfg, seed=1), tmp_path / "c", log=None)
+    for x, y in zip(_comparable(a), _comparable(b)):
+        pd.testing.assert_frame_equal(x, y)
+    assert set(a.seed_set["id"]) != set(c.seed_set["id"])
+
+
+def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path):
+    full = run_active_learning(tiny_cfg, tmp_path / "full", log=None)
+    part = run_active_learning(tiny_cfg, tmp_path / "resumed", max_rounds=1, log=None)
+    assert part.status == "running" and len(part.rounds) == 1
+    resumed = run_active_learning(tiny_cfg, tmp_path / "resumed", log=None)
+    assert resumed.status == "finished"
+    for x, y in zip(_comparable(full), _comparable(resumed)):
+        pd.testing.assert_frame_equal(x, y)
+
+
+def test_random_strategy_runs_and_differs_from_uncertainty(tiny_cfg, tmp_path):
+    unc = run_active_learning(tiny_cfg, tmp_path / "u", log=None)
+    rnd_cfg = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, strategy="random"))
+    rnd = run_active_learning(rnd_cfg, tmp_path / "r", log=None)
+    assert set(unc.seed_set["id"]) == set(rnd.seed_set["id"])  # same seed set, different picks
+    assert set(unc.acquisitions["id"]) != set(rnd.acquisitions["id"])
+
+
+def test_each_round_starts_from_pretrained_weights(tiny_cfg, tmp_path, monkeypatch):
+    pretrained = create_model("toy_resnet", weights=tiny_cfg.model.weights, num_classes=2)
+    torch.manual_seed(0)
+    fresh_random = create_model("toy_resnet", weights="random", num_classes=2)
+    seen = []
+    real = loop_mod.finetune
+
+    def spy(model, *args, **kwargs):
+        seen.append(weights_digest(model))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop_mod, "finetune", spy)
+    run_active_learning(tiny_cfg, tmp_path / "run", log=None)
+    assert len(seen) == 3
+    assert set(seen) == {weights_digest(pretrained)}
+    assert weights_digest(fresh_random) not in seen
+
+
+def test_existing_run_with_other_config_is_not_overwritten(tiny_cfg, tmp_path):
+    run_active_learning(tiny_cfg, tmp_path / "run", max_rounds=1, log=None)
+    other = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, per_round=3))
+    with pytest.raises(ValueError, match="different config.*al.per_round"):
+        run_active_learning(other, tmp_path / "run", log=None)
+
+
+def test_budget_and_seed_set_errors(tiny_cfg, tmp_path):
+    too_big = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, budget=500))
+    with pytest.raises(ValueError, match="exceeds the pool.*lower al.budget"):
+        run_active_learning(too_big, tmp_path / "a", log=None)
+    big_seed = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, seed_size=1000))
+    with pytest.raises(ValueError, match="seed set of 1000 is larger than the pool"):
+        run_active_learning(big_seed, tmp_path / "b", log=None)
+    bad = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, strategy="bald"))
+    with pytest.raises(ValueError, match="valid names"):
+        run_active_learning(bad, tmp_path / "c", log=None)
+    assert not (tmp_path / "a").exists()  # nothing written for a rejected config
+
+
+def test_acquisition_sizes():
+    cfg = resolve_config("toy", ["al.per_round=5", "al.budget=12"])
+    assert acquisition_sizes(cfg.al) == [5, 5, 2]
+    geo = resolve_config("toy", ["al.per_round=2", "al.budget=14", "al.schedule=geometric"])
+    assert acquisition_sizes(geo.al) == [2, 4, 8]
+
+
+def test_seed_sets():
+    labels = np.array([0] * 90 + [1] * 10)
+    s = draw_seed_set(labels, 10, "balanced", np.random.default_rng(0))
+    assert np.bincount(labels[s]).tolist() == [5, 5]
+    assert np.array_equal(s, draw_seed_set(labels, 10, "balanced", np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="needs 15 examples of class 1"):
+        draw_seed_set(labels, 30, "balanced", np.random.default_rng(0))
+
+
+def test_pool_subsample_limits_candidates(tiny_cfg, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, pool_subsample=20))
+    rec = run_active_learning(cfg, tmp_path / "sub", log=None)
+    assert len(rec.acquisitions) == 10 and rec.acquisitions["id"].is_unique
+
+
+def test_load_run_rejects_incomplete(tmp_path):
+    (tmp_path / "config.yaml").write_text("config: {}\n")
+    with pytest.raises(FileNotFoundError, match="missing meta.json"):
+        load_run(tmp_path)

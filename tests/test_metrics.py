@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from toolkit.metrics import (bootstrap_label_efficiency, group_metrics, label_efficiency, labels_to_reach,
+                             mean_ci)
+
+
+def test_group_metrics_constructed():
+    # groups: y0_s0 (4 rows, 3 right), y0_s1 (2 rows, 0 right), y1_s1 (3 rows, 3 right), y1_s0 (1 row, 1 right)
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    spur = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0])
+    preds = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    shares = {"y0_s0": 0.7, "y0_s1": 0.05, "y1_s1": 0.2, "y1_s0": 0.05}
+    m = group_metrics(preds, labels, spur, train_group_shares=shares)
+    assert m["accuracy"] == pytest.approx(0.7)
+    assert m["acc/y0_s0"] == pytest.approx(0.75) and m["acc/y0_s1"] == 0.0
+    assert m["acc/y1_s1"] == 1.0 and m["acc/y1_s0"] == 1.0
+    assert m["worst_group"] == 0.0
+    assert m["balanced"] == pytest.approx((0.75 + 0 + 1 + 1) / 4)
+    assert m["mismatched"] == pytest.approx(0.5)
+    assert m["avg_train_weighted"] == pytest.approx(0.7 * 0.75 + 0.2 + 0.05)
+
+
+def test_group_metrics_shape_mismatch():
+    with pytest.raises(ValueError, match="same shape"):
+        group_metrics(np.zeros(3), np.zeros(4), None)
+
+
+def test_mean_ci_known_values():
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0], method="gaussian")
+    half = 1.959964 * 1.0 / np.sqrt(3)
+    assert m == 2.0 and lo == pytest.approx(2 - half, rel=1e-5) and hi == pytest.approx(2 + half, rel=1e-5)
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0], method="t")  # t(0.975, df=2) = 4.3027
+    assert hi - m == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
+
+
+def test_labels_to_reach_interpolates():
+    n = np.array([40, 50, 60, 70])
+    assert labels_to_reach(n, np.array([0.1, 0.3, 0.5, 0.6]), 0.4) == pytest.approx(55.0)
+    assert labels_to_reach(n, np.array([0.5, 0.6, 0.6, 0.6]), 0.4) == 40.0
+    assert labels_to_reach(n, np.array([0.1, 0.2, 0.3, 0.3]), 0.4) == np.inf
+
+
+def test_label_efficiency_known_answer():
+    n = np.array([20, 40, 60, 80, 100])
+    random_curve = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    uncertain = np.array([0.1, 0.5, 0.6, 0.7, 0.8])  # reaches random's final 0.5 at 40 labels
+    assert label_efficiency(n, random_curve, uncertain) == pytest.approx(100 / 40)
+    assert label_efficiency(n, random_curve, random_curve) == pytest.approx(1.0)
+    assert label_efficiency(n, uncertain, random_curve) == 0.0  # never reaches 0.8
+
+
+def test_bootstrap_label_efficiency_brackets_point():
+    n = np.array([20, 40, 60, 80, 100])
+    rng = np.random.default_rng(0)
+    base = np.array([0.1, 0.2, 0.3, 0.4, 0.5]) + rng.normal(0, 0.02, (8, 5))
+    meth = np.array([0.1, 0.5, 0.6, 0.7, 0.8]) + rng.normal(0, 0.02, (8, 5))
+    point, lo, hi = bootstrap_label_efficiency(n, base, meth, rng=np.random.default_rng(1), n_boot=300)
+    assert lo <= point <= hi and 2.0 < point < 3.0

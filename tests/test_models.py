@@ -1,0 +1,62 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from toolkit import models
+from toolkit.models import create_model, list_models, weights_digest
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="bit_m_r50x1"):
+        create_model("resnet9000", num_classes=2)
+
+
+@pytest.mark.parametrize("name,size", [("toy_resnet", 32), ("timm_test_resnet", 32), ("timm_test_vit", 160)])
+def test_random_models_embed_and_zero_head(name, size):
+    torch.manual_seed(0)
+    m = create_model(name, weights="random", num_classes=3).eval()
+    x = torch.randn(2, 3, size, size)
+    emb = m.embed(x)
+    assert emb.shape == (2, m.head.in_features)
+    assert torch.equal(m(x), torch.zeros(2, 3))  # zero-initialised head
+
+
+def test_registry_covers_paper_models():
+    assert {"bit_m_r50x1", "bit_s_r50x1", "bit_m_r101x1", "vit_b16", "toy_resnet"} <= set(list_models())
+
+
+def test_local_safetensors_with_source_head_loads(tmp_path):
+    torch.manual_seed(1)
+    src = create_model("timm_test_resnet", weights="random", num_classes=2)
+    state = dict(src.backbone.state_dict())
+    state["fc.weight"] = torch.zeros(1000, src.head.in_features)  # the source's own head is allowed
+    save_file(state, tmp_path / "w.safetensors")
+    torch.manual_seed(2)
+    dst = create_model("timm_test_resnet", weights=str(tmp_path / "w.safetensors"), num_classes=2)
+    assert weights_digest(dst.backbone) == weights_digest(src.backbone)
+
+
+def test_checkpoint_of_other_architecture_refused(tmp_path):
+    torch.save(create_model("toy_resnet", weights="random", num_classes=2).backbone.state_dict(), tmp_path / "t.pth")
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        create_model("timm_test_resnet", weights=str(tmp_path / "t.pth"), num_classes=2)
+
+
+def test_missing_weights_file():
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        create_model("toy_resnet", weights="nowhere.pt", num_classes=2)
+
+
+def test_toy_pretrained_loads_checkpoint(tiny_backbone, monkeypatch):
+    monkeypatch.setattr(models, "TOY_CHECKPOINT", tiny_backbone)
+    a = create_model("toy_resnet", weights="pretrained", num_classes=2)
+    b = create_model("toy_resnet", weights=str(tiny_backbone), num_classes=2)
+    saved = torch.load(tiny_backbone, map_location="cpu", weights_only=True)["backbone"]
+    assert weights_digest(a) == weights_digest(b)
+    for k, v in saved.items():
+        assert torch.equal(a.backbone.state_dict()[k], v)
+
+
+def test_hub_unreachable_gives_clear_error():
+    with pytest.raises(RuntimeError, match="weights=PATH"):
+        create_model("timm_test_resnet", weights="pretrained", num_classes=2)
