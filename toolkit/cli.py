@@ -33,7 +33,8 @@ def cmd_pretrain(args) -> None:
     out = Path(args.out or TOY_CHECKPOINT)
     if out.exists() and not args.force:
         raise SystemExit(f"{out} exists; pass --force to retrain and replace it")
-    recipe = PretrainRecipe(steps=args.steps, n_images=args.images, threads=args.threads)
+    given = {"steps": args.steps, "n_images": args.images, "threads": args.threads}
+    recipe = PretrainRecipe(**{k: v for k, v in given.items() if v is not None})
     pretrain_toy(out, recipe)
 
 
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("pretrain", help="pretrain the toy backbone on the broad synthetic task")
     p.add_argument("target", choices=["toy"])
     p.add_argument("--out", default=None)
-    p.add_argument("--steps", type=int, default=2400)
-    p.add_argument("--images", type=int, default=40_000)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="default: the recipe's (2000)")
+    p.add_argument("--images", type=int, default=None, help="default: the recipe's (40,000)")
+    p.add_argument("--threads", type=int, default=None, help="default: 1 (steadier under contention)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_pretrain)
 

@@ -28,7 +28,7 @@ from .models.toy import ToyResNet
 @dataclass(frozen=True)
 class PretrainRecipe:
     n_images: int = 40_000
-    steps: int = 2400
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100
@@ -36,6 +36,7 @@ class PretrainRecipe:
     aux_weight: float = 0.1    # hue-bin and texture losses, each
     mask_weight: float = 1.0   # foreground-mask loss on 8x8 stage-2 features
     image_size: int = 32
+    object_size: tuple = (0.12, 0.36)  # broad: covers the toy world's small objects and more
     seed: int = 1234           # distinct from every toy-world seed stream
     threads: int = 1
 
@@ -64,7 +65,8 @@ def make_pretraining_data(recipe: PretrainRecipe, n: int, stream: int):
     textures = rng.integers(0, len(TEXTURES), n)
     imgs, masks = [], []
     for i in range(0, n, 1000):
-        im, al = render(shapes[i:i + 1000], hues[i:i + 1000], textures[i:i + 1000], rng, image_size=recipe.image_size)
+        im, al = render(shapes[i:i + 1000], hues[i:i + 1000], textures[i:i + 1000], rng,
+                        image_size=recipe.image_size, object_size=recipe.object_size)
         imgs.append(im)
         pool = recipe.image_size // 8
         masks.append(al.reshape(len(al), 8, pool, 8, pool).mean(axis=(2, 4)))

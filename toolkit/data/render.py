@@ -136,6 +136,7 @@ def render(
     *,
     image_size: int = 32,
     nuisance: float = 1.0,
+    object_size: tuple[float, float] = (0.24, 0.36),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render a batch of images.
 
@@ -146,6 +147,7 @@ def render(
         rng: source of all nuisance variation.
         image_size: side length in pixels.
         nuisance: 0 = centred, upright, clean objects; 1 = the default variation.
+        object_size: range of the object's half-size as a fraction of the image side.
 
     Returns:
         images: (B, image_size, image_size, 3) uint8.
@@ -177,7 +179,7 @@ def render(
         bg = bg * (1 - a[..., None]) + col * a[..., None]
 
     # Foreground: a shape in its own rotated, scaled, shifted frame.
-    scale = s * (0.30 + 0.06 * nuisance * rng.uniform(-1, 1, (b, 1, 1)))
+    scale = s * rng.uniform(object_size[0], object_size[1], (b, 1, 1))
     aspect = np.exp(0.2 * nuisance * rng.uniform(-1, 1, (b, 1, 1)))
     rot = nuisance * rng.uniform(-np.pi, np.pi, (b, 1, 1))
     shift = nuisance * s * 0.15

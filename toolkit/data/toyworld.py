@@ -37,7 +37,9 @@ class ToyWorldParams:
         matched_fraction: fraction of the training pool whose background matches the label.
         eval_matched_fraction: the same for val and test (0.5 = the four groups balanced).
         minority_fraction: share of the minority class (waterbird) in the training pool.
-        nuisance: strength of position/rotation/size/colour/noise variation (0 to 1).
+        nuisance: strength of position/rotation/aspect/colour/noise variation (0 to 1).
+        object_size: (min, max) half-size of the object as a fraction of the image side;
+            small objects make the background the more salient feature, as in Waterbirds.
         seed: generator seed; splits draw from independent streams of it.
     """
 
@@ -49,7 +51,11 @@ class ToyWorldParams:
     eval_matched_fraction: float = 0.5
     minority_fraction: float = 0.25
     nuisance: float = 1.0
+    object_size: tuple = (0.24, 0.36)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "object_size", tuple(float(v) for v in self.object_size))  # YAML gives lists
 
     def validate(self) -> None:
         for name in ("matched_fraction", "eval_matched_fraction", "minority_fraction", "nuisance"):
@@ -93,7 +99,8 @@ def generate_split(params: ToyWorldParams, split: str) -> tuple[np.ndarray, pd.D
     textures = rng.integers(0, len(TEXTURES), n)
     images = np.concatenate([
         render(shape_ids[i:i + 512], hues[i:i + 512], textures[i:i + 512], rng,
-               image_size=params.image_size, nuisance=params.nuisance)[0]
+               image_size=params.image_size, nuisance=params.nuisance,
+               object_size=params.object_size)[0]
         for i in range(0, n, 512)
     ])
     ids = _ID_OFFSET[split] + np.arange(n)

@@ -1,0 +1,34 @@
+import pytest
+
+from toolkit.cli import main
+from toolkit.record import load_run
+from conftest import TINY_DATA
+
+
+def _sets(tiny_backbone, tmp_path):
+    return ["--set", f"model.weights={tiny_backbone}", "finetune.max_steps=4", "finetune.micro_batch=16",
+            "al.seed_size=10", "al.per_round=5", "al.budget=5", "eval_batch_size=128",
+            *[f"data.params.{k}={v}" for k, v in TINY_DATA.items()], f"data.params.cache_dir={tmp_path / 'd'}"]
+
+
+def test_altk_run_writes_a_record(tiny_backbone, tmp_path, capsys):
+    main(["run", "toy", "--out", str(tmp_path / "run"), *_sets(tiny_backbone, tmp_path)])
+    rec = load_run(tmp_path / "run")
+    assert rec.status == "finished" and rec.rounds["n_labels"].tolist() == [10, 15]
+    assert "round 1/1" in capsys.readouterr().out
+
+
+def test_altk_run_bad_key_exits_with_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "toy", "--out", str(tmp_path / "run"), "--set", "al.budgett=5"])
+    assert exc.value.code == 2
+    assert "unknown config key 'al.budgett'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_altk_pretrain_refuses_to_overwrite(tmp_path, capsys):
+    target = tmp_path / "b.pt"
+    target.write_bytes(b"x")
+    with pytest.raises(SystemExit, match="--force"):
+        main(["pretrain", "toy", "--out", str(target)])
+    assert target.read_bytes() == b"x"

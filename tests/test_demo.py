@@ -1,0 +1,24 @@
+import shutil
+
+import pandas as pd
+
+from toolkit.demo import run_demo
+from conftest import TINY_DATA
+
+
+def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the demo looks for the toy backbone under ./cache
+    (tmp_path / "cache" / "toy_backbone").mkdir(parents=True)
+    shutil.copy(tiny_backbone, tmp_path / "cache" / "toy_backbone" / "toy_resnet.pt")
+    overrides = ["finetune.max_steps=4", "finetune.micro_batch=16", "al.seed_size=10", "al.per_round=5",
+                 "al.budget=10", "eval_batch_size=128", *[f"data.params.{k}={v}" for k, v in TINY_DATA.items()]]
+    tidy = run_demo(seeds=[0, 1], out="out", workers=2, overrides=overrides)
+    assert len(tidy) == 2 * 2 * 2 * 3  # weights x strategies x seeds x rounds
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert set(zip(summary.weights, summary.strategy)) == {
+        ("pretrained", "least_confidence"), ("pretrained", "random"),
+        ("random", "least_confidence"), ("random", "random")}
+    assert (summary["n_seeds"] == 2).all() and (summary["n_labels"] == 20).all()
+    printed = capsys.readouterr().out
+    assert "Upsampling ratio" in printed and "Label efficiency" in printed and "y1_s0" in printed
+    assert (tmp_path / "out" / "learning_curves.html").stat().st_size > 10_000
