@@ -6,7 +6,7 @@ from toolkit.config import list_presets, parse_overrides, resolve_config
 def test_toy_preset_and_overrides():
     cfg = resolve_config("toy", ["al.strategy=random", "seed=3", "finetune.base_lr=0.01"])
     assert cfg.al.strategy == "random" and cfg.seed == 3 and cfg.finetune.base_lr == 0.01
-    assert cfg.finetune.schedule_scale == 0.2 and cfg.data.name == "toyworld"
+    assert cfg.finetune.schedule_scale == 0.3 and cfg.data.name == "toyworld"
     assert "toy" in list_presets()
 
 

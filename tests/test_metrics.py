@@ -48,6 +48,8 @@ def test_label_efficiency_known_answer():
     assert label_efficiency(n, random_curve, uncertain) == pytest.approx(100 / 40)
     assert label_efficiency(n, random_curve, random_curve) == pytest.approx(1.0)
     assert label_efficiency(n, uncertain, random_curve) == 0.0  # never reaches 0.8
+    flat = np.zeros(5)  # a baseline stuck at chance: efficiency undefined, not 100 / 20
+    assert np.isnan(label_efficiency(n, flat, flat))
 
 
 def test_bootstrap_label_efficiency_brackets_point():

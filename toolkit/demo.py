@@ -64,7 +64,8 @@ def format_table(tidy: pd.DataFrame, records) -> str:
     lines.append("(groups: y0=landbird, y1=waterbird; s0=land, s1=water; mismatched = y0_s1 and y1_s0)")
     lines.append("")
     lines.append("Label efficiency on worst-group accuracy (labels random needs for its final value /")
-    lines.append("labels least-confidence needs to reach it; bootstrap 95% CI over seeds; 0 = never reached):")
+    lines.append("labels least-confidence needs to reach it; bootstrap 95% CI over seeds; 0 = never reached;")
+    lines.append("nan = random does not improve on the seed set, so the ratio is undefined):")
     for _, r in eff.iterrows():
         lines.append(f"  {r['weights']:<11} {r['efficiency']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]")
     return "\n".join(lines)

@@ -108,10 +108,15 @@ def label_efficiency(n_labels: np.ndarray, baseline_curve: np.ndarray, method_cu
     n = labels the method needs to first reach target (linear interpolation between
     rounds; the method's first point counts as reached if already above). Efficiency =
     B / n. Values > 1 favour the method; 0 when the method never reaches the target
-    within the budget. Curves are means over seeds, evaluated at shared label counts.
+    within the budget; nan when the baseline does not improve on its first point (then
+    "labels the baseline needs" is meaningless: a flat curve at chance would otherwise
+    give B / first-point). Curves are means over seeds, evaluated at shared label counts.
     """
     n_labels = np.asarray(n_labels, float)
-    target = float(np.asarray(baseline_curve, float)[-1])
+    baseline_curve = np.asarray(baseline_curve, float)
+    target = float(baseline_curve[-1])
+    if target <= baseline_curve[0]:
+        return float("nan")
     needed = labels_to_reach(n_labels, method_curve, target)
     return 0.0 if np.isinf(needed) else float(n_labels[-1] / needed)
 
@@ -137,5 +142,8 @@ def bootstrap_label_efficiency(
         bi = b[rng.integers(0, len(b), len(b))].mean(0)
         mi = m[rng.integers(0, len(m), len(m))].mean(0)
         boots[i] = label_efficiency(n_labels, bi, mi)
+    boots = boots[~np.isnan(boots)]
+    if np.isnan(point) or len(boots) == 0:
+        return point, float("nan"), float("nan")
     lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
     return point, float(lo), float(hi)

@@ -51,7 +51,7 @@ class ToyWorldParams:
     eval_matched_fraction: float = 0.5
     minority_fraction: float = 0.25
     nuisance: float = 1.0
-    object_size: tuple = (0.24, 0.36)
+    object_size: tuple = (0.12, 0.18)
     seed: int = 0
 
     def __post_init__(self) -> None:
