@@ -19,9 +19,40 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_demo(args) -> None:
+    if args.probe:
+        from .probe_demo import run_probe_demo
+
+        run_probe_demo(seeds=_seeds(args.seeds if args.seeds != "0-2" else "0-9"), out=args.out + "-probe")
+        return
     from .demo import run_demo
 
     run_demo(seeds=_seeds(args.seeds), out=args.out, workers=args.workers, overrides=args.set)
+
+
+def cmd_extract(args) -> None:
+    from .config import parse_overrides
+    from .features import extract_features
+
+    params = parse_overrides(args.param) if args.param else {}
+    path = extract_features(args.model, args.dataset, args.split, weights=args.weights, dataset_params=params,
+                            layer=args.layer, out=args.out, dtype=args.dtype, compression=args.compression,
+                            device=args.device, seed=args.seed)
+    print(path)
+
+
+def cmd_probe(args) -> None:
+    from .config import ALConfig
+    from .probe import run_probe
+
+    al = ALConfig(strategy=args.strategy, seed_size=args.seed_size, per_round=args.per_round, budget=args.budget,
+                  seed_set=args.seed_set, pool_subsample=args.pool_subsample)
+    evals = dict(item.split("=", 1) if "=" in item else ("test", item) for item in args.eval_cache)
+    for seed in _seeds(args.seeds):
+        out = Path(args.out) / f"{args.strategy}-s{seed}"
+        rec = run_probe(args.cache, evals, out, al=al, seed=seed, C=args.C)
+        last = rec.rounds.iloc[-1]
+        metrics = "  ".join(f"{k}={last[k]:.3f}" for k in rec.rounds.columns if k.endswith("/worst_group"))
+        print(f"{out}: {int(last['n_labels'])} labels  {metrics}")
 
 
 def cmd_pretrain(args) -> None:
@@ -57,7 +88,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="cache/demo")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
+    p.add_argument("--probe", action="store_true", help="probe-only mode on cached features (10 seeds by default)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("extract", help="penultimate embeddings of a dataset split into an HDF5 cache")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", default="pretrained", help="pretrained, random, or a checkpoint path")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--layer", default="penultimate")
+    p.add_argument("--param", nargs="*", default=[], metavar="KEY=VALUE", help="dataset options, e.g. n_train=4000")
+    p.add_argument("--out", default=None, help="file (default: cache/features/<dataset>-<split>-<model>-<fp>.h5)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--compression", default=None, choices=[None, "gzip", "lzf"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="torch seed for random weights")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("probe", help="probe-only active learning on a feature cache")
+    p.add_argument("--cache", required=True, help="the pool's feature cache (.h5)")
+    p.add_argument("--eval-cache", nargs="+", required=True, metavar="[SPLIT=]PATH")
+    p.add_argument("--strategy", default="least_confidence")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--seed-size", type=int, default=40)
+    p.add_argument("--seed-set", default="balanced", choices=["balanced", "random"])
+    p.add_argument("--per-round", type=int, default=5)
+    p.add_argument("--budget", type=int, default=320)
+    p.add_argument("--pool-subsample", type=int, default=None)
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probe")
+    p.add_argument("--out", default="cache/probe-runs")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("pretrain", help="pretrain the toy backbone on the broad synthetic task")
     p.add_argument("target", choices=["toy"])

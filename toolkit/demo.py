@@ -65,9 +65,10 @@ def format_table(tidy: pd.DataFrame, records) -> str:
     lines.append("")
     lines.append("Label efficiency on worst-group accuracy (labels random needs for its final value /")
     lines.append("labels least-confidence needs to reach it; bootstrap 95% CI over seeds; 0 = never reached;")
-    lines.append("nan = random does not improve on the seed set, so the ratio is undefined):")
+    lines.append("n/a = random does not improve on the seed set, so the ratio is undefined):")
     for _, r in eff.iterrows():
-        lines.append(f"  {r['weights']:<11} {r['efficiency']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]")
+        cell = "n/a (undefined)" if r["efficiency"] != r["efficiency"] else f"{r['efficiency']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]"
+        lines.append(f"  {r['weights']:<11} {cell}")
     return "\n".join(lines)
 
 

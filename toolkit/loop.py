@@ -69,19 +69,24 @@ def draw_seed_set(labels: np.ndarray, size: int, kind: str, rng: np.random.Gener
     return np.sort(np.concatenate(picks))
 
 
-def _rows(ds: GroupedDataset, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
-    labels = ds.labels[positions]
-    sp = ds.attributes[ds.spurious_column].to_numpy()[positions] if ds.spurious_column else None
+def record_rows(ids: np.ndarray, labels: np.ndarray, spurious: np.ndarray | None, positions: np.ndarray,
+                scores: np.ndarray | None = None) -> list[dict]:
+    """Run-record rows (id, label, spurious, group, score) for the examples at `positions`."""
     out = []
     for j, p in enumerate(positions):
-        row = {"id": int(ds.ids[p]), "label": int(labels[j])}
-        if sp is not None:
-            row["spurious"] = int(sp[j])
-            row["group"] = group_key(labels[j], sp[j])
+        row = {"id": int(ids[p]), "label": int(labels[p])}
+        if spurious is not None:
+            row["spurious"] = int(spurious[p])
+            row["group"] = group_key(labels[p], spurious[p])
         if scores is not None:
             row["score"] = float(scores[j])
         out.append(row)
     return out
+
+
+def _rows(ds: GroupedDataset, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+    sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
+    return record_rows(ds.ids, ds.labels, sp, positions, scores)
 
 
 def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares: dict | None) -> dict:

@@ -1,0 +1,68 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit.analysis.maps import EmbeddingMap
+from toolkit.analysis.neighbours import NeighbourIndex, neighbourhoods
+from toolkit.analysis.separability import GroupSeparability
+
+
+def _clusters(n_per=40, d=16, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, d)) * 3
+    y = np.repeat([0, 0, 1, 1], n_per)
+    s = np.repeat([0, 1, 0, 1], n_per)
+    X = centres[2 * y + s] + spread * rng.normal(size=(4 * n_per, d))
+    return X, y, s
+
+
+def test_separability_of_constructed_groups():
+    X, y, s = _clusters()
+    sep = GroupSeparability(cv=4).fit(X, y, s)
+    assert sep.scores_.set_index("target")["accuracy"].min() > 0.95
+    # now make only the spurious attribute visible: the label is at chance, groups at ~50%
+    rng = np.random.default_rng(1)
+    X2 = np.c_[s * 4.0, rng.normal(size=(len(s), 8))]
+    sep2 = GroupSeparability(cv=4).fit(X2, y, s).scores_.set_index("target")["accuracy"]
+    assert sep2["spurious"] > 0.95 and sep2["label"] < 0.7 and sep2["group"] < 0.7
+    assert len(GroupSeparability(cv=4).fit(X, y, s).per_group_) == 4
+
+
+def test_separability_needs_enough_per_group():
+    X, y, s = _clusters(n_per=3)
+    with pytest.raises(ValueError, match="smallest group has 3"):
+        GroupSeparability(cv=5).fit(X, y, s)
+
+
+def test_tsne_map_keeps_clusters_apart_and_is_seeded():
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.model_selection import cross_val_score
+
+    X, y, s = _clusters(n_per=50, d=30)
+    groups = 2 * y + s
+    a = EmbeddingMap(perplexity=20, random_state=0).fit(X).embedding_
+    b = EmbeddingMap(perplexity=20, random_state=0).fit(X).embedding_
+    assert a.shape == (200, 2) and np.allclose(a, b)
+    knn = cross_val_score(KNeighborsClassifier(5), a, groups, cv=5).mean()
+    assert knn > 0.95
+
+
+def test_faiss_neighbours_equal_exact():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    ids = np.arange(300) + 1000
+    idx = NeighbourIndex().fit(X, ids)
+    _, got = idx.query(X[:20], 5)
+    d = ((X[:20, None, :] - X[None]) ** 2).sum(-1)
+    assert np.array_equal(got, ids[np.argsort(d, axis=1, kind="stable")[:, :5]])
+    ivf = NeighbourIndex(exact_threshold=100, nlist=8, nprobe=8).fit(X, ids)  # all cells probed: exact
+    assert np.array_equal(ivf.query(X[:20], 5)[1], got)
+
+
+def test_neighbourhood_table():
+    X, y, s = _clusters(n_per=20)
+    ids = np.arange(len(y))
+    attrs = pd.DataFrame({"y": y, "place": s}, index=ids)
+    table = neighbourhoods(NeighbourIndex().fit(X, ids), X, ids, attrs, np.array([0, 30]), k=5)
+    assert table["same_label"].tolist() == [1.0, 1.0] and table["group_mix"].tolist() == [1, 1]
+    assert all(0 not in row for row in table["neighbour_ids"][:1])

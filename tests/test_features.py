@@ -1,0 +1,78 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from toolkit.data import create_dataset
+from toolkit.features import extract_features, open_cache
+from toolkit.models import create_model
+from conftest import TINY_DATA
+
+
+@pytest.fixture
+def params(tmp_path):
+    return {**TINY_DATA, "cache_dir": str(tmp_path / "data")}
+
+
+def test_round_trip_embeddings_ids_attributes(tiny_backbone, params, tmp_path):
+    path = extract_features("toy_resnet", "toyworld", "test", weights=str(tiny_backbone), dataset_params=params,
+                            root=tmp_path / "f", dtype="float32", chunk_rows=64, log=None)
+    cache = open_cache(path)
+    ds = create_dataset("toyworld", "test", **params)
+    model = create_model("toy_resnet", weights=str(tiny_backbone), num_classes=2).eval()
+    with torch.inference_mode():
+        ref = model.embed(ds.get_batch(np.arange(len(ds)))[0]).numpy()
+    np.testing.assert_allclose(cache.embeddings, ref, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(cache.ids, ds.ids)
+    assert cache.attributes.equals(ds.attributes)
+    assert cache.label_column == "y" and cache.spurious_column == "place"
+    assert cache.fingerprint["split"] == "test" and cache.fingerprint["weights"].startswith("file:")
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_backbone, params, tmp_path):
+    kw = dict(weights=str(tiny_backbone), dataset_params=params, chunk_rows=50, log=None)
+    full = extract_features("toy_resnet", "toyworld", "train", root=tmp_path / "a", **kw)
+    partial = extract_features("toy_resnet", "toyworld", "train", root=tmp_path / "b", stop_after_chunks=2, **kw)
+    assert partial.name.endswith(".partial")
+    with h5py.File(partial) as f:
+        assert f.attrs["rows_done"] == 100 and not f.attrs["complete"]
+    with pytest.raises(FileNotFoundError, match="unfinished extraction"):
+        open_cache(partial.with_name(partial.name.removesuffix(".partial")))
+    resumed = extract_features("toy_resnet", "toyworld", "train", root=tmp_path / "b", **kw)
+    a, b = open_cache(full), open_cache(resumed)
+    assert np.array_equal(a.embeddings, b.embeddings) and a.fingerprint == b.fingerprint
+    assert not partial.exists()
+
+
+def test_mismatched_fingerprint_refused(tiny_backbone, params, tmp_path):
+    path = extract_features("toy_resnet", "toyworld", "test", weights=str(tiny_backbone), dataset_params=params,
+                            root=tmp_path, log=None)
+    with pytest.raises(ValueError, match="different weights.*asked for 'random:0'"):
+        open_cache(path, expect={"weights": "random:0"})
+    # asking to write a different model's features into the same file is refused, not overwritten
+    with pytest.raises(ValueError, match="different"):
+        extract_features("toy_resnet", "toyworld", "test", weights="random", dataset_params=params, out=path,
+                         log=None)
+
+
+def test_unfinished_cache_refused(tmp_path):
+    p = tmp_path / "x.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["complete"] = False
+        f.attrs["fingerprint"] = "{}"
+    with pytest.raises(ValueError, match="unfinished"):
+        open_cache(p)
+
+
+def test_bad_layer_and_dtype(params):
+    with pytest.raises(ValueError, match="valid layers: penultimate"):
+        extract_features("toy_resnet", "toyworld", "test", layer="stage3", dataset_params=params)
+    with pytest.raises(ValueError, match="float16"):
+        extract_features("toy_resnet", "toyworld", "test", dtype="int8", dataset_params=params)
+
+
+def test_timm_model_extracts(params, tmp_path):
+    path = extract_features("timm_test_resnet", "toyworld", "test", weights="random", dataset_params=params,
+                            root=tmp_path, log=None)
+    cache = open_cache(path)
+    assert cache.embeddings.shape[0] == TINY_DATA["n_test"] and cache.fingerprint["weights"] == "random:0"

@@ -1,0 +1,74 @@
+"""Neighbourhoods of acquired points in an embedding (faiss; exact below a size threshold)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - faiss-cpu is a core dependency
+        raise ImportError("neighbourhoods need faiss: pip install faiss-cpu (or faiss-gpu)") from err
+    return faiss
+
+
+class NeighbourIndex:
+    """k-nearest-neighbour search (L2) over embeddings.
+
+    Exact (IndexFlatL2) up to `exact_threshold` rows; above it an IVF index with
+    `nlist` cells probing `nprobe` of them. Uses the GPU build of faiss when present.
+
+    Fitted attributes: index_, ids_.
+    """
+
+    def __init__(self, *, exact_threshold: int = 200_000, nlist: int | None = None, nprobe: int = 16,
+                 use_gpu: bool = True) -> None:
+        self.exact_threshold, self.nlist, self.nprobe, self.use_gpu = exact_threshold, nlist, nprobe, use_gpu
+
+    def fit(self, embeddings: np.ndarray, ids: np.ndarray) -> "NeighbourIndex":
+        faiss = _faiss()
+        X = np.ascontiguousarray(embeddings, dtype=np.float32)
+        d = X.shape[1]
+        if len(X) <= self.exact_threshold:
+            index = faiss.IndexFlatL2(d)
+        else:
+            nlist = self.nlist or int(4 * np.sqrt(len(X)))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+            index.train(X)
+            index.nprobe = self.nprobe
+        if self.use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        index.add(X)
+        self.index_, self.ids_ = index, np.asarray(ids)
+        return self
+
+    def query(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, neighbour ids), each (n_queries, k), nearest first."""
+        dist, idx = self.index_.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return dist, self.ids_[idx]
+
+
+def neighbourhoods(index: NeighbourIndex, embeddings: np.ndarray, ids: np.ndarray, attributes: pd.DataFrame,
+                   query_ids: np.ndarray, *, k: int = 10, label_column: str = "y",
+                   spurious_column: str | None = "place") -> pd.DataFrame:
+    """For each query id: its k nearest other pool points, their groups, and how mixed they are.
+
+    Columns: id, neighbour_ids, same_label (share of neighbours with the query's label),
+    same_spurious, group_mix (number of distinct groups among the neighbours).
+    """
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    q = embeddings[pos[query_ids].to_numpy()]
+    _, nbr = index.query(q, k + 1)
+    rows = []
+    for qid, row in zip(query_ids, nbr):
+        row = [int(i) for i in row if i != qid][:k]
+        a = attributes.loc[row]
+        me = attributes.loc[qid]
+        out = {"id": int(qid), "neighbour_ids": row,
+               "same_label": float((a[label_column] == me[label_column]).mean())}
+        if spurious_column:
+            out["same_spurious"] = float((a[spurious_column] == me[spurious_column]).mean())
+            out["group_mix"] = int(a.groupby([label_column, spurious_column]).ngroups)
+        rows.append(out)
+    return pd.DataFrame(rows)

@@ -1,0 +1,211 @@
+"""Feature caches: penultimate-layer embeddings in HDF5, keyed by a fingerprint.
+
+One file per (model, weights, layer, dataset + params, split, transform). Layout:
+    ids           (N,) int64, the dataset's stable ids
+    embeddings    (N, D) float16 (default) or float32, chunked, optionally compressed
+    attributes/*  one dataset per attribute-table column (label and groups)
+    attrs         fingerprint (JSON), rows_done, complete
+Extraction streams batches into the file and can resume: it writes `<name>.partial`,
+records `rows_done` after each chunk, and renames to the final name only when
+complete, so an unfinished file is never mistaken for a finished one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .data import GroupedDataset, create_dataset
+from .finetune import autocast
+from .models import create_model, weights_digest
+
+LAYERS = ("penultimate",)
+
+
+def describe_weights(weights: str, model: torch.nn.Module, seed: int) -> str:
+    """What the fingerprint says about the weights: a digest, never just a path."""
+    if weights == "random":
+        return f"random:{seed}"
+    return f"{'pretrained' if weights == 'pretrained' else 'file'}:{weights_digest(model.backbone)}"
+
+
+def make_fingerprint(*, model: str, weights: str, layer: str, dataset: GroupedDataset, transform: str) -> dict:
+    params = {k: v for k, v in dataset.params.items() if k != "cache_dir"}
+    return {"model": model, "weights": weights, "layer": layer, "dataset": dataset.name,
+            "dataset_params": json.loads(json.dumps(params)), "split": dataset.split, "transform": transform,
+            "toolkit_version": __version__}
+
+
+def fingerprint_digest(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _differing(saved: dict, wanted: dict) -> list[str]:
+    return sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+
+
+@dataclass
+class FeatureCache:
+    """An opened, complete cache. `embeddings` is loaded as float32 unless lazy=True."""
+
+    path: Path
+    fingerprint: dict
+    ids: np.ndarray
+    embeddings: np.ndarray | h5py.Dataset
+    attributes: pd.DataFrame
+    label_column: str
+    spurious_column: str | None
+    class_names: tuple[str, ...]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.attributes[self.label_column].to_numpy().astype(np.int64)
+
+    @property
+    def spurious(self) -> np.ndarray | None:
+        return self.attributes[self.spurious_column].to_numpy() if self.spurious_column else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = False) -> FeatureCache:
+    """Open a finished cache; refuse an unfinished one or one whose fingerprint differs
+    from `expect` (only the keys given are compared)."""
+    path = Path(path)
+    if not path.exists():
+        partial = path.with_name(path.name + ".partial")
+        hint = f" (an unfinished extraction is at {partial}; run the extraction again to resume)" if partial.exists() else ""
+        raise FileNotFoundError(f"no feature cache at {path}{hint}")
+    f = h5py.File(path, "r")
+    if not f.attrs.get("complete", False):
+        f.close()
+        raise ValueError(f"{path} is an unfinished extraction; run the extraction again to complete it")
+    fp = json.loads(f.attrs["fingerprint"])
+    if expect:
+        differ = [k for k in expect if fp.get(k) != expect[k]]
+        if differ:
+            f.close()
+            raise ValueError(
+                f"{path} was built with different {', '.join(differ)}: "
+                + "; ".join(f"{k}: cache has {fp.get(k)!r}, asked for {expect[k]!r}" for k in differ)
+                + ". Extract a new cache for what you want instead of mixing features."
+            )
+    ids = f["ids"][:]
+    attrs = pd.DataFrame({c: _decode(f["attributes"][c][:]) for c in f["attributes"].attrs["columns"]},
+                         index=pd.Index(ids, name="id"))
+    emb = f["embeddings"] if lazy else f["embeddings"][:].astype(np.float32)
+    g = f["attributes"].attrs
+    meta = (str(g["label_column"]), str(g["spurious_column"]) or None, tuple(str(c) for c in g["class_names"]))
+    if not lazy:
+        f.close()
+    return FeatureCache(path, fp, ids, emb, attrs, *meta)
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    return values.astype(str) if values.dtype.kind == "S" else values
+
+
+def default_cache_path(fp: dict, root: str | Path = "cache/features") -> Path:
+    return Path(root) / f"{fp['dataset']}-{fp['split']}-{fp['model']}-{fingerprint_digest(fp)}.h5"
+
+
+def extract_features(
+    model_name: str,
+    dataset_name: str,
+    split: str,
+    *,
+    weights: str = "pretrained",
+    dataset_params: dict | None = None,
+    layer: str = "penultimate",
+    out: str | Path | None = None,
+    root: str | Path = "cache/features",
+    dtype: str = "float16",
+    compression: str | None = None,
+    chunk_rows: int = 1024,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    stop_after_chunks: int | None = None,
+    log=print,
+) -> Path:
+    """Extract `layer` embeddings of a dataset split into an HDF5 cache; returns its path.
+
+    Resumes an unfinished extraction with the same fingerprint; returns at once if the
+    finished cache exists. `stop_after_chunks` stops early (to test resuming).
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}; valid layers: {', '.join(LAYERS)}")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    device = torch.device(device)
+    ds = create_dataset(dataset_name, split, **(dataset_params or {}))
+    torch.manual_seed(seed)
+    model = create_model(model_name, weights=weights, num_classes=ds.num_classes).to(device).eval()
+    fp = make_fingerprint(model=model_name, weights=describe_weights(weights, model, seed), layer=layer,
+                          dataset=ds, transform="uint8/127.5-1 (BiT [-1, 1])")
+    path = Path(out) if out is not None else default_cache_path(fp, root)
+    if path.exists():
+        open_cache(path, expect=fp)  # raises on a different fingerprint
+        return path
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(ds)
+    with h5py.File(partial, "a") as f:
+        if "fingerprint" in f.attrs:
+            saved = json.loads(f.attrs["fingerprint"])
+            if saved != fp:
+                raise ValueError(f"{partial} is an unfinished extraction of something else (differs in "
+                                 f"{', '.join(_differing(saved, fp))}); delete it or choose another output")
+        else:
+            dim = model.head.in_features
+            f.attrs["fingerprint"] = json.dumps(fp, sort_keys=True)
+            f.attrs["rows_done"] = 0
+            f.attrs["complete"] = False
+            f.create_dataset("ids", data=ds.ids.astype(np.int64))
+            f.create_dataset("embeddings", shape=(n, dim), dtype=dtype, chunks=(min(chunk_rows, max(n, 1)), dim),
+                             compression=compression)
+            grp = f.create_group("attributes")
+            for col in ds.attributes.columns:
+                values = ds.attributes[col].to_numpy()
+                grp.create_dataset(col, data=values.astype("S") if not np.issubdtype(values.dtype, np.number) else values)
+            grp.attrs["columns"] = list(ds.attributes.columns)
+            grp.attrs["label_column"] = ds.label_column
+            grp.attrs["spurious_column"] = ds.spurious_column or ""
+            grp.attrs["class_names"] = list(ds.class_names)
+        start = int(f.attrs["rows_done"])
+        if start and log:
+            log(f"[extract] resuming {partial.name} at row {start}/{n}")
+        t0, done = time.perf_counter(), 0
+        for lo in range(start, n, chunk_rows):
+            if stop_after_chunks is not None and done >= stop_after_chunks:
+                return partial
+            hi = min(lo + chunk_rows, n)
+            f["embeddings"][lo:hi] = _embed(model, ds, np.arange(lo, hi), device, batch_size)
+            f.attrs["rows_done"] = hi
+            f.flush()
+            done += 1
+        f.attrs["complete"] = True
+    os.replace(partial, path)
+    if log:
+        log(f"[extract] {n} rows -> {path} ({time.perf_counter() - t0:.1f}s)")
+    return path
+
+
+@torch.inference_mode()
+def _embed(model, ds: GroupedDataset, positions: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
+    out = []
+    for i in range(0, len(positions), batch_size):
+        x, _ = ds.get_batch(positions[i:i + batch_size])
+        with autocast(device):
+            out.append(model.embed(x.to(device)).float().cpu().numpy())
+    return np.concatenate(out)
