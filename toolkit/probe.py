@@ -25,37 +25,53 @@ from .repro import round_rng
 
 
 class LinearProbe:
-    """Multinomial logistic regression: minimise C * sum_i CE_i + ||W||^2 / 2 (bias unpenalised).
+    """Multinomial logistic regression: minimise C * sum_i CE_i + ||W||^2 / 2 (bias unpenalised),
+    sklearn's objective, solved by scipy's L-BFGS with an analytic gradient in float64.
+
+    For two classes this softmax model with C equals sklearn's binary LogisticRegression
+    with 2C (the two weight vectors share the penalty). Warm starts begin from the previous
+    round's (W, b); the problem is strictly convex,
+    so they reach the same optimum in far fewer iterations.
 
     Estimator style: parameters in __init__, `fit` returns self, fitted attributes end in _.
     """
 
-    def __init__(self, *, C: float = 1.0, max_iter: int = 200, tol: float = 1e-7) -> None:
+    def __init__(self, *, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4) -> None:
         self.C, self.max_iter, self.tol = C, max_iter, tol
 
     def fit(self, X: torch.Tensor, y: torch.Tensor, n_classes: int, *, warm_start: "LinearProbe | None" = None):
-        d = X.shape[1]
+        from scipy.optimize import minimize
+
+        Xn = X.numpy()  # float32 matmuls: the objective is memory-bound, the optimiser runs in float64
+        n, d = Xn.shape
+        onehot = np.eye(n_classes)[y.numpy()]
+        theta0 = np.zeros((d + 1, n_classes))  # rows 0..d-1: W, last row: b
         if warm_start is not None:
-            W, b = warm_start.coef_.clone(), warm_start.intercept_.clone()
-        else:
-            W, b = torch.zeros(d, n_classes, dtype=X.dtype), torch.zeros(n_classes, dtype=X.dtype)
-        W.requires_grad_(True)
-        b.requires_grad_(True)
-        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=self.max_iter, tolerance_grad=self.tol,
-                                tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+            theta0[:-1], theta0[-1] = warm_start.coef_.numpy(), warm_start.intercept_.numpy()
 
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(X @ W + b, y, reduction="sum") + (W * W).sum() / (2 * self.C)
-            loss.backward()
-            return loss
+        def objective(flat):
+            theta = flat.reshape(d + 1, n_classes)
+            W, b = theta[:-1], theta[-1]
+            z = Xn @ W.astype(np.float32) + b
+            z = z - z.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            # scaled by 1 / (C n) as sklearn does, so `tol` means what sklearn's tol means
+            g_z = (np.exp(logp) - onehot) / n  # d loss / d logits
+            loss = -(onehot * logp).sum() / n + 0.5 * (W * W).sum() / (self.C * n)
+            grad_w = (g_z.T.astype(np.float32) @ Xn).T  # (C, n) @ (n, d): no transposed copy of X
+            return loss, np.vstack([grad_w + W / (self.C * n), g_z.sum(axis=0)]).ravel()
 
-        opt.step(closure)
-        self.coef_, self.intercept_ = W.detach(), b.detach()
+        res = minimize(objective, theta0.ravel(), jac=True, method="L-BFGS-B",
+                       options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12})
+        theta = res.x.reshape(d + 1, n_classes)
+        self.coef_ = torch.from_numpy(theta[:-1].astype(np.float32))
+        self.intercept_ = torch.from_numpy(theta[-1].astype(np.float32))
+        self.n_iter_ = int(res.nit)
         return self
 
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
-        return X @ self.coef_ + self.intercept_
+        # (C, d) @ (d, n) is ~2x faster on CPU than (n, d) @ (d, C) for C = 2
+        return (self.coef_.T.contiguous() @ X.T).T + self.intercept_
 
 
 def _standardise(pool: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
@@ -126,11 +142,12 @@ def run_probe(
             if al.pool_subsample and al.pool_subsample < len(unlabelled):
                 unlabelled = np.sort(rng.choice(unlabelled, al.pool_subsample, replace=False))
             top = StreamingTopK(sizes[r])
-            for i in range(0, len(unlabelled), score_chunk):
-                chunk = unlabelled[i:i + score_chunk]
-                logits = probe.decision_function(X[chunk]).numpy() if get_acquisition(al.strategy)[0] != "none" \
-                    else np.empty((len(chunk), 0))
-                top.update(score_logits(al.strategy, logits, rng), chunk)
+            needs_model = get_acquisition(al.strategy)[0] != "none"
+            for i in range(0, n, score_chunk):  # contiguous slices: no copy of the pool per round
+                logits = probe.decision_function(X[i:i + score_chunk]).numpy() if needs_model \
+                    else np.empty((min(score_chunk, n - i), 0))
+                keep = unlabelled[(unlabelled >= i) & (unlabelled < i + score_chunk)]
+                top.update(score_logits(al.strategy, logits[keep - i], rng), keep)
             picks, scores = top.result()
             acquired = record_rows(pool.ids, labels, spurious, picks, scores)
             labelled = np.concatenate([labelled, picks])
