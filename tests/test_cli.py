@@ -32,3 +32,19 @@ def test_altk_pretrain_refuses_to_overwrite(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--force"):
         main(["pretrain", "toy", "--out", str(target)])
     assert target.read_bytes() == b"x"
+
+
+def test_altk_extract_and_probe(tmp_path, capsys):
+    params = [f"{k}={v}" for k, v in TINY_DATA.items()] + [f"cache_dir={tmp_path / 'd'}"]
+    paths = {}
+    for split in ("train", "test"):
+        main(["extract", "--model", "timm_test_resnet", "--weights", "random", "--dataset", "toyworld",
+              "--split", split, "--param", *params, "--out", str(tmp_path / f"{split}.h5")])
+        paths[split] = capsys.readouterr().out.strip().splitlines()[-1]
+    assert paths["train"] == str(tmp_path / "train.h5")
+    main(["probe", "--cache", paths["train"], "--eval-cache", f"test={paths['test']}", "--seeds", "0-1",
+          "--seed-size", "10", "--per-round", "5", "--budget", "10", "--out", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert "20 labels" in out and "test/worst_group=" in out
+    rec = load_run(tmp_path / "runs" / "least_confidence-s1")
+    assert rec.config["config"]["mode"] == "probe" and rec.config["config"]["model"]["name"] == "timm_test_resnet"

@@ -48,10 +48,10 @@ def format_table(tidy: pd.DataFrame, records) -> str:
     ups = upsampling_summary(upsampling_ratios(records))
     eff = label_efficiency_table(tidy, "test/worst_group")
     lines = [f"Final budget ({int(fin['n_labels'].max())} labels), mean [95% CI over {int(fin['n_seeds'].min())} seeds, t]:"]
-    head = f"{'weights':<11}{'strategy':<18}" + "".join(f"{m.split('/')[1]:>24}" for m in FINAL_METRICS)
+    head = f"{'weights':<11}{'strategy':<18}" + "".join(f"{m.split('/')[1]:>23}" for m in FINAL_METRICS)
     lines.append(head)
     for _, r in fin.iterrows():
-        cells = "".join(f"{r[m]:>8.3f} [{r[m + '_low']:.2f}, {r[m + '_high']:.2f}]" for m in FINAL_METRICS)
+        cells = "".join(f"{r[m]:.3f} [{r[m + '_low']:.2f}, {r[m + '_high']:.2f}]".rjust(23) for m in FINAL_METRICS)
         lines.append(f"{r['weights']:<11}{r['strategy']:<18}{cells}")
     lines.append("")
     lines.append("Upsampling ratio (share among acquired / share in pool), mean [95% CI]:")
@@ -59,7 +59,8 @@ def format_table(tidy: pd.DataFrame, records) -> str:
     pool = {g: ups[ups['group'] == g]['pool_share'].iloc[0] for g in groups}
     lines.append(f"{'weights':<11}{'strategy':<18}" + "".join(f"{g + f' ({pool[g]:.1%})':>22}" for g in groups))
     for (w, s), g in ups.groupby(["weights", "strategy"], sort=True):
-        cells = "".join(f"{r['upsampling']:>8.2f} [{r['low']:.1f}, {r['high']:.1f}]  " for _, r in g.sort_values("group").iterrows())
+        cells = "".join(f"{r['upsampling']:.2f} [{r['low']:.1f}, {r['high']:.1f}]".rjust(22)
+                        for _, r in g.sort_values("group").iterrows())
         lines.append(f"{w:<11}{s:<18}{cells}")
     lines.append("(groups: y0=landbird, y1=waterbird; s0=land, s1=water; mismatched = y0_s1 and y1_s0)")
     lines.append("")
