@@ -16,7 +16,7 @@ import pandas as pd
 
 from .analysis import final_summary, label_efficiency_table, learning_curves, tidy_rounds, upsampling_ratios, upsampling_summary
 from .config import RunConfig, resolve_config
-from .models import TOY_CHECKPOINT
+from .pretrain import ensure_toy_backbone
 from .record import load_run
 
 WEIGHTS = ("pretrained", "random")
@@ -77,11 +77,7 @@ def run_demo(*, seeds: list[int], out: str | Path = "cache/demo", workers: int |
              overrides: list[str] | None = None) -> pd.DataFrame:
     out = Path(out)
     t0 = time.time()
-    if not TOY_CHECKPOINT.exists():
-        from .pretrain import PretrainRecipe, pretrain_toy
-
-        print(f"[demo] no toy backbone at {TOY_CHECKPOINT}: pretraining it once (a few minutes)", flush=True)
-        pretrain_toy(TOY_CHECKPOINT, PretrainRecipe(threads=min(2, os.cpu_count() or 1)))
+    ensure_toy_backbone()
     cfgs = demo_configs(seeds, overrides)
     workers = workers or max(1, min(len(cfgs), os.cpu_count() or 1))
     print(f"[demo] {len(cfgs)} runs on {workers} worker process(es); records under {out / 'runs'}", flush=True)

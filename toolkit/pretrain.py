@@ -134,3 +134,14 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
         return metrics
     finally:
         torch.set_num_threads(threads)
+
+
+def ensure_toy_backbone(path: str | Path | None = None) -> Path:
+    """The cached toy backbone, pretrained once (with both cores of a laptop) if missing."""
+    from .models import TOY_CHECKPOINT
+
+    path = Path(path or TOY_CHECKPOINT)
+    if not path.exists():
+        print(f"[pretrain] no toy backbone at {path}: pretraining it once (a few minutes)", flush=True)
+        pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)))
+    return path

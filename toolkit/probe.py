@@ -172,11 +172,12 @@ def score_cache_streaming(
     *,
     mean: np.ndarray,
     std: np.ndarray,
-    chunk_rows: int = 65_536,
+    chunk_rows: int = 16_384,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k ids and scores over a cache too large for memory: reads `chunk_rows` rows at a
-    time from the HDF5 file, so memory stays bounded whatever the pool size."""
+    time from the HDF5 file, so memory is bounded by the chunk (about 20 bytes x chunk_rows
+    x dim at the peak), whatever the pool size."""
     c = open_cache(cache, lazy=True)
     emb = c.embeddings
     top = StreamingTopK(k)

@@ -12,7 +12,7 @@ from .analysis import final_summary, tidy_rounds
 from .config import ALConfig
 from .demo import FINAL_METRICS, format_table
 from .features import extract_features
-from .models import TOY_CHECKPOINT
+from .pretrain import ensure_toy_backbone
 from .probe import run_probe
 
 POOL = {"n_train": 4000, "n_test": 1000}
@@ -23,11 +23,7 @@ def run_probe_demo(*, seeds: list[int], out: str | Path = "cache/demo-probe", da
                    al: dict | None = None, feature_root: str | Path = "cache/features") -> str:
     out = Path(out)
     t0 = time.time()
-    if not TOY_CHECKPOINT.exists():
-        from .pretrain import PretrainRecipe, pretrain_toy
-
-        print(f"[demo] no toy backbone at {TOY_CHECKPOINT}: pretraining it once (a few minutes)", flush=True)
-        pretrain_toy(TOY_CHECKPOINT, PretrainRecipe(threads=2))
+    ensure_toy_backbone()
     records = []
     for weights in ("pretrained", "random"):
         caches = {split: extract_features("toy_resnet", "toyworld", split, weights=weights,

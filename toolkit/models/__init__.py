@@ -124,11 +124,9 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int) ->
 
 def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
     if name == "toy_resnet":
-        if not TOY_CHECKPOINT.exists():
-            from ..pretrain import pretrain_toy
+        from ..pretrain import ensure_toy_backbone
 
-            pretrain_toy(out=TOY_CHECKPOINT)  # the toy world pretrains on first use
-        load_backbone_weights(backbone, TOY_CHECKPOINT)
+        load_backbone_weights(backbone, ensure_toy_backbone(TOY_CHECKPOINT))  # pretrains on first use
         return
     try:
         if spec.npz_url is not None:
