@@ -79,6 +79,16 @@ def cmd_run(args) -> None:
     run_active_learning(cfg, out)
 
 
+def cmd_report(args) -> None:
+    from .report import build_report
+
+    dirs = []
+    for d in args.runs:  # a run directory, or a folder of them (e.g. cache/demo/runs)
+        p = Path(d)
+        dirs += sorted(x for x in p.iterdir() if (x / "rounds.jsonl").exists()) if not (p / "rounds.jsonl").exists() else [p]
+    print(build_report(dirs, args.out, representation=not args.no_representation))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="altk", description="Why pretrained models are good active learners.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. al.strategy=random seed=3")
     p.add_argument("--out", default=None, help="run directory (resumes if it holds this config's partial run)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")
+    p.add_argument("runs", nargs="+", help="run directories, or folders holding them")
+    p.add_argument("--out", default="report.html")
+    p.add_argument("--no-representation", action="store_true",
+                   help="skip separability, maps and neighbourhoods (which need feature caches)")
+    p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     try:

@@ -96,7 +96,15 @@ def run_demo(*, seeds: list[int], out: str | Path = "cache/demo", workers: int |
 
     fig = learning_curve_figure(learning_curves(tidy, "test/worst_group"), title="Toy world: worst-group test accuracy")
     fig.write_html(out / "learning_curves.html", include_plotlyjs=True)
+    from .report import build_report
+
+    # the quick report (tables, curves, composition); the representation sections add
+    # ~40 s of feature extraction, probes and t-SNE, so they are one command away
+    report = build_report([out / "runs" / name for name in cfgs], out / "report.html",
+                          title="Toy-world demo", representation=False)
     print("\n" + table, flush=True)
     print(f"\n[demo] wrote {out / 'summary.csv'}, {out / 'rounds.csv'}, {out / 'learning_curves.html'} "
           f"({time.time() - t0:.0f}s in all)", flush=True)
+    print(f"[demo] report: {report.resolve()}\n[demo] with separability, t-SNE maps and neighbourhoods: "
+          f"./run altk report {out / 'runs'} --out {out / 'report-full.html'}", flush=True)
     return tidy

@@ -24,3 +24,70 @@ def learning_curve_figure(curves: pd.DataFrame, *, title: str = "", y_label: str
     fig.update_layout(title=title, xaxis_title="labelled examples", yaxis_title=y_label,
                       template="plotly_white", width=800, height=500)
     return fig
+
+
+def upsampling_figure(summary: pd.DataFrame, *, title: str = "Acquired share / pool share") -> go.Figure:
+    """Grouped bars of the upsampling ratio per group and arm, with CI error bars
+    (from `analysis.upsampling_summary`). The dashed line at 1 is the pool rate."""
+    fig = go.Figure()
+    arms = [c for c in ("weights", "strategy") if c in summary.columns]
+    for i, (key, g) in enumerate(summary.groupby(arms, sort=True)):
+        g = g.sort_values("group")
+        fig.add_trace(go.Bar(x=g["group"], y=g["upsampling"], name=" / ".join(map(str, key)),
+                             marker_color=_PALETTE[i % len(_PALETTE)],
+                             error_y=dict(type="data", symmetric=False, array=g["high"] - g["upsampling"],
+                                          arrayminus=g["upsampling"] - g["low"])))
+    fig.add_hline(y=1.0, line_dash="dash", line_color="grey")
+    fig.update_layout(title=title, barmode="group", xaxis_title="group (y = label, s = spurious attribute)",
+                      yaxis_title="upsampling ratio", template="plotly_white", width=800, height=450)
+    return fig
+
+
+def separability_figure(per_group: pd.DataFrame, *, probe: str = "group_probe",
+                        title: str = "Linear separability of the groups") -> go.Figure:
+    """Bars of a probe's per-group accuracy, one colour per embedding (column `embedding`)."""
+    fig = go.Figure()
+    for i, (name, g) in enumerate(per_group.groupby("embedding", sort=True)):
+        fig.add_trace(go.Bar(x=g["group"], y=g[probe], name=str(name), marker_color=_PALETTE[i % len(_PALETTE)]))
+    fig.update_layout(title=title, barmode="group", yaxis_title="cross-validated accuracy", yaxis_range=[0, 1],
+                      template="plotly_white", width=800, height=450)
+    return fig
+
+
+def embedding_map_figure(coords, groups, *, marked=None, title: str = "", hover=None) -> go.Figure:
+    """Scatter of a 2-D map coloured by group; `marked` (boolean mask, or an ordered list of
+    row positions) are drawn as black stars on top: the acquired points."""
+    import numpy as np
+
+    fig = go.Figure()
+    groups = np.asarray(groups)
+    for i, g in enumerate(sorted(set(groups))):
+        m = groups == g
+        fig.add_trace(go.Scattergl(x=coords[m, 0], y=coords[m, 1], mode="markers", name=str(g),
+                                   marker=dict(size=4, opacity=0.5, color=_PALETTE[i % len(_PALETTE)]),
+                                   text=None if hover is None else np.asarray(hover)[m]))
+    if marked is not None and len(marked):
+        idx = np.flatnonzero(marked) if np.asarray(marked).dtype == bool else np.asarray(marked)
+        fig.add_trace(go.Scatter(x=coords[idx, 0], y=coords[idx, 1], mode="markers", name="acquired",
+                                 marker=dict(symbol="star", size=11, color="black"),
+                                 text=None if hover is None else np.asarray(hover)[idx]))
+    fig.update_layout(title=title, template="plotly_white", width=700, height=600,
+                      xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+    return fig
+
+
+def dose_response_figure(table: pd.DataFrame, *, metric_label: str = "worst-group gain") -> go.Figure:
+    """Gain of uncertainty over random (mean and CI) against the matched-background fraction."""
+    fig = go.Figure()
+    for i, (name, g) in enumerate(table.groupby("weights", sort=True)):
+        g = g.sort_values("matched_fraction")
+        colour = _PALETTE[i % len(_PALETTE)]
+        fig.add_trace(go.Scatter(x=g["matched_fraction"], y=g["gain"], mode="lines+markers", name=str(name),
+                                 line=dict(color=colour),
+                                 error_y=dict(type="data", symmetric=False, array=g["high"] - g["gain"],
+                                              arrayminus=g["gain"] - g["low"])))
+    fig.add_hline(y=0.0, line_dash="dash", line_color="grey")
+    fig.update_layout(title="Dose-response: gain of uncertainty over random sampling",
+                      xaxis_title="fraction of matched backgrounds in the pool", yaxis_title=metric_label,
+                      template="plotly_white", width=800, height=450)
+    return fig

@@ -1,6 +1,6 @@
 """Analyses over run records: each returns DataFrames; figures are drawn in toolkit.figures."""
 from .curves import final_summary, label_efficiency_table, learning_curves, tidy_rounds
-from .composition import upsampling_ratios, upsampling_summary
+from .composition import upsampling_over_rounds, upsampling_ratios, upsampling_summary
 
 __all__ = ["final_summary", "label_efficiency_table", "learning_curves", "tidy_rounds",
-           "upsampling_ratios", "upsampling_summary"]
+           "upsampling_over_rounds", "upsampling_ratios", "upsampling_summary"]

@@ -39,3 +39,18 @@ def upsampling_summary(ratios: pd.DataFrame, *, by: list[str] = ["model", "weigh
         m, lo, hi = mean_ci(g["upsampling"], method=method)
         rows.append(dict(zip(by, key), upsampling=m, low=lo, high=hi, pool_share=g["pool_share"].iloc[0]))
     return pd.DataFrame(rows)
+
+
+def upsampling_over_rounds(records, **summary_kwargs) -> pd.DataFrame:
+    """Cumulative upsampling ratio after each round (all acquisitions up to it), mean [CI]
+    across seeds per arm and group; column `round` and `n_acquired`."""
+    records = list(records)
+    last = max(int(r.acquisitions["round"].max()) for r in records if len(r.acquisitions))
+    frames = []
+    for rnd in range(last + 1):
+        ratios = upsampling_ratios(records, upto_round=rnd)
+        summary = upsampling_summary(ratios, **summary_kwargs)
+        summary["round"] = rnd
+        summary["n_acquired"] = int(ratios.groupby("run")["acquired"].sum().mean())
+        frames.append(summary)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,221 @@
+"""`altk report RUN_DIR ... --out report.html`: one self-contained page for a set of runs.
+
+It reads run records (and feature caches, extracting them for the toy world if missing)
+and puts every analysis on one page: final metrics, learning curves for pretrained vs
+unpretrained, label efficiency, acquisition composition (final and over rounds), group
+separability of the embeddings, a t-SNE map with the first acquired points, and the
+neighbourhoods of the first acquired points with thumbnails.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .analysis import (final_summary, label_efficiency_table, learning_curves, tidy_rounds,
+                       upsampling_over_rounds, upsampling_ratios, upsampling_summary)
+from .figures import (embedding_map_figure, learning_curve_figure, separability_figure, upsampling_figure,
+                      _PALETTE)
+from .record import RunRecord, load_run
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}h2{border-bottom:1px solid #ddd;margin-top:2em}.note{color:#555;font-size:13px}
+img.thumb{width:40px;height:40px;image-rendering:pixelated;margin:1px;border:2px solid transparent}"""
+
+
+class _Page:
+    def __init__(self, title: str) -> None:
+        self.parts = [f"<h1>{html.escape(title)}</h1>"]
+        self.first_figure = True
+
+    def h2(self, text: str) -> None:
+        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+
+    def note(self, text: str) -> None:
+        self.parts.append(f"<p class='note'>{html.escape(text)}</p>")
+
+    def table(self, df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
+        self.parts.append(df.to_html(index=False, float_format=floatfmt.format, border=0, escape=True))
+
+    def figure(self, fig: go.Figure) -> None:
+        # plotly.js is inlined once, so the page works offline
+        self.parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if self.first_figure else False))
+        self.first_figure = False
+
+    def raw(self, text: str) -> None:
+        self.parts.append(text)
+
+    def render(self) -> str:
+        return f"<!doctype html><html><head><meta charset='utf-8'><style>{_CSS}</style></head><body>" \
+               + "\n".join(self.parts) + "</body></html>"
+
+
+def _split_prefix(tidy: pd.DataFrame) -> str:
+    for split in ("test", "val"):
+        if f"{split}/accuracy" in tidy.columns:
+            return split
+    return next(c.split("/")[0] for c in tidy.columns if c.endswith("/accuracy") and not c.startswith("train"))
+
+
+def _pool_features(rec: RunRecord):
+    """(embeddings, ids, attributes, images or None) of the run's pool, from its cache."""
+    from .features import extract_features, open_cache
+
+    cfg = rec.config["config"]
+    if cfg.get("mode") == "probe":
+        cache = open_cache(cfg["data"]["pool_cache"])
+        images = None
+    else:
+        from .data import create_dataset
+
+        path = extract_features(cfg["model"]["name"], cfg["data"]["name"], "train", weights=cfg["model"]["weights"],
+                                dataset_params=cfg["data"]["params"], seed=cfg["seed"], log=None)
+        cache = open_cache(path)
+        images = create_dataset(cfg["data"]["name"], "train", **cfg["data"]["params"]).images
+    return cache, images
+
+
+def _thumb(img_chw) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img_chw).transpose(1, 2, 0)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: int = 20, map_points: int = 1200,
+                            seed: int = 0) -> None:
+    """Separability, embedding maps and neighbourhoods, for one run per weights kind
+    (the first least-confidence run of each)."""
+    from .analysis.maps import EmbeddingMap
+    from .analysis.neighbours import NeighbourIndex, neighbourhoods
+    from .analysis.separability import GroupSeparability
+
+    chosen: dict[str, RunRecord] = {}
+    for rec in records:
+        cfg = rec.config["config"]
+        if cfg["al"]["strategy"] != "random" and len(rec.acquisitions):
+            chosen.setdefault(str(cfg["model"]["weights"]), rec)
+    if not chosen:
+        page.note("No uncertainty-sampling run with acquisitions: representation sections skipped.")
+        return
+    per_group, maps = [], []
+    for weights, rec in chosen.items():
+        cache, images = _pool_features(rec)
+        if cache.spurious is None:
+            continue
+        label = f"{cache.fingerprint['model']} ({weights})"
+        smallest = int(pd.Series(list(zip(cache.labels, cache.spurious))).value_counts().min())
+        if smallest >= 2:  # folds are stratified by group: the smallest group bounds them
+            sep = GroupSeparability(cv=min(5, smallest), random_state=seed).fit(cache.embeddings, cache.labels,
+                                                                                cache.spurious)
+            per_group.append(sep.per_group_.assign(embedding=label))
+        rng = np.random.default_rng(seed)
+        first = rec.acquisitions.sort_values(["round", "score"], ascending=[True, False])["id"].to_numpy()[:k_marked]
+        pos = pd.Series(np.arange(len(cache.ids)), index=cache.ids)
+        marked_pos = pos[first].to_numpy()
+        sample = np.union1d(rng.choice(len(cache.ids), min(map_points, len(cache.ids)), replace=False), marked_pos)
+        coords = EmbeddingMap(random_state=seed).fit(cache.embeddings[sample]).embedding_
+        groups = [f"y{y}_s{s}" for y, s in zip(cache.labels[sample], cache.spurious[sample])]
+        marked = np.isin(sample, marked_pos)
+        maps.append((label, rec.name, coords, groups, marked))
+        index = NeighbourIndex().fit(cache.embeddings, cache.ids)
+        nb = neighbourhoods(index, cache.embeddings, cache.ids, cache.attributes, first[:8], k=8,
+                            label_column=cache.label_column, spurious_column=cache.spurious_column)
+        maps[-1] = maps[-1] + (nb, images, pos, cache)
+    page.h2("Group separability of the pool embeddings (paper Fig. 6)")
+    page.note("Cross-validated linear probes predicting the four label x background groups; one bar per group. "
+              "Pretrained embeddings should separate the mismatched groups far better.")
+    if per_group:
+        page.figure(separability_figure(pd.concat(per_group)))
+        page.table(pd.concat(per_group)[["embedding", "group", "group_probe", "label_probe", "spurious_probe"]])
+    else:
+        page.note("Skipped: a group has fewer than 2 examples in the pool.")
+    page.h2(f"t-SNE maps with the first {k_marked} acquired points (paper Fig. 13)")
+    for label, run, coords, groups, marked, *_ in maps:
+        page.figure(embedding_map_figure(coords, groups, marked=marked, title=f"{label}: run {run}"))
+    page.h2("Neighbourhoods of the first acquired points")
+    page.note("For each acquired point (black border): its 8 nearest pool neighbours in embedding space "
+              "(faiss, exact). same_label / same_spurious = share of neighbours that agree; group_mix = "
+              "number of distinct groups among them. Neighbour border colours: groups, as in the maps "
+              "(y0_s0 blue, y0_s1 red, y1_s0 green, y1_s1 orange).")
+    colours = {g: _PALETTE[i] for i, g in enumerate(["y0_s0", "y0_s1", "y1_s0", "y1_s1"])}
+    for label, run, _, _, _, nb, images, pos, cache in maps:
+        page.raw(f"<h3>{html.escape(label)}</h3>")
+        page.table(nb.assign(neighbour_ids=nb["neighbour_ids"].map(lambda v: " ".join(map(str, v)))))
+        if images is None:
+            continue
+        attrs = None
+        for rec in records:
+            if rec.name == run:
+                attrs = pd.concat([rec.acquisitions, rec.seed_set]).drop_duplicates("id").set_index("id")
+        rows = []
+        for _, r in nb.iterrows():
+            cells = [f"<img class='thumb' style='border-color:black' src='{_thumb(images[pos[r['id']]])}'>"]
+            for nid in r["neighbour_ids"]:
+                g = f"y{cache.labels[pos[nid]]}_s{cache.spurious[pos[nid]]}"
+                cells.append(f"<img class='thumb' title='{nid} {g}' style='border-color:{colours.get(g, '#ccc')}' "
+                             f"src='{_thumb(images[pos[nid]])}'>")
+            group = attrs.loc[r["id"], "group"] if attrs is not None and r["id"] in attrs.index else ""
+            rows.append(f"<div>{''.join(cells)} <span class='note'>id {r['id']} {group}</span></div>")
+        page.raw("".join(rows))
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "Active-learning report",
+                 representation: bool = True) -> Path:
+    """Write one self-contained HTML page for the given run records; returns its path."""
+    records = [load_run(d) for d in run_dirs]
+    if not records:
+        raise ValueError("no run directories given")
+    tidy = tidy_rounds(records)
+    split = _split_prefix(tidy)
+    metrics = [f"{split}/{m}" for m in ("worst_group", "mismatched", "balanced", "accuracy") if f"{split}/{m}" in tidy]
+    page = _Page(title)
+    page.note(f"{len(records)} runs; metrics on the {split} split; CIs are 95% Student-t intervals across seeds.")
+
+    page.h2("Final budget")
+    fin = final_summary(tidy, metrics)
+    compact = fin[["model", "weights", "strategy", "n_seeds", "n_labels"]].copy()
+    for m in metrics:
+        compact[m] = [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(fin[m], fin[m + "_low"], fin[m + "_high"])]
+    page.table(compact)
+    page.h2("Learning curves: pretrained vs unpretrained, uncertainty vs random (paper Fig. 2, 7)")
+    for m in metrics[:2] + metrics[3:]:
+        page.figure(learning_curve_figure(learning_curves(tidy, m), title=m, y_label=m.split("/")[1]))
+    page.h2("Label efficiency")
+    page.note("Labels random sampling needs for its final value / labels least-confidence needs to reach it "
+              "(mean curves; bootstrap 95% CI over seeds). n/a: random does not improve on the seed set.")
+    eff = pd.concat([label_efficiency_table(tidy, m) for m in metrics[:2]], ignore_index=True)
+    page.table(eff)
+    page.h2("What gets acquired (paper Fig. 4, 11, 12)")
+    ratios = upsampling_ratios(records)
+    if len(ratios):
+        summary = upsampling_summary(ratios)
+        page.figure(upsampling_figure(summary))
+        page.table(summary)
+        over = upsampling_over_rounds(records)
+        fig = go.Figure()
+        for i, ((w, s, g), d) in enumerate(over.groupby(["weights", "strategy", "group"])):
+            if s == "random":
+                continue
+            fig.add_trace(go.Scatter(x=d["n_acquired"], y=d["upsampling"], mode="lines+markers",
+                                     name=f"{w} / {s} / {g}", line=dict(color=_PALETTE[i % len(_PALETTE)])))
+        fig.add_hline(y=1.0, line_dash="dash", line_color="grey")
+        fig.update_layout(title="Cumulative upsampling ratio over rounds (uncertainty runs)",
+                          xaxis_title="examples acquired so far", yaxis_title="upsampling ratio",
+                          template="plotly_white", width=800, height=450)
+        page.figure(fig)
+    if representation:
+        representation_sections(page, records)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page.render())
+    tmp.replace(out)
+    return out
