@@ -66,3 +66,19 @@ def test_neighbourhood_table():
     table = neighbourhoods(NeighbourIndex().fit(X, ids), X, ids, attrs, np.array([0, 30]), k=5)
     assert table["same_label"].tolist() == [1.0, 1.0] and table["group_mix"].tolist() == [1, 1]
     assert all(0 not in row for row in table["neighbour_ids"][:1])
+
+
+def test_static_export_or_clear_error(tmp_path):
+    import shutil
+
+    import plotly.graph_objects as go
+
+    from toolkit.figures import save_static
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    if shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chrome"):
+        out = save_static(fig, tmp_path / "f.png")
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        with pytest.raises(RuntimeError, match="apt install chromium"):
+            save_static(fig, tmp_path / "f.png")

@@ -91,3 +91,27 @@ def dose_response_figure(table: pd.DataFrame, *, metric_label: str = "worst-grou
                       xaxis_title="fraction of matched backgrounds in the pool", yaxis_title=metric_label,
                       template="plotly_white", width=800, height=450)
     return fig
+
+
+def save_static(fig: go.Figure, path, *, scale: float = 2.0):
+    """Write a figure as PNG/PDF/SVG (by suffix) for papers, through kaleido.
+
+    kaleido drives a Chrome/Chromium binary; the toolkit does not ship one. Without one,
+    this raises an error saying how to get it: `apt install chromium` (Debian/Ubuntu), or
+    `python -c "import kaleido; kaleido.get_chrome_sync()"` (downloads Chrome for kaleido).
+    Interactive HTML (`fig.write_html`) needs none of this.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        fig.write_image(str(path), scale=scale)
+    except Exception as err:  # kaleido raises several types when no browser is found
+        if "chrome" in str(err).lower() or "browser" in str(err).lower():
+            raise RuntimeError(
+                f"static export of {path.name} needs a Chrome/Chromium for kaleido, and none was found. "
+                "Install one: `apt install chromium`, or "
+                "`python -c \"import kaleido; kaleido.get_chrome_sync()\"`; or keep the interactive HTML."
+            ) from err
+        raise
+    return path
