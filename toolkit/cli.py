@@ -83,10 +83,36 @@ def cmd_report(args) -> None:
     from .report import build_report
 
     dirs = []
-    for d in args.runs:  # a run directory, or a folder of them (e.g. cache/demo/runs)
+    for d in args.runs:  # a run directory, a folder of them (cache/demo/runs), or a sweep folder
         p = Path(d)
+        p = p / "runs" if (p / "index.json").exists() and (p / "runs").is_dir() else p
         dirs += sorted(x for x in p.iterdir() if (x / "rounds.jsonl").exists()) if not (p / "rounds.jsonl").exists() else [p]
     print(build_report(dirs, args.out, representation=not args.no_representation))
+
+
+def cmd_sweep(args) -> None:
+    from .sweep import Sweep, expand_grid, parse_grid
+
+    sweep = Sweep(args.out, expand_grid(args.preset, parse_grid(args.grid), args.set))
+    todo = sweep.todo()
+    print(f"[sweep] {len(sweep.cfgs)} runs in {args.out}: {len(sweep.cfgs) - len(todo)} finished, {len(todo)} to run")
+    if args.launcher == "local":
+        results = sweep.launch_local(workers=args.workers)
+    else:
+        params = {"timeout_min": args.timeout_min}
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        if args.gpus:
+            params["gpus_per_node"] = args.gpus
+        if args.array_parallelism:
+            params["slurm_array_parallelism"] = args.array_parallelism
+        results = sweep.launch_submitit(cluster=args.cluster, **params)
+    failed = [n for n, s in results.items() if s != "done"]
+    tidy = sweep.aggregate()
+    print(f"[sweep] aggregated {len(tidy)} rounds of {tidy['run'].nunique()} runs -> {Path(args.out) / 'rounds.csv'}")
+    if failed:
+        print(f"[sweep] {len(failed)} failed (errors in {Path(args.out) / 'index.json'}): {', '.join(failed)}")
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,6 +169,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. al.strategy=random seed=3")
     p.add_argument("--out", default=None, help="run directory (resumes if it holds this config's partial run)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="a grid of runs: local process pool or submitit (Slurm)")
+    p.add_argument("preset")
+    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2|A-B",
+                   help="e.g. seeds=0-15 strategy=least_confidence,random weights=pretrained,random")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
+    p.add_argument("--out", required=True, help="sweep folder (re-running resumes it)")
+    p.add_argument("--launcher", choices=["local", "submitit"], default="local")
+    p.add_argument("--workers", type=int, default=None, help="local: processes (default: GPUs, else CPU cores)")
+    p.add_argument("--cluster", default=None, help="submitit: slurm (default when available), local, debug")
+    p.add_argument("--timeout-min", type=int, default=240)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--gpus", type=int, default=None, help="GPUs per job")
+    p.add_argument("--array-parallelism", type=int, default=None)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")
     p.add_argument("runs", nargs="+", help="run directories, or folders holding them")

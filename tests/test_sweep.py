@@ -1,0 +1,85 @@
+import dataclasses
+import json
+
+import pytest
+
+from toolkit.cli import main
+from toolkit.config import config_from_dict
+from toolkit.loop import run_active_learning
+from toolkit.record import load_run
+from toolkit.sweep import Sweep, expand_grid, parse_grid
+from conftest import TINY_DATA
+
+
+def test_parse_and_expand_grid():
+    grid = parse_grid(["seeds=0-2", "strategy=least_confidence,random", "finetune.base_lr=0.01"])
+    assert grid == {"seed": [0, 1, 2], "al.strategy": ["least_confidence", "random"], "finetune.base_lr": [0.01]}
+    cfgs = expand_grid("toy", grid)
+    assert len(cfgs) == 6 and "seed-1_strategy-random_base_lr-0.01" in cfgs
+    assert cfgs["seed-1_strategy-random_base_lr-0.01"].al.strategy == "random"
+    with pytest.raises(ValueError, match="key=v1,v2"):
+        parse_grid(["seeds"])
+    with pytest.raises(ValueError, match="unknown config key"):
+        expand_grid("toy", parse_grid(["al.stratgy=random"]))
+
+
+def _tiny_sweep(tiny_cfg, out, grid):
+    base = tiny_cfg.to_dict()
+    cfgs = {}
+    for name, cfg in expand_grid("toy", grid).items():
+        d = dict(base, seed=cfg.seed, al={**base["al"], "strategy": cfg.al.strategy, "seed_set": cfg.al.seed_set})
+        cfgs[name] = config_from_dict(d)
+    return Sweep(out, cfgs)
+
+
+def test_local_sweep_resumes_and_reports_failures(tiny_cfg, tmp_path):
+    grid = parse_grid(["seeds=0-1", "strategy=least_confidence,random"])
+    sweep = _tiny_sweep(tiny_cfg, tmp_path / "sw", grid)
+    # before the sweep: one run finished, one interrupted after its first round
+    names = list(sweep.cfgs)
+    run_active_learning(sweep.cfgs[names[0]], sweep.run_dir(names[0]), log=None)
+    partial = run_active_learning(sweep.cfgs[names[1]], sweep.run_dir(names[1]), max_rounds=1, log=None)
+    assert sweep.todo() == names[1:]
+    results = sweep.launch_local(workers=2)
+    assert set(results) == set(names[1:]) and set(results.values()) == {"done"}
+    resumed = load_run(sweep.run_dir(names[1]))
+    assert resumed.rounds["time/train_s"].iloc[0] == partial.rounds["time/train_s"].iloc[0]  # round 0 kept
+    assert Sweep(tmp_path / "sw", sweep.cfgs).todo() == []  # the same sweep again: nothing left
+    tidy = sweep.aggregate()
+    assert len(tidy) == 4 * 3 and (tmp_path / "sw" / "rounds.csv").exists()
+    index = json.loads((tmp_path / "sw" / "index.json").read_text())
+    assert {v["status"] for v in index.values()} == {"done"}
+
+    bad = _tiny_sweep(tiny_cfg, tmp_path / "bad", parse_grid(["seeds=0", "al.seed_set=balanced,bogus"]))
+    results = bad.launch_local(workers=2)
+    assert results == {"seed-0_seed_set-balanced": "done", "seed-0_seed_set-bogus": "failed"}
+    index = json.loads((tmp_path / "bad" / "index.json").read_text())
+    assert "unknown al.seed_set 'bogus'" in index["seed-0_seed_set-bogus"]["error"]
+
+
+def test_submitit_local_executor_failure_and_resume(tiny_cfg, tmp_path):
+    sweep = _tiny_sweep(tiny_cfg, tmp_path / "sw", parse_grid(["seeds=0-1", "al.seed_set=balanced,bogus"]))
+    ok = "seed-1_seed_set-balanced"
+    partial = run_active_learning(sweep.cfgs[ok], sweep.run_dir(ok), max_rounds=1, log=None)
+    results = sweep.launch_submitit(cluster="local", timeout_min=10)
+    assert results == {"seed-0_seed_set-balanced": "done", "seed-0_seed_set-bogus": "failed",
+                       "seed-1_seed_set-balanced": "done", "seed-1_seed_set-bogus": "failed"}
+    resumed = load_run(sweep.run_dir(ok))
+    assert resumed.status == "finished" and resumed.rounds["time/train_s"].iloc[0] == partial.rounds["time/train_s"].iloc[0]
+    index = json.loads((tmp_path / "sw" / "index.json").read_text())
+    assert "bogus" in index["seed-1_seed_set-bogus"]["error"]
+
+
+def test_altk_sweep_cli_and_report(tiny_backbone, tmp_path, capsys):
+    sets = [f"model.weights={tiny_backbone}", "finetune.max_steps=4", "finetune.micro_batch=16", "al.seed_size=10",
+            "al.per_round=5", "al.budget=5", "eval_batch_size=128", f"data.params.cache_dir={tmp_path / 'd'}",
+            *[f"data.params.{k}={v}" for k, v in TINY_DATA.items()]]
+    main(["sweep", "toy", "--grid", "seeds=0-1", "strategy=least_confidence,random", "--set", *sets,
+          "--out", str(tmp_path / "sw"), "--workers", "2"])
+    out = capsys.readouterr().out
+    assert "4 to run" in out and "aggregated 8 rounds of 4 runs" in out
+    main(["sweep", "toy", "--grid", "seeds=0-1", "strategy=least_confidence,random", "--set", *sets,
+          "--out", str(tmp_path / "sw")])
+    assert "4 finished, 0 to run" in capsys.readouterr().out
+    main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "r.html"), "--no-representation"])
+    assert "Final budget" in (tmp_path / "r.html").read_text()

@@ -1,0 +1,179 @@
+"""Grids of runs: expansion, launching (local process pool or submitit/Slurm), aggregation.
+
+A sweep folder holds `runs/<name>/` (one normal run record each), `index.json` (status
+of every run: pending, running, done, failed with its error) and, after aggregation,
+`rounds.csv` (every round of every run; what `altk report` and the analyses read).
+Re-running the same sweep skips finished runs and resumes interrupted ones from their
+last completed round (the run record does that); a failed run does not stop the others.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import traceback
+from itertools import product
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis import tidy_rounds
+from .config import RunConfig, resolve_config
+from .record import load_run, write_atomic
+
+SHORTHANDS = {"seed": "seed", "seeds": "seed", "strategy": "al.strategy", "weights": "model.weights",
+              "model": "model.name"}
+
+
+def _values(text: str) -> list:
+    """"0-3" -> [0, 1, 2, 3]; "a,b" -> ["a", "b"]; numbers stay numbers."""
+    import yaml
+
+    out: list = []
+    for part in text.split(","):
+        if "-" in part and all(p.strip().isdigit() for p in part.split("-", 1)):
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        else:
+            out.append(yaml.safe_load(part))
+    return out
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """["seeds=0-3", "strategy=least_confidence,random"] -> {"seed": [0..3], "al.strategy": [...]}."""
+    grid = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"grid entry {item!r} must look like key=v1,v2 or key=0-15")
+        key, text = item.split("=", 1)
+        grid[SHORTHANDS.get(key, key)] = _values(text)
+    return grid
+
+
+def run_name(assignment: dict) -> str:
+    return "_".join(f"{k.split('.')[-1]}-{v}" for k, v in assignment.items()).replace("/", "-")
+
+
+def expand_grid(preset: str, grid: dict[str, list], overrides: list[str] | None = None) -> dict[str, RunConfig]:
+    """One resolved config per point of the grid, named after its grid values."""
+    keys = list(grid)
+    cfgs = {}
+    for values in product(*(grid[k] for k in keys)):
+        assignment = dict(zip(keys, values))
+        cfgs[run_name(assignment)] = resolve_config(preset, list(overrides or []) +
+                                                    [f"{k}={v}" for k, v in assignment.items()])
+    return cfgs
+
+
+def run_one(cfg: RunConfig, run_dir: str) -> str:
+    """Run (or resume) one run; returns "done" or raises. What every launcher executes."""
+    from .loop import run_active_learning
+
+    name = Path(run_dir).name
+    run_active_learning(cfg, run_dir, log=lambda m: print(f"[{name}] {m.strip()}", flush=True))
+    return "done"
+
+
+def _safe_run_one(cfg: RunConfig, run_dir: str, gpu: int | None = None) -> tuple[str, str | None]:
+    """Pool worker: placement is set on the process, not in the config, so a run keeps the
+    same config (and can resume) whichever launcher runs it next."""
+    import torch
+
+    if gpu is not None:
+        torch.cuda.set_device(gpu)  # device "auto"/"cuda" then means this GPU
+    elif cfg.threads is None:
+        torch.set_num_threads(1)  # one thread per process: steadier than sharing cores
+    try:
+        return run_one(cfg, run_dir), None
+    except Exception:  # reported in the index; the other runs go on
+        return "failed", traceback.format_exc(limit=8)
+
+
+def _is_finished(run_dir: Path) -> bool:
+    state = run_dir / "state.json"
+    return state.exists() and json.loads(state.read_text()).get("status") == "finished"
+
+
+class Sweep:
+    """A named grid of runs in a folder, with its index."""
+
+    def __init__(self, out: str | Path, cfgs: dict[str, RunConfig]) -> None:
+        self.out = Path(out)
+        self.cfgs = cfgs
+        self.index_path = self.out / "index.json"
+        self.index = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+
+    def run_dir(self, name: str) -> Path:
+        return self.out / "runs" / name
+
+    def _set(self, name: str, status: str, error: str | None = None) -> None:
+        self.index[name] = {"status": status, **({"error": error} if error else {})}
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.index_path, json.dumps(self.index, indent=1, sort_keys=True))
+
+    def todo(self) -> list[str]:
+        """Runs not yet finished (never started, interrupted, or failed)."""
+        todo = []
+        for name in self.cfgs:
+            if _is_finished(self.run_dir(name)):
+                if self.index.get(name, {}).get("status") != "done":
+                    self._set(name, "done")
+            else:
+                todo.append(name)
+        return todo
+
+    def launch_local(self, *, workers: int | None = None) -> dict[str, str]:
+        """A local process pool: one torch thread per process on CPU, one process per GPU."""
+        import torch
+
+        todo = self.todo()
+        n_gpus = torch.cuda.device_count()
+        workers = workers or (n_gpus if n_gpus else (os.cpu_count() or 1))
+        for name in todo:
+            self._set(name, "running")
+        results = {}
+        with cf.ProcessPoolExecutor(max(1, min(workers, len(todo) or 1)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {}
+            for i, name in enumerate(todo):
+                gpu = i % n_gpus if n_gpus else None
+                futures[pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name)), gpu)] = name
+            for fut in cf.as_completed(futures):
+                status, error = fut.result()
+                self._set(futures[fut], status, error)
+                results[futures[fut]] = status
+                print(f"[sweep] {futures[fut]}: {status}", flush=True)
+        return results
+
+    def launch_submitit(self, *, cluster: str | None = None, folder: str | Path | None = None,
+                        **parameters) -> dict[str, str]:
+        """Submit unfinished runs as one job array through submitit (Slurm, or cluster="local"
+        / "debug" for testing). `parameters` go to `executor.update_parameters`, e.g.
+        timeout_min=240, slurm_partition="gpu", gpus_per_node=1, slurm_array_parallelism=32."""
+        import submitit
+
+        todo = self.todo()
+        if not todo:
+            return {}
+        executor = submitit.AutoExecutor(folder=str(folder or self.out / "submitit" / "%j"), cluster=cluster)
+        executor.update_parameters(**{"timeout_min": 60, "name": f"altk-{self.out.name}", **parameters})
+        jobs = executor.map_array(run_one, [self.cfgs[n] for n in todo], [str(self.run_dir(n)) for n in todo])
+        for name in todo:
+            self._set(name, "running")
+        results = {}
+        for name, job in zip(todo, jobs):
+            try:
+                results[name] = job.result()
+                self._set(name, "done")
+            except Exception as err:  # submitit.FailedJobError carries the job's traceback
+                results[name] = "failed"
+                self._set(name, "failed", str(err)[-4000:])
+        return results
+
+    def aggregate(self) -> pd.DataFrame:
+        """Every round of every finished-or-partial run, one tidy table (also rounds.csv)."""
+        records = [load_run(self.run_dir(n)) for n in self.cfgs if (self.run_dir(n) / "rounds.jsonl").exists()]
+        tidy = tidy_rounds(records)
+        tidy.to_csv(self.out / "rounds.csv", index=False)
+        return tidy
+
