@@ -4,9 +4,14 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import GroupedDataset, normalize
+from .metadata_images import load_treeperson, load_waterbirds
 from .toyworld import load_toyworld
 
-_REGISTRY: dict[str, Callable[..., GroupedDataset]] = {"toyworld": load_toyworld}
+_REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
+    "toyworld": load_toyworld,
+    "waterbirds": load_waterbirds,
+    "treeperson": load_treeperson,
+}
 
 
 def list_datasets() -> list[str]:

@@ -1,0 +1,104 @@
+"""Real-dataset loaders on tiny copies generated in the releases' on-disk formats."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from toolkit.config import resolve_config
+from toolkit.data import create_dataset
+from toolkit.loop import run_active_learning
+
+
+def make_waterbirds(root, n_per_group=(12, 4, 4, 12), splits=(0, 1, 2), subfolder=""):
+    """A tiny Waterbirds in the group_DRO layout (or WILDS' with subfolder='waterbirds_v1.0')."""
+    base = root / subfolder
+    rows, i = [], 0
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for (y, place), n in zip([(0, 0), (0, 1), (1, 0), (1, 1)], n_per_group):
+            for _ in range(n):
+                fname = f"{'water' if y else 'land'}bird/img_{i}.jpg"
+                (base / fname).parent.mkdir(parents=True, exist_ok=True)
+                img = np.full((40, 48, 3), [60, 160, 60] if place == 0 else [40, 90, 200], np.uint8)
+                img[12:28, 16:32] = [250, 250, 250] if y else [20, 20, 20]
+                img = np.clip(img + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(base / fname)
+                rows.append({"img_id": i, "img_filename": fname, "y": y, "split": split, "place": place,
+                             "place_filename": f"/x/{i}.jpg"})
+                i += 1
+    pd.DataFrame(rows).to_csv(base / "metadata.csv", index=False)
+    if subfolder:
+        (base / "RELEASE_v1.0.txt").write_text("")
+    return root
+
+
+@pytest.mark.parametrize("subfolder", ["", "waterbirds_v1.0"])
+def test_waterbirds_both_layouts(tmp_path, subfolder):
+    root = make_waterbirds(tmp_path / "wb", subfolder=subfolder)
+    ds = create_dataset("waterbirds", "train", root=str(root), resolution=32, cache_dir=str(tmp_path / "c"))
+    assert ds.images.shape == (32, 3, 32, 32) and ds.num_classes == 2
+    assert ds.attributes.groupby(["y", "place"]).size().tolist() == [12, 4, 4, 12]
+    again = create_dataset("waterbirds", "train", root=str(root), resolution=32, cache_dir=str(tmp_path / "c"))
+    assert (again.images == ds.images).all()  # from the decoded-image cache
+    assert create_dataset("waterbirds", "test", root=str(root), resolution=32, cache_dir=None).ids.min() == 64
+
+
+def test_missing_data_says_where_and_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metadata.csv.*group_DRO.*data.params.root"):
+        create_dataset("waterbirds", "train", root=str(tmp_path / "nowhere"))
+
+
+def test_missing_column_and_bad_labels_and_bad_image(tmp_path):
+    root = make_waterbirds(tmp_path / "wb")
+    meta = pd.read_csv(root / "metadata.csv")
+    meta.drop(columns=["place"]).to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['place'\]"):
+        create_dataset("waterbirds", "train", root=str(root), cache_dir=None)
+    meta.assign(y=meta["y"] * 3).to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match="labels y must lie in 0..1; found \\[3\\]"):
+        create_dataset("waterbirds", "train", root=str(root), cache_dir=None)
+    meta.to_csv(root / "metadata.csv", index=False)
+    (root / meta["img_filename"][0]).write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="cannot read image .*img_0.jpg"):
+        create_dataset("waterbirds", "train", root=str(root), resolution=32, cache_dir=None)
+
+
+def test_treeperson_shipped_metadata_counts():
+    from pathlib import Path
+
+    import toolkit.data
+
+    meta = pd.read_csv(Path(toolkit.data.__file__).parent / "treeperson-metadata.csv")
+    counts = meta[meta.split == 0].groupby(["y", "place"]).size().tolist()
+    assert counts == [3700, 370, 370, 3730]
+    with pytest.raises(ValueError, match="valid splits: train, val"):
+        create_dataset("treeperson", "test", root=".")
+
+
+@pytest.mark.parametrize("preset", ["waterbirds", "treeperson"])
+def test_preset_two_rounds_on_tiny_copy(preset, tmp_path):
+    root = make_waterbirds(tmp_path / preset, splits=(0, 1) if preset == "treeperson" else (0, 1, 2))
+    cfg = resolve_config(preset, [f"data.params.root={root}", "data.params.resolution=32",
+                                  f"data.params.cache_dir={tmp_path / 'c'}", "model.name=timm_test_resnet",
+                                  "model.weights=random", "finetune.max_steps=3", "al.seed_size=8",
+                                  "al.per_round=4", "al.budget=4", "finetune.augment_pad=2"])
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert rec.rounds["n_labels"].tolist() == [8, 12]
+    assert set(rec.acquisitions["group"]) <= {"y0_s0", "y0_s1", "y1_s0", "y1_s1"}
+    splits = {c.split("/")[0] for c in rec.rounds.columns if c.endswith("/worst_group")}
+    assert splits == ({"val"} if preset == "treeperson" else {"val", "test"})
+    assert rec.meta["pool_group_shares"]["y0_s1"] == pytest.approx(4 / 32)
+
+
+def test_extract_and_probe_on_tiny_waterbirds(tmp_path):
+    from toolkit.config import ALConfig
+    from toolkit.features import extract_features
+    from toolkit.probe import run_probe
+
+    root = make_waterbirds(tmp_path / "wb")
+    params = {"root": str(root), "resolution": 32, "cache_dir": str(tmp_path / "c")}
+    caches = {s: extract_features("timm_test_resnet", "waterbirds", s, weights="random", dataset_params=params,
+                                  root=tmp_path / "f", log=None) for s in ("train", "test")}
+    rec = run_probe(caches["train"], {"test": caches["test"]}, tmp_path / "p",
+                    al=ALConfig(seed_size=8, per_round=4, budget=8), seed=0)
+    assert rec.rounds["n_labels"].tolist() == [8, 12, 16] and "test/worst_group" in rec.rounds
