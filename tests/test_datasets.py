@@ -102,3 +102,48 @@ def test_extract_and_probe_on_tiny_waterbirds(tmp_path):
     rec = run_probe(caches["train"], {"test": caches["test"]}, tmp_path / "p",
                     al=ALConfig(seed_size=8, per_round=4, budget=8), seed=0)
     assert rec.rounds["n_labels"].tolist() == [8, 12, 16] and "test/worst_group" in rec.rounds
+
+
+def make_cifar(root, per_class=6, test_per_class=2):
+    import pickle
+
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(n_per):
+        labels = np.repeat(np.arange(10), n_per)
+        data = rng.integers(0, 255, (len(labels), 3 * 32 * 32), dtype=np.uint8)
+        return {b"data": data, b"labels": labels.tolist()}
+
+    for i in range(1, 6):
+        (base / f"data_batch_{i}").write_bytes(pickle.dumps(batch(per_class)))
+    (base / "test_batch").write_bytes(pickle.dumps(batch(test_per_class)))
+    return root
+
+
+def test_cifar_splits_and_imbalance(tmp_path):
+    root = make_cifar(tmp_path)
+    train = create_dataset("cifar10", "train", root=str(root), val_size=50)
+    val = create_dataset("cifar10", "val", root=str(root), val_size=50)
+    assert len(train) == 250 and len(val) == 50 and not set(train.ids) & set(val.ids)
+    imb = create_dataset("cifar10", "train", root=str(root), val_size=50, imbalanced=True, seed=3)
+    counts = imb.attributes.groupby("y").size()
+    rare = imb.attributes[imb.attributes.rare_class == 1]["y"].unique()
+    assert len(rare) == 5 and all(counts[c] <= np.ceil(train.attributes.groupby("y").size()[c] * 0.1) for c in rare)
+    big = create_dataset("cifar10", "test", root=str(root), resolution=64)
+    assert big.get_batch(np.arange(3))[0].shape == (3, 3, 64, 64)
+    with pytest.raises(FileNotFoundError, match="torchvision.datasets.CIFAR10"):
+        create_dataset("cifar10", "train", root=str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize("preset", ["cifar10", "cifar10-imbalanced"])
+def test_cifar_presets_two_rounds(preset, tmp_path):
+    root = make_cifar(tmp_path / "data")
+    cfg = resolve_config(preset, [f"data.params.root={root}", "data.params.resolution=32", "data.params.val_size=50",
+                                  "model.name=timm_test_resnet", "model.weights=random", "finetune.max_steps=3",
+                                  "al.seed_size=10", "al.per_round=2", "al.budget=2", "al.pool_subsample=40",
+                                  "finetune.augment_pad=2"])
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert rec.rounds["n_labels"].tolist() == [10, 12]
+    assert "val/worst_class" in rec.rounds and "test/acc/y9" in rec.rounds

@@ -27,14 +27,20 @@ def group_metrics(
             train-weighted average (the Waterbirds literature's "average accuracy").
 
     Returns:
-        accuracy; acc/<group> per group; worst_group; balanced (mean over groups);
+        Without `spurious`: accuracy, acc/y<c> per class, worst_class, balanced.
+        With it: accuracy; acc/<group> per group; worst_group; balanced (mean over groups);
         mismatched (mean over groups with label != spurious); avg_train_weighted.
     """
     preds, labels = np.asarray(preds), np.asarray(labels)
     if preds.shape != labels.shape:
         raise ValueError(f"preds {preds.shape} and labels {labels.shape} must have the same shape")
     out = {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan")}
-    if spurious is None:
+    if spurious is None:  # no groups: per-class accuracy, worst class, balanced (CIFAR-10)
+        per_class = {f"acc/y{int(c)}": float((preds[labels == c] == c).mean()) for c in np.unique(labels)}
+        out.update(per_class)
+        if per_class:
+            out["worst_class"] = min(per_class.values())
+            out["balanced"] = float(np.mean(list(per_class.values())))
         return out
     spurious = np.asarray(spurious)
     correct = preds == labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import GroupedDataset, normalize
+from .cifar import load_cifar10
 from .metadata_images import load_treeperson, load_waterbirds
 from .toyworld import load_toyworld
 
@@ -11,6 +12,7 @@ _REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
     "toyworld": load_toyworld,
     "waterbirds": load_waterbirds,
     "treeperson": load_treeperson,
+    "cifar10": load_cifar10,
 }
 
 

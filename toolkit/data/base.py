@@ -23,6 +23,7 @@ class GroupedDataset:
             group is (label, spurious). None when the dataset has no such attribute.
         class_names: human-readable names, one per class.
         params: everything that produced the data (goes into fingerprints and records).
+        input_size: if set, `get_batch` resizes images to this side length (bilinear).
     """
 
     name: str
@@ -33,6 +34,7 @@ class GroupedDataset:
     spurious_column: str | None = None
     class_names: tuple[str, ...] = ()
     params: dict = field(default_factory=dict)
+    input_size: int | None = None  # resize batches on the fly (e.g. CIFAR's 32 px to BiT's 128)
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.attributes):
@@ -82,7 +84,11 @@ class GroupedDataset:
     def get_batch(self, positions: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float inputs and int64 labels at row positions (not ids)."""
         pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
-        return normalize(self.images[pos]), torch.as_tensor(self.labels)[pos]
+        x = normalize(self.images[pos])
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                                align_corners=False)
+        return x, torch.as_tensor(self.labels)[pos]
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
