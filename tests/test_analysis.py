@@ -82,3 +82,34 @@ def test_static_export_or_clear_error(tmp_path):
     else:
         with pytest.raises(RuntimeError, match="apt install chromium"):
             save_static(fig, tmp_path / "f.png")
+
+
+def test_upsampling_ratio_and_label_efficiency_on_constructed_records(tmp_path):
+    from toolkit.analysis import label_efficiency_table, tidy_rounds, upsampling_over_rounds, upsampling_ratios
+    from toolkit.record import RunWriter, load_run
+
+    shares = {"y0_s0": 0.7, "y0_s1": 0.05, "y1_s0": 0.05, "y1_s1": 0.2}
+
+    def make(name, strategy, seed, acquired_groups, curve):
+        cfg = {"model": {"name": "m", "weights": "pretrained"}, "al": {"strategy": strategy}, "seed": seed}
+        w = RunWriter(tmp_path / name, cfg, {"pool_group_shares": shares})
+        ident = iter(range(1000))
+        for r, (groups, value) in enumerate(zip(acquired_groups + [[]], curve)):
+            row = {"round": r, "n_labels": 10 + 10 * r, "metrics": {"test": {"worst_group": value}},
+                   "acquired": [{"id": next(ident), "group": g, "score": 0.0} for g in groups]}
+            if r == 0:
+                row["seed_set"] = [{"id": 999, "group": "y0_s0"}]
+            w.append_round(row, finished=r == len(curve) - 1)
+        return load_run(tmp_path / name)
+
+    # 10 acquisitions: 5 from y0_s1 (pool share 5%) -> share 0.5 -> ratio 10
+    unc = [make(f"u{s}", "least_confidence", s, [["y0_s1"] * 5, ["y0_s0"] * 5], [0.2, 0.5, 0.6]) for s in (0, 1)]
+    rnd = [make(f"r{s}", "random", s, [["y0_s0"] * 5, ["y1_s1"] * 5], [0.2, 0.3, 0.5]) for s in (0, 1)]
+    ratios = upsampling_ratios(unc).set_index(["run", "group"])["upsampling"]
+    assert ratios[("u0", "y0_s1")] == pytest.approx(10.0) and ratios[("u0", "y1_s0")] == 0.0
+    assert ratios[("u0", "y0_s0")] == pytest.approx(0.5 / 0.7)
+    over = upsampling_over_rounds(unc).set_index(["round", "group"])["upsampling"]
+    assert over[(0, "y0_s1")] == pytest.approx(20.0) and over[(1, "y0_s1")] == pytest.approx(10.0)
+    eff = label_efficiency_table(tidy_rounds(unc + rnd), "test/worst_group")
+    # random's final 0.5 at 30 labels; least-confidence reaches 0.5 at 20 labels -> 1.5x
+    assert eff["efficiency"].iloc[0] == pytest.approx(1.5)
