@@ -22,11 +22,11 @@ def cmd_demo(args) -> None:
     if args.probe:
         from .probe_demo import run_probe_demo
 
-        run_probe_demo(seeds=_seeds(args.seeds if args.seeds != "0-2" else "0-9"), out=args.out + "-probe")
+        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=args.out + "-probe")
         return
     from .demo import run_demo
 
-    run_demo(seeds=_seeds(args.seeds), out=args.out, workers=args.workers, overrides=args.set)
+    run_demo(seeds=_seeds(args.seeds or "0-2"), out=args.out, workers=args.workers, overrides=args.set)
 
 
 def cmd_extract(args) -> None:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="toy world: pretrained vs unpretrained x uncertainty vs random")
-    p.add_argument("--seeds", default="0-2", help="e.g. 0-2 or 0,4,7 (default 0-2)")
+    p.add_argument("--seeds", default=None, help="e.g. 0-2 or 0,4,7 (default: 0-2, or 0-9 with --probe)")
     p.add_argument("--out", default="cache/demo")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")

@@ -1,13 +1,11 @@
 """The toy-world demo: pretrained vs unpretrained x uncertainty vs random x seeds.
 
-Pretrains the toy backbone on first use, runs the grid through a process pool (one
-torch thread per process), then prints the summary table and writes the runs, a
-summary CSV and a learning-curve figure.
+Pretrains the toy backbone on first use, runs the grid as a sweep (toolkit.sweep: a
+local process pool, one torch thread per process; re-running resumes), then prints the
+summary table and writes the runs, a summary CSV, a learning-curve figure and a report.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -18,18 +16,11 @@ from .analysis import final_summary, label_efficiency_table, learning_curves, ti
 from .config import RunConfig, resolve_config
 from .pretrain import ensure_toy_backbone
 from .record import load_run
+from .sweep import Sweep
 
 WEIGHTS = ("pretrained", "random")
 STRATEGIES = ("least_confidence", "random")
 FINAL_METRICS = ["test/worst_group", "test/mismatched", "test/balanced", "test/accuracy"]
-
-
-def _run_one(cfg: RunConfig, out_dir: str, name: str) -> str:
-    from .loop import run_active_learning
-
-    t0 = time.time()
-    run_active_learning(cfg, out_dir, log=lambda msg: print(f"[{name}] {msg.strip()}", flush=True))
-    return f"[{name}] finished in {time.time() - t0:.0f}s"
 
 
 def demo_configs(seeds: list[int], overrides: list[str] | None = None) -> dict[str, RunConfig]:
@@ -81,11 +72,10 @@ def run_demo(*, seeds: list[int], out: str | Path = "cache/demo", workers: int |
     cfgs = demo_configs(seeds, overrides)
     workers = workers or max(1, min(len(cfgs), os.cpu_count() or 1))
     print(f"[demo] {len(cfgs)} runs on {workers} worker process(es); records under {out / 'runs'}", flush=True)
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_run_one, cfg, str(out / "runs" / name), name) for name, cfg in cfgs.items()]
-        for fut in cf.as_completed(futures):
-            print(fut.result(), flush=True)
+    results = Sweep(out, cfgs).launch_local(workers=workers)
+    failed = {n: s for n, s in results.items() if s != "done"}
+    if failed:
+        raise RuntimeError(f"demo runs failed: {', '.join(failed)}; errors in {out / 'index.json'}")
     records = [load_run(out / "runs" / name) for name in cfgs]
     tidy = tidy_rounds(records)
     tidy.to_csv(out / "rounds.csv", index=False)

@@ -84,6 +84,17 @@ def record_rows(ids: np.ndarray, labels: np.ndarray, spurious: np.ndarray | None
     return out
 
 
+def candidates(n: int, labelled: np.ndarray, al: ALConfig, seed: int, round_index: int
+               ) -> tuple[np.ndarray, np.random.Generator]:
+    """Unlabelled positions to score after `round_index` (a fresh random subset of
+    `al.pool_subsample` of them when set), and the round's Generator for random scores."""
+    rng = round_rng(seed, round_index + 1, stream=2)
+    unlabelled = np.setdiff1d(np.arange(n), labelled)
+    if al.pool_subsample and al.pool_subsample < len(unlabelled):
+        unlabelled = np.sort(rng.choice(unlabelled, al.pool_subsample, replace=False))
+    return unlabelled, rng
+
+
 def _rows(ds: GroupedDataset, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
     sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
     return record_rows(ds.ids, ds.labels, sp, positions, scores)
@@ -166,10 +177,7 @@ def run_active_learning(
         t2 = time.perf_counter()
         acquired: list[dict] = []
         if r < len(sizes):
-            rng = round_rng(cfg.seed, r + 1, stream=2)
-            unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
-            if cfg.al.pool_subsample and cfg.al.pool_subsample < len(unlabelled):
-                unlabelled = np.sort(rng.choice(unlabelled, cfg.al.pool_subsample, replace=False))
+            unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
             picks, scores = score_pool(model, pool, unlabelled, sizes[r], cfg.al.strategy, rng,
                                        device=device, batch_size=cfg.eval_batch_size)
             acquired = _rows(pool, picks, scores)

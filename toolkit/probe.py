@@ -18,7 +18,7 @@ import torch
 from .acquisition import StreamingTopK, get_acquisition, score_logits
 from .config import ALConfig
 from .features import FeatureCache, open_cache
-from .loop import acquisition_sizes, check_budget, draw_seed_set, record_rows
+from .loop import acquisition_sizes, candidates, check_budget, draw_seed_set, record_rows
 from .metrics import group_metrics, group_shares
 from .record import RunWriter, load_run, RunRecord
 from .repro import round_rng
@@ -137,10 +137,7 @@ def run_probe(
         t2 = time.perf_counter()
         acquired = []
         if r < len(sizes):
-            rng = round_rng(seed, r + 1, stream=2)
-            unlabelled = np.setdiff1d(np.arange(n), labelled)
-            if al.pool_subsample and al.pool_subsample < len(unlabelled):
-                unlabelled = np.sort(rng.choice(unlabelled, al.pool_subsample, replace=False))
+            unlabelled, rng = candidates(n, labelled, al, seed, r)
             top = StreamingTopK(sizes[r])
             needs_model = get_acquisition(al.strategy)[0] != "none"
             for i in range(0, n, score_chunk):  # contiguous slices: no copy of the pool per round

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -63,9 +64,14 @@ class GroupedDataset:
     def ids(self) -> np.ndarray:
         return self.attributes.index.to_numpy()
 
-    @property
+    @cached_property
     def labels(self) -> np.ndarray:
+        # cached: get_batch reads it for every micro-batch of the finetuning loop
         return self.attributes[self.label_column].to_numpy().astype(np.int64)
+
+    @cached_property
+    def _labels_tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self.labels)
 
     @property
     def groups(self) -> np.ndarray | None:
@@ -88,7 +94,7 @@ class GroupedDataset:
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                                                 align_corners=False)
-        return x, torch.as_tensor(self.labels)[pos]
+        return x, self._labels_tensor[pos]
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:

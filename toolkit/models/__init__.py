@@ -46,7 +46,8 @@ class ModelSpec:
         build: weights-free constructor returning (backbone, num_features).
         timm_name: the timm architecture (and hub tag) for timm models, else None.
         npz_url: the original BiT release file, for weights with no hub tag.
-        input_size: the resolution the model expects (the data transform resizes to it).
+        input_size: the resolution the weights were trained at (informational; datasets set
+            their own resolution, e.g. data.params.resolution=224 for ViT-B/16).
     """
 
     build: Callable[[], tuple[nn.Module, int]]
