@@ -68,20 +68,83 @@ def test_neighbourhood_table():
     assert all(0 not in row for row in table["neighbour_ids"][:1])
 
 
-def test_static_export_or_clear_error(tmp_path):
-    import shutil
+def _figures():
+    from toolkit import figures
 
+    curves = pd.DataFrame({"weights": ["pretrained"] * 3 + ["random"] * 3, "strategy": "least_confidence",
+                           "n_labels": [10, 20, 30] * 2, "mean": [0.5, 0.6, 0.7, 0.5, 0.5, 0.5],
+                           "low": [0.4, 0.5, 0.6, 0.4, 0.4, 0.4], "high": [0.6, 0.7, 0.8, 0.6, 0.6, 0.6]})
+    ups = pd.DataFrame({"weights": ["pretrained"] * 2 + ["random"] * 2, "strategy": "least_confidence",
+                        "group": ["y0_s0", "y0_s1"] * 2, "upsampling": [0.5, 8.0, 1.0, 1.1],
+                        "low": [0.4, 6.0, 0.9, 0.8], "high": [0.6, 9.0, 1.1, 1.3]})
+    sep = pd.DataFrame({"embedding": ["a", "a", "b", "b"], "group": ["g0", "g1"] * 2, "group_probe": [0.9, 0.8, 0.2, 0.1]})
+    coords = np.array([[0, 0], [1, 1], [2, 2], [3, 3]], dtype=float)
+    dose = pd.DataFrame({"weights": "pretrained", "matched_fraction": [0.5, 0.9], "gain": [0.0, 0.2],
+                         "low": [-0.1, 0.1], "high": [0.1, 0.3]})
+    return {"curve": figures.learning_curve_figure(curves, title="t"), "upsampling": figures.upsampling_figure(ups),
+            "separability": figures.separability_figure(sep),
+            "map": figures.embedding_map_figure(coords, ["a", "a", "b", "b"], marked=[1, 3]),
+            "dose": figures.dose_response_figure(dose)}
+
+
+def test_matplotlib_redraw_has_the_figure_content():
+    import matplotlib.pyplot as plt
+
+    from toolkit.static import to_matplotlib
+
+    figs = _figures()
+    ax = to_matplotlib(figs["curve"]).axes[0]
+    assert len(ax.patches) == 2  # one CI band per arm
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pretrained / least_confidence",
+                                                                    "random / least_confidence"]
+    assert ax.get_xlabel() == "labelled examples" and ax.get_title(loc="left") == "t"
+    ax = to_matplotlib(figs["upsampling"]).axes[0]
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    assert heights == [0.5, 1.0, 1.1, 8.0]
+    assert any(line.get_ydata()[0] == 1.0 and line.get_linestyle() == "--" for line in ax.lines)  # pool rate
+    assert to_matplotlib(figs["separability"]).axes[0].get_ylim() == (0.0, 1.0)
+    ax = to_matplotlib(figs["map"]).axes[0]
+    stars = ax.collections[-1]
+    assert stars.get_offsets().tolist() == [[1.0, 1.0], [3.0, 3.0]]  # the acquired points, on top
+    plt.close("all")
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_static_export_without_a_browser(tmp_path, suffix, magic):
+    from toolkit.figures import save_static
+
+    for name, fig in _figures().items():
+        out = save_static(fig, tmp_path / f"{name}{suffix}", engine="matplotlib")
+        assert out.read_bytes()[: len(magic)] == magic
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}{suffix}" for n in _figures())  # no temp files
+
+
+def test_static_export_auto_falls_back_when_no_browser(tmp_path, monkeypatch):
     import plotly.graph_objects as go
 
     from toolkit.figures import save_static
 
-    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
-    if shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chrome"):
-        out = save_static(fig, tmp_path / "f.png")
-        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    else:
-        with pytest.raises(RuntimeError, match="apt install chromium"):
-            save_static(fig, tmp_path / "f.png")
+    def no_browser(self, *a, **k):
+        raise RuntimeError("Kaleido requires Google Chrome to be installed.")
+
+    monkeypatch.setattr(go.Figure, "write_image", no_browser)
+    fig = _figures()["dose"]
+    with pytest.warns(UserWarning, match="matplotlib"):
+        assert save_static(fig, tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(RuntimeError, match="apt install chromium"):
+        save_static(fig, tmp_path / "e.png", engine="kaleido")
+    assert not (tmp_path / "e.png").exists() and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(ValueError, match=".html"):
+        save_static(fig, tmp_path / "e.html")
+
+
+def test_unsupported_trace_is_refused_not_misdrawn():
+    import plotly.graph_objects as go
+
+    from toolkit.static import to_matplotlib
+
+    with pytest.raises(NotImplementedError, match="heatmap"):
+        to_matplotlib(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])))
 
 
 def test_upsampling_ratio_and_label_efficiency_on_constructed_records(tmp_path):

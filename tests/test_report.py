@@ -22,5 +22,11 @@ def test_report_has_every_section(tiny_cfg, tmp_path, monkeypatch):
         assert heading in page
     assert page.count("plotly.js") >= 1 and len(re.findall(r"<img class='thumb'", page)) >= 9
     assert "src=\"https://cdn" not in page  # self-contained: works offline
-    main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "r2.html"), "--no-representation"])
-    assert "t-SNE" not in (tmp_path / "r2.html").read_text()
+    monkeypatch.setattr("toolkit.figures._NO_BROWSER", [True])  # static files via matplotlib, as on a bare machine
+    main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "r2.html"), "--no-representation",
+          "--figures", str(tmp_path / "figs"), "--figure-format", "png"])
+    page = (tmp_path / "r2.html").read_text()
+    assert "t-SNE" not in page
+    static = sorted((tmp_path / "figs").iterdir())
+    assert len(static) == page.count('class="plotly-graph-div"') >= 4  # one file per figure on the page
+    assert static[0].name.startswith("01_test_worst_group") and static[0].read_bytes()[:4] == b"\x89PNG"

@@ -87,7 +87,8 @@ def cmd_report(args) -> None:
         p = Path(d)
         p = p / "runs" if (p / "index.json").exists() and (p / "runs").is_dir() else p
         dirs += sorted(x for x in p.iterdir() if (x / "rounds.jsonl").exists()) if not (p / "rounds.jsonl").exists() else [p]
-    print(build_report(dirs, args.out, representation=not args.no_representation))
+    print(build_report(dirs, args.out, representation=not args.no_representation, figures_dir=args.figures,
+                       figure_format=args.figure_format))
 
 
 def cmd_sweep(args) -> None:
@@ -190,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="report.html")
     p.add_argument("--no-representation", action="store_true",
                    help="skip separability, maps and neighbourhoods (which need feature caches)")
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="also write every figure as a static file into DIR (for papers)")
+    p.add_argument("--figure-format", default="pdf", choices=["pdf", "png", "svg"])
     p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+_NO_BROWSER: list[bool] = []  # set once kaleido found no browser: later figures go straight to matplotlib
 
 
 def learning_curve_figure(curves: pd.DataFrame, *, title: str = "", y_label: str = "accuracy") -> go.Figure:
@@ -93,25 +94,50 @@ def dose_response_figure(table: pd.DataFrame, *, metric_label: str = "worst-grou
     return fig
 
 
-def save_static(fig: go.Figure, path, *, scale: float = 2.0):
-    """Write a figure as PNG/PDF/SVG (by suffix) for papers, through kaleido.
+def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto"):
+    """Write a figure as PNG/PDF/SVG (by suffix) for papers.
 
-    kaleido drives a Chrome/Chromium binary; the toolkit does not ship one. Without one,
-    this raises an error saying how to get it: `apt install chromium` (Debian/Ubuntu), or
-    `python -c "import kaleido; kaleido.get_chrome_sync()"` (downloads Chrome for kaleido).
-    Interactive HTML (`fig.write_html`) needs none of this.
+    engine="kaleido" renders exactly what the HTML shows, but kaleido drives a
+    Chrome/Chromium binary that a fresh machine may lack (`apt install chromium`, or
+    `python -c "import kaleido; kaleido.get_chrome_sync()"`). engine="matplotlib" redraws
+    the figure without a browser (`toolkit.static`). "auto" (default) tries kaleido and
+    falls back to matplotlib with a warning when no browser is found, so static export
+    works after the README's set-up on any machine. The file appears complete or not at all.
     """
+    import os
+    import tempfile
+    import warnings
     from pathlib import Path
 
+    from toolkit.static import write_matplotlib
+
+    if engine not in ("auto", "kaleido", "matplotlib"):
+        raise ValueError(f"engine must be 'auto', 'kaleido' or 'matplotlib', not {engine!r}")
     path = Path(path)
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"static export writes .png, .pdf or .svg; got {path.name!r} (use fig.write_html for .html)")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp)
     try:
-        fig.write_image(str(path), scale=scale)
-    except Exception as err:  # kaleido raises several types when no browser is found
-        if "chrome" in str(err).lower() or "browser" in str(err).lower():
-            raise RuntimeError(
-                f"static export of {path.name} needs a Chrome/Chromium for kaleido, and none was found. "
-                "Install one: `apt install chromium`, or "
-                "`python -c \"import kaleido; kaleido.get_chrome_sync()\"`; or keep the interactive HTML."
-            ) from err
-        raise
+        if engine == "matplotlib" or (engine == "auto" and _NO_BROWSER):
+            write_matplotlib(fig, tmp, scale=scale)
+        else:
+            try:
+                fig.write_image(str(tmp), scale=scale)
+            except Exception as err:  # kaleido raises several types when no browser is found
+                if not ("chrome" in str(err).lower() or "browser" in str(err).lower()):
+                    raise
+                if engine == "kaleido":
+                    raise RuntimeError(
+                        f"static export of {path.name} through kaleido needs a Chrome/Chromium, and none was "
+                        "found. Install one (`apt install chromium`, or `python -c \"import kaleido; "
+                        "kaleido.get_chrome_sync()\"`), or pass engine='matplotlib'.") from err
+                warnings.warn("no Chrome/Chromium for kaleido: drawing static figures with matplotlib",
+                              stacklevel=2)
+                _NO_BROWSER.append(True)
+                write_matplotlib(fig, tmp, scale=scale)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

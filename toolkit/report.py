@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,11 @@ img.thumb{width:40px;height:40px;image-rendering:pixelated;margin:1px;border:2px
 
 
 class _Page:
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, figures_dir: Path | None = None, figure_format: str = "pdf") -> None:
         self.parts = [f"<h1>{html.escape(title)}</h1>"]
         self.first_figure = True
+        self.figures_dir, self.figure_format = figures_dir, figure_format
+        self.static: list[Path] = []
 
     def h2(self, text: str) -> None:
         self.parts.append(f"<h2>{html.escape(text)}</h2>")
@@ -47,6 +50,13 @@ class _Page:
         # plotly.js is inlined once, so the page works offline
         self.parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if self.first_figure else False))
         self.first_figure = False
+        if self.figures_dir is not None:  # the same figure as a static file, for papers
+            from .figures import save_static
+
+            title = fig.layout.title.text or "figure"
+            slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:60]
+            path = self.figures_dir / f"{len(self.static) + 1:02d}_{slug}.{self.figure_format}"
+            self.static.append(save_static(fig, path))
 
     def raw(self, text: str) -> None:
         self.parts.append(text)
@@ -168,15 +178,22 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "Active-learning report",
-                 representation: bool = True) -> Path:
-    """Write one self-contained HTML page for the given run records; returns its path."""
+                 representation: bool = True, figures_dir: str | Path | None = None,
+                 figure_format: str = "pdf") -> Path:
+    """Write one self-contained HTML page for the given run records; returns its path.
+
+    With `figures_dir`, every figure of the page is also written there as a static
+    `figure_format` file (pdf/png/svg; `figures.save_static`), numbered in page order."""
     records = [load_run(d) for d in run_dirs]
     if not records:
         raise ValueError("no run directories given")
     tidy = tidy_rounds(records)
     split = _split_prefix(tidy)
     metrics = [f"{split}/{m}" for m in ("worst_group", "mismatched", "balanced", "accuracy") if f"{split}/{m}" in tidy]
-    page = _Page(title)
+    if figures_dir is not None:
+        figures_dir = Path(figures_dir)
+        figures_dir.mkdir(parents=True, exist_ok=True)
+    page = _Page(title, figures_dir, figure_format)
     page.note(f"{len(records)} runs; metrics on the {split} split; CIs are 95% Student-t intervals across seeds.")
 
     page.h2("Final budget")
