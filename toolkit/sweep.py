@@ -123,11 +123,20 @@ class Sweep:
                 todo.append(name)
         return todo
 
+    def _prepare(self, todo: list[str]) -> None:
+        """Shared inputs made once, before workers start: the toy backbone is pretrained
+        here rather than by every worker that finds it missing."""
+        if any(self.cfgs[n].model.name == "toy_resnet" and self.cfgs[n].model.weights == "pretrained" for n in todo):
+            from .pretrain import ensure_toy_backbone
+
+            ensure_toy_backbone()
+
     def launch_local(self, *, workers: int | None = None) -> dict[str, str]:
         """A local process pool: one torch thread per process on CPU, one process per GPU."""
         import torch
 
         todo = self.todo()
+        self._prepare(todo)
         n_gpus = torch.cuda.device_count()
         workers = workers or (n_gpus if n_gpus else (os.cpu_count() or 1))
         for name in todo:
@@ -155,6 +164,7 @@ class Sweep:
         todo = self.todo()
         if not todo:
             return {}
+        self._prepare(todo)
         executor = submitit.AutoExecutor(folder=str(folder or self.out / "submitit" / "%j"), cluster=cluster)
         executor.update_parameters(**{"timeout_min": 60, "name": f"altk-{self.out.name}", **parameters})
         jobs = executor.map_array(run_one, [self.cfgs[n] for n in todo], [str(self.run_dir(n)) for n in todo])
