@@ -97,3 +97,35 @@ def test_finetune_config_validation(tiny_pool):
                  device=torch.device("cpu"), seed=0)
     with pytest.raises(ValueError, match="empty"):
         finetune(model, tiny_pool, np.arange(0), FinetuneConfig(), device=torch.device("cpu"), seed=0)
+
+
+def test_device_batches_and_loader_workers_match_the_plain_path(tiny_pool):
+    from toolkit.finetune import iterate_batches, predict_logits
+
+    x_plain, y_plain = tiny_pool.get_batch(np.arange(10))
+    x_dev, y_dev = tiny_pool.get_batch(np.arange(10), device="cpu")
+    assert torch.equal(x_plain, x_dev) and torch.equal(y_plain, y_dev)
+    order = np.random.default_rng(0).permutation(len(tiny_pool))[:100]
+    chunks = [c for c, _ in iterate_batches(tiny_pool, order, device=torch.device("cpu"), batch_size=32)]
+    assert [len(c) for c in chunks] == [32, 32, 32, 4] and np.array_equal(np.concatenate(chunks), order)
+    torch.manual_seed(0)
+    model = create_model("toy_resnet", weights="random", num_classes=2)
+    out = {w: np.concatenate([l for _, l in predict_logits(model, tiny_pool, order, device=torch.device("cpu"),
+                                                           batch_size=32, workers=w)]) for w in (0, 2)}
+    np.testing.assert_array_equal(out[0], out[2])  # worker processes gather the same batches, in order
+
+
+@pytest.mark.slow  # compiling with inductor on this CPU takes about a minute
+def test_compiled_model_trains_like_eager(tiny_pool):
+    from toolkit.finetune import maybe_compile
+
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = create_model("toy_resnet", weights="random", num_classes=2)
+        net = maybe_compile(model, compiled)
+        out = finetune(net, tiny_pool, np.arange(16), FinetuneConfig(max_steps=3, batch_size=16, micro_batch=16,
+                                                                     flip=False), device=torch.device("cpu"), seed=0)
+        losses[compiled] = out["final_loss"]
+        assert (net is model) != compiled and weights_digest(model) != ""
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)

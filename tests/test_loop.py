@@ -128,3 +128,43 @@ def test_load_run_rejects_incomplete(tmp_path):
     (tmp_path / "config.yaml").write_text("config: {}\n")
     with pytest.raises(FileNotFoundError, match="missing meta.json"):
         load_run(tmp_path)
+
+
+@pytest.mark.parametrize("strategy", ["least_confidence", "random"])
+def test_pool_outputs_hold_every_candidate_and_explain_the_picks(tiny_cfg, tmp_path, strategy):
+    from toolkit.acquisition import least_confidence
+
+    cfg = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, strategy=strategy, save_pool_outputs=True))
+    run_active_learning(cfg, tmp_path / "run", max_rounds=1, log=None)  # killed after round 0 ...
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)  # ... and resumed
+    files = sorted(p.name for p in (tmp_path / "run" / "pool_outputs").iterdir())
+    assert files == ["round_000.h5", "round_001.h5"]  # rounds that acquired; nothing .partial
+    for r in (0, 1):
+        out = rec.pool_outputs(r)
+        labelled_before = set(rec.seed_set["id"]) | set(rec.acquisitions.query("round < @r")["id"])
+        assert len(out) == 240 - len(labelled_before) and not set(out["id"]) & labelled_before
+        acquired = rec.acquisitions.query("round == @r")
+        top = out.sort_values("score", ascending=False, kind="stable").head(len(acquired))
+        assert set(top["id"]) == set(acquired["id"])
+        if strategy == "least_confidence":  # the stored scores are least confidence of the stored logits
+            logits = out[["logit_0", "logit_1"]].to_numpy()
+            probs = np.exp(logits - logits.max(1, keepdims=True))
+            probs /= probs.sum(1, keepdims=True)
+            np.testing.assert_allclose(out["score"], least_confidence(probs), atol=2e-3)
+    with pytest.raises(FileNotFoundError, match="save_pool_outputs"):
+        rec.pool_outputs(2)
+
+
+def test_run_from_an_older_version_resumes_when_new_options_are_default(tiny_cfg, tmp_path):
+    import yaml
+
+    run_active_learning(tiny_cfg, tmp_path / "run", max_rounds=1, log=None)
+    header_path = tmp_path / "run" / "config.yaml"
+    header = yaml.safe_load(header_path.read_text())
+    del header["config"]["loader_workers"], header["config"]["al"]["save_pool_outputs"]  # as an older version wrote it
+    header_path.write_text(yaml.safe_dump(header))
+    assert run_active_learning(tiny_cfg, tmp_path / "run", log=None).status == "finished"
+    changed = dataclasses.replace(tiny_cfg, loader_workers=2)
+    header_path.write_text(yaml.safe_dump(header))
+    with pytest.raises(ValueError, match="loader_workers"):
+        run_active_learning(changed, tmp_path / "run", log=None)

@@ -40,6 +40,8 @@ class ALConfig:
             `geometric_factor` times the previous one, the reference code's option).
         pool_subsample: score only a random subset of this many unlabelled examples,
             re-drawn each round (iWildCam, CIFAR, Amazon); None = the whole pool.
+        save_pool_outputs: write every round's candidate ids, scores and logits to
+            `<run>/pool_outputs.h5` (read with `RunRecord.pool_outputs(round)`).
     """
 
     strategy: str = "least_confidence"
@@ -50,6 +52,7 @@ class ALConfig:
     schedule: str = "fixed"
     geometric_factor: float = 2.0
     pool_subsample: int | None = None
+    save_pool_outputs: bool = False
 
 
 @dataclass
@@ -62,6 +65,7 @@ class RunConfig:
     device: str = "auto"
     threads: int | None = None  # torch threads; None = leave torch's default
     eval_batch_size: int = 512
+    loader_workers: int = 0  # processes gathering inference batches (pinned on CUDA)
     notes: str = ""
 
     def to_dict(self) -> dict:

@@ -25,7 +25,7 @@ import torch
 
 from . import __version__
 from .data import GroupedDataset, create_dataset
-from .finetune import autocast
+from .finetune import autocast, iterate_batches
 from .models import create_model, weights_digest
 
 LAYERS = ("penultimate",)
@@ -204,8 +204,7 @@ def extract_features(
 @torch.inference_mode()
 def _embed(model, ds: GroupedDataset, positions: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
     out = []
-    for i in range(0, len(positions), batch_size):
-        x, _ = ds.get_batch(positions[i:i + batch_size])
+    for _, x in iterate_batches(ds, positions, device=device, batch_size=batch_size):
         with autocast(device):
-            out.append(model.embed(x.to(device)).float().cpu().numpy())
+            out.append(model.embed(x).float().cpu().numpy())
     return np.concatenate(out)

@@ -88,6 +88,8 @@ class FinetuneConfig:
         augment_pad: random translation by up to this many pixels (reflect pad + crop); 0 = off.
         flip: random horizontal flips.
         weight_decay: SGD weight decay (BiT: 0).
+        compile: run the model through `torch.compile` (CUDA runs; it pays once a run has
+            enough steps to amortise compilation; off by default).
     """
 
     base_lr: float = 0.003
@@ -101,6 +103,7 @@ class FinetuneConfig:
     augment_pad: int = 0
     flip: bool = True
     weight_decay: float = 0.0
+    compile: bool = False
 
     def validate(self) -> None:
         if self.batch_size % self.micro_batch:
@@ -117,14 +120,14 @@ def autocast(device: torch.device):
 def augment(x: torch.Tensor, gen: torch.Generator, *, pad: int, flip: bool) -> torch.Tensor:
     """Random horizontal flip and translation, per example, drawn from `gen`."""
     n = len(x)
-    if flip:
-        mask = torch.rand(n, generator=gen) < 0.5
+    if flip:  # draws come from the CPU generator wherever x lives, so GPU runs augment alike
+        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     if pad > 0:
         h, w = x.shape[-2:]
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
         x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
     return x
 
@@ -176,9 +179,8 @@ def finetune(
         opt.zero_grad(set_to_none=True)
         step_loss = torch.zeros((), device=device)
         for chunk in np.array_split(idx, n_micro):
-            x, y = dataset.get_batch(chunk)
+            x, y = dataset.get_batch(chunk, device if device.type == "cuda" else None)
             x = augment(x, gen, pad=cfg.augment_pad, flip=cfg.flip)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device):
@@ -199,6 +201,45 @@ def finetune(
     }
 
 
+def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """`torch.compile(model)` when enabled. The compiled wrapper shares the parameters, so
+    resetting `model` to its initial weights each round needs no recompilation."""
+    return torch.compile(model) if enabled else model
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Index chunks of a dataset as uint8 batches (what loader workers produce)."""
+
+    def __init__(self, dataset: GroupedDataset, chunks: list[np.ndarray]) -> None:
+        self.dataset, self.chunks = dataset, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.dataset.raw_batch(self.chunks[i])
+
+
+def iterate_batches(dataset: GroupedDataset, positions: np.ndarray, *, device: torch.device, batch_size: int,
+                    workers: int = 0) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(positions chunk, model input on `device`) over `positions`, in order.
+
+    uint8 batches are gathered by `workers` loader processes (0 = in this process),
+    pinned on CUDA so the copy overlaps compute, and normalised on the device."""
+    from .data.base import to_device
+
+    positions = np.asarray(positions)
+    chunks = [positions[i:i + batch_size] for i in range(0, len(positions), batch_size)]
+    loader = torch.utils.data.DataLoader(_Chunks(dataset, chunks), batch_size=None, shuffle=False,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=False)
+    for chunk, raw in zip(chunks, loader):
+        x = dataset.prepare(raw.to(device, non_blocking=True) if raw.is_pinned() else to_device(raw, device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield chunk, x
+
+
 @torch.inference_mode()
 def predict_logits(
     model: torch.nn.Module,
@@ -207,16 +248,11 @@ def predict_logits(
     *,
     device: torch.device,
     batch_size: int = 512,
+    workers: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (positions chunk, logits chunk as float32 numpy) over `positions`."""
     model.to(device).eval()
-    positions = np.asarray(positions)
-    for i in range(0, len(positions), batch_size):
-        chunk = positions[i:i + batch_size]
-        x, _ = dataset.get_batch(chunk)
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+    for chunk, x in iterate_batches(dataset, positions, device=device, batch_size=batch_size, workers=workers):
         with autocast(device):
             out = model(x)
         yield chunk, out.float().cpu().numpy()

@@ -17,10 +17,10 @@ import torch
 from .acquisition import StreamingTopK, get_acquisition, score_logits
 from .config import ALConfig, RunConfig
 from .data import GroupedDataset, create_dataset
-from .finetune import finetune, predict_logits
+from .finetune import finetune, maybe_compile, predict_logits
 from .metrics import group_key, group_metrics, group_shares
 from .models import create_model
-from .record import RunWriter, load_run, RunRecord
+from .record import PoolOutputWriter, RunRecord, RunWriter, load_run
 from .repro import resolve_device, round_rng, round_torch_seed
 
 
@@ -100,23 +100,38 @@ def _rows(ds: GroupedDataset, positions: np.ndarray, scores: np.ndarray | None =
     return record_rows(ds.ids, ds.labels, sp, positions, scores)
 
 
-def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares: dict | None) -> dict:
+def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares: dict | None,
+             workers: int = 0) -> dict:
     preds = np.empty(len(ds), dtype=np.int64)
-    for pos, logits in predict_logits(model, ds, np.arange(len(ds)), device=device, batch_size=batch_size):
+    for pos, logits in predict_logits(model, ds, np.arange(len(ds)), device=device, batch_size=batch_size,
+                                      workers=workers):
         preds[pos] = logits.argmax(1)
     sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
     return group_metrics(preds, ds.labels, sp, train_group_shares=train_shares)
 
 
 def score_pool(model, pool: GroupedDataset, candidates: np.ndarray, k: int, strategy: str,
-               rng: np.random.Generator, *, device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k candidate positions and their scores, streaming over the pool in batches."""
+               rng: np.random.Generator, *, device, batch_size: int, workers: int = 0,
+               outputs: PoolOutputWriter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k candidate positions and their scores, streaming over the pool in batches;
+    with `outputs`, every candidate's id, score and logits are written there too."""
     top = StreamingTopK(k)
-    if get_acquisition(strategy)[0] == "none":  # random: no forward pass needed
-        top.update(score_logits(strategy, np.empty((len(candidates), 0)), rng), candidates)
-    else:
-        for pos, logits in predict_logits(model, pool, candidates, device=device, batch_size=batch_size):
-            top.update(score_logits(strategy, logits), pos)
+    needs_model = get_acquisition(strategy)[0] != "none"
+    if not needs_model:  # random: scores need no forward pass
+        random_scores = score_logits(strategy, np.empty((len(candidates), 0)), rng)
+        top.update(random_scores, candidates)
+        if outputs is None:
+            return top.result()
+    done = 0
+    for pos, logits in predict_logits(model, pool, candidates, device=device, batch_size=batch_size, workers=workers):
+        scores = score_logits(strategy, logits) if needs_model else random_scores[done:done + len(pos)]
+        if needs_model:
+            top.update(scores, pos)
+        if outputs is not None:
+            outputs.write(pool.ids[pos], scores, logits)
+        done += len(pos)
+    if outputs is not None:
+        outputs.close()
     return top.result()
 
 
@@ -150,11 +165,12 @@ def run_active_learning(
     meta = {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
             "label_column": pool.label_column, "spurious_column": pool.spurious_column,
             "pool_group_shares": shares, "acquisition_sizes": sizes}
-    writer = RunWriter(out_dir, cfg.to_dict(), meta)
+    writer = RunWriter(out_dir, cfg.to_dict(), meta, defaults=RunConfig().to_dict())
 
     torch.manual_seed(cfg.seed)  # the random init of "random" weights depends on the run seed
     model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes)
     initial_state = copy.deepcopy(model.state_dict())
+    net = maybe_compile(model, cfg.finetune.compile)  # shares model's parameters
 
     id_to_pos = {int(i): p for p, i in enumerate(pool.ids)}
     if writer.completed_rounds:
@@ -170,16 +186,20 @@ def run_active_learning(
             break
         t0 = time.perf_counter()
         model.load_state_dict(initial_state)  # every round starts from the initial weights
-        train = finetune(model, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, r))
+        train = finetune(net, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, r))
         t1 = time.perf_counter()
-        metrics = {s: evaluate(model, ds, device=device, batch_size=cfg.eval_batch_size, train_shares=shares)
+        metrics = {s: evaluate(net, ds, device=device, batch_size=cfg.eval_batch_size, train_shares=shares,
+                               workers=cfg.loader_workers)
                    for s, ds in evals.items()}
         t2 = time.perf_counter()
         acquired: list[dict] = []
         if r < len(sizes):
             unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
-            picks, scores = score_pool(model, pool, unlabelled, sizes[r], cfg.al.strategy, rng,
-                                       device=device, batch_size=cfg.eval_batch_size)
+            outputs = (PoolOutputWriter(out_dir, r, len(unlabelled), pool.num_classes)
+                       if cfg.al.save_pool_outputs else None)
+            picks, scores = score_pool(net, pool, unlabelled, sizes[r], cfg.al.strategy, rng,
+                                       device=device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
+                                       outputs=outputs)
             acquired = _rows(pool, picks, scores)
             labelled = np.concatenate([labelled, picks])
         t3 = time.perf_counter()

@@ -5,6 +5,8 @@ Layout:
     meta.json      dataset facts the analyses need (pool size, pool group shares, class names)
     rounds.jsonl   one JSON object per completed round (rewritten atomically each round)
     state.json     what resuming needs: labelled ids after each round, status
+    pool_outputs/  optional (al.save_pool_outputs): round_NNN.h5 with the ids, scores and
+                   logits of every candidate scored after that round
 
 Every file is replaced with os.replace from a temporary file, so a killed process
 leaves either the previous complete version or the new one, never half a file. The full
@@ -36,11 +38,20 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _diff(a, b, prefix: str = "") -> list[str]:
+_ABSENT = object()
+
+
+def _diff(a, b, defaults=None, prefix: str = "") -> list[str]:
+    """Fields where saved config `a` and new config `b` differ. A field that `a` lacks
+    matches when `b` holds its default: options added in a later toolkit version default
+    to the old behaviour, so older runs still resume."""
     if isinstance(a, dict) and isinstance(b, dict):
+        defaults = defaults if isinstance(defaults, dict) else {}
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            if k not in a and k in defaults and b.get(k) == defaults[k]:
+                continue
+            out += _diff(a.get(k, _ABSENT), b.get(k, _ABSENT), defaults.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
 
@@ -48,12 +59,12 @@ def _diff(a, b, prefix: str = "") -> list[str]:
 class RunWriter:
     """Creates a run directory, or reopens one with the same config to resume it."""
 
-    def __init__(self, run_dir: str | Path, config: dict, meta: dict) -> None:
+    def __init__(self, run_dir: str | Path, config: dict, meta: dict, *, defaults: dict | None = None) -> None:
         self.dir = Path(run_dir)
         cfg_path = self.dir / "config.yaml"
         if cfg_path.exists():
             saved = yaml.safe_load(cfg_path.read_text())
-            differ = _diff(saved.get("config", {}), config)
+            differ = _diff(saved.get("config", {}), config, defaults)
             if differ:
                 raise ValueError(
                     f"{self.dir} already holds a run with a different config (fields differ: "
@@ -91,6 +102,38 @@ class RunWriter:
         write_atomic(self.dir / "state.json", json.dumps(state))
 
 
+class PoolOutputWriter:
+    """One round's candidate ids, scores and logits, streamed chunk by chunk into
+    `<run>/pool_outputs/round_NNN.h5`; the file appears (renamed from .partial) only
+    when complete, so a killed run leaves no half-written round."""
+
+    def __init__(self, run_dir: str | Path, round_index: int, n: int, num_classes: int) -> None:
+        import h5py
+
+        self.path = Path(run_dir) / "pool_outputs" / f"round_{round_index:03d}.h5"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.file = h5py.File(self.partial, "w")
+        chunk = max(1, min(n, 4096))
+        self.ids = self.file.create_dataset("ids", (n,), "int64")
+        self.scores = self.file.create_dataset("scores", (n,), "float32")
+        self.logits = self.file.create_dataset("logits", (n, num_classes), "float16", chunks=(chunk, num_classes))
+        self.n, self.written = n, 0
+
+    def write(self, ids, scores, logits) -> None:
+        i, j = self.written, self.written + len(ids)
+        self.ids[i:j], self.scores[i:j], self.logits[i:j] = ids, scores, logits
+        self.written = j
+
+    def close(self) -> Path:
+        self.file.close()
+        if self.written != self.n:
+            self.partial.unlink()
+            raise RuntimeError(f"pool outputs for {self.path.name}: {self.written} of {self.n} rows written")
+        os.replace(self.partial, self.path)
+        return self.path
+
+
 @dataclass
 class RunRecord:
     """A finished or partial run, read from disk.
@@ -114,6 +157,20 @@ class RunRecord:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def pool_outputs(self, round_index: int) -> pd.DataFrame:
+        """Ids, scores and logits (logit_0, ...) of every candidate scored after
+        `round_index`; needs a run made with al.save_pool_outputs=true."""
+        import h5py
+
+        path = self.path / "pool_outputs" / f"round_{round_index:03d}.h5"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: pool outputs are written only by runs with "
+                                    "al.save_pool_outputs=true, for rounds that acquired")
+        with h5py.File(path, "r") as f:
+            logits = f["logits"][:].astype("float32")
+            df = pd.DataFrame({"id": f["ids"][:], "score": f["scores"][:]})
+        return df.join(pd.DataFrame(logits, columns=[f"logit_{c}" for c in range(logits.shape[1])]))
 
 
 def load_run(run_dir: str | Path) -> RunRecord:

@@ -87,14 +87,37 @@ class GroupedDataset:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         return normalize(self.images[i]), int(self.labels[i]), int(self.ids[i])
 
-    def get_batch(self, positions: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised float inputs and int64 labels at row positions (not ids)."""
+    def get_batch(self, positions: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float inputs and int64 labels at row positions (not ids).
+
+        With a `device`, the uint8 images travel there first (4x fewer bytes than float32)
+        and are normalised and resized on it; the numbers equal the CPU path's."""
         pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
-        x = normalize(self.images[pos])
+        x, y = self.images[pos], self._labels_tensor[pos]
+        if device is not None:
+            x, y = to_device(x, device), to_device(y, device)
+        return self.prepare(x), y
+
+    def prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> the model's float input, on whatever device the batch is."""
+        x = normalize(images_uint8)
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                                                 align_corners=False)
-        return x, self._labels_tensor[pos]
+        return x
+
+    def raw_batch(self, positions: np.ndarray) -> torch.Tensor:
+        """uint8 images at `positions`: what loader workers produce (see finetune.iterate_batches)."""
+        return self.images[torch.as_tensor(np.asarray(positions), dtype=torch.long)]
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Copy to `device`; from CPU to CUDA through pinned memory, so the copy is asynchronous."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
