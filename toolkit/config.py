@@ -109,7 +109,16 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name_or_path: str | Path) -> dict:
+def _deep_update(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_preset(name_or_path: str | Path, _seen: tuple = ()) -> dict:
+    """A preset's settings. `base: OTHER` in a preset starts from preset OTHER (the model
+    variants are a few lines on top of their dataset's preset)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
@@ -117,7 +126,16 @@ def load_preset(name_or_path: str | Path) -> dict:
         raise FileNotFoundError(
             f"no preset {str(name_or_path)!r}: not a file and not one of: {', '.join(list_presets())}"
         )
-    return yaml.safe_load(path.read_text()) or {}
+    settings = yaml.safe_load(path.read_text()) or {}
+    base = settings.pop("base", None)
+    chain = (*_seen, str(path.resolve()))
+    if base is None:
+        return settings
+    base_path = Path(base) if Path(base).suffix else PRESET_DIR / f"{base}.yaml"
+    if str(base_path.resolve()) in chain:
+        raise ValueError(f"preset {path.stem!r}: circular base chain {' -> '.join(Path(c).stem for c in chain)} "
+                         f"-> {base_path.stem}")
+    return _deep_update(load_preset(base, chain), settings)
 
 
 def resolve_config(preset: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -88,6 +88,10 @@ class FinetuneConfig:
         augment_pad: random translation by up to this many pixels (reflect pad + crop); 0 = off.
         flip: random horizontal flips.
         weight_decay: SGD weight decay (BiT: 0).
+        optimizer: "sgd" (BiT: momentum 0.9) or "adamw" (the paper's RoBERTa recipe, with
+            `adam_betas` and `weight_decay`).
+        schedule: "bit_hyperrule" (warm-up and step decays; ends the run) or "constant"
+            (base_lr throughout; `max_steps` or the stop rule end the run).
         compile: run the model through `torch.compile` (CUDA runs; it pays once a run has
             enough steps to amortise compilation; off by default).
     """
@@ -103,9 +107,18 @@ class FinetuneConfig:
     augment_pad: int = 0
     flip: bool = True
     weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "bit_hyperrule"
     compile: bool = False
 
     def validate(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"finetune.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("bit_hyperrule", "constant"):
+            raise ValueError(f"finetune.schedule must be 'bit_hyperrule' or 'constant', got {self.schedule!r}")
+        if self.schedule == "constant" and self.max_steps is None:
+            raise ValueError("finetune.schedule 'constant' needs finetune.max_steps (it has no end of its own)")
         if self.batch_size % self.micro_batch:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch ({self.micro_batch})")
 
@@ -130,6 +143,10 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, pad: int, flip: bool) -> t
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
         x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
     return x
+
+
+def _is_image(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.dim() == 4
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
@@ -161,13 +178,17 @@ def finetune(
     model.to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=0.0, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     stop = LossRatioStop(cfg.stop_ratio, cfg.loss_window)
     n_micro = cfg.batch_size // cfg.micro_batch
     batches = _batches(len(positions), cfg.batch_size, gen)
     step, stopped_by, t0 = 0, "schedule", time.perf_counter()
     while True:
-        lr = bit_hyperrule_lr(step, len(positions), cfg.base_lr, cfg.schedule_scale)
+        lr = (cfg.base_lr if cfg.schedule == "constant"
+              else bit_hyperrule_lr(step, len(positions), cfg.base_lr, cfg.schedule_scale))
         if lr is None:
             break
         if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -180,9 +201,10 @@ def finetune(
         step_loss = torch.zeros((), device=device)
         for chunk in np.array_split(idx, n_micro):
             x, y = dataset.get_batch(chunk, device if device.type == "cuda" else None)
-            x = augment(x, gen, pad=cfg.augment_pad, flip=cfg.flip)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            if _is_image(x):  # text batches (dicts of token tensors) are not augmented
+                x = augment(x, gen, pad=cfg.augment_pad, flip=cfg.flip)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device):
                 loss = F.cross_entropy(model(x).float(), y) / n_micro
             loss.backward()
@@ -235,7 +257,7 @@ def iterate_batches(dataset: GroupedDataset, positions: np.ndarray, *, device: t
                                          persistent_workers=False)
     for chunk, raw in zip(chunks, loader):
         x = dataset.prepare(raw.to(device, non_blocking=True) if raw.is_pinned() else to_device(raw, device))
-        if device.type == "cuda":
+        if device.type == "cuda" and _is_image(x):
             x = x.contiguous(memory_format=torch.channels_last)
         yield chunk, x
 

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .acquisition import StreamingTopK, get_acquisition, score_logits
 from .config import ALConfig, RunConfig
 from .data import GroupedDataset, create_dataset
 from .finetune import finetune, maybe_compile, predict_logits
-from .metrics import group_key, group_metrics, group_shares
+from .metrics import EXTRA_METRICS, group_key, group_metrics, group_shares
 from .models import create_model
 from .record import PoolOutputWriter, RunRecord, RunWriter, load_run
 from .repro import resolve_device, round_rng, round_torch_seed
@@ -70,11 +71,14 @@ def draw_seed_set(labels: np.ndarray, size: int, kind: str, rng: np.random.Gener
 
 
 def record_rows(ids: np.ndarray, labels: np.ndarray, spurious: np.ndarray | None, positions: np.ndarray,
-                scores: np.ndarray | None = None) -> list[dict]:
-    """Run-record rows (id, label, spurious, group, score) for the examples at `positions`."""
+                scores: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Run-record rows (id, label, spurious, group, score, and any `extra` attribute
+    columns) for the examples at `positions`."""
     out = []
     for j, p in enumerate(positions):
         row = {"id": int(ids[p]), "label": int(labels[p])}
+        for name, values in (extra or {}).items():
+            row[name] = values[p].item() if hasattr(values[p], "item") else values[p]
         if spurious is not None:
             row["spurious"] = int(spurious[p])
             row["group"] = group_key(labels[p], spurious[p])
@@ -97,7 +101,17 @@ def candidates(n: int, labelled: np.ndarray, al: ALConfig, seed: int, round_inde
 
 def _rows(ds: GroupedDataset, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
     sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
-    return record_rows(ds.ids, ds.labels, sp, positions, scores)
+    extra = {c: ds.attributes[c].to_numpy() for c in ds.group_columns}
+    return record_rows(ds.ids, ds.labels, sp, positions, scores, extra)
+
+
+def attribute_shares(ds: GroupedDataset) -> dict[str, dict[str, float]]:
+    """Pool share of every value of the label and of each `group_columns` attribute."""
+    out = {}
+    for name, values in [("label", ds.labels), *((c, ds.attributes[c].to_numpy()) for c in ds.group_columns)]:
+        counts = pd.Series(values).value_counts()
+        out[name] = {str(k): float(v / len(values)) for k, v in counts.items()}
+    return out
 
 
 def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares: dict | None,
@@ -107,7 +121,10 @@ def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares
                                       workers=workers):
         preds[pos] = logits.argmax(1)
     sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
-    return group_metrics(preds, ds.labels, sp, train_group_shares=train_shares)
+    out = group_metrics(preds, ds.labels, sp, train_group_shares=train_shares)
+    for name in ds.extra_metrics:
+        out.update(EXTRA_METRICS[name](preds, ds.labels, ds.attributes))
+    return out
 
 
 def score_pool(model, pool: GroupedDataset, candidates: np.ndarray, k: int, strategy: str,
@@ -164,7 +181,8 @@ def run_active_learning(
     shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
     meta = {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
             "label_column": pool.label_column, "spurious_column": pool.spurious_column,
-            "pool_group_shares": shares, "acquisition_sizes": sizes}
+            "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
+            "acquisition_sizes": sizes}
     writer = RunWriter(out_dir, cfg.to_dict(), meta, defaults=RunConfig().to_dict())
 
     torch.manual_seed(cfg.seed)  # the random init of "random" weights depends on the run seed

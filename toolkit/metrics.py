@@ -64,6 +64,33 @@ def group_metrics(
     return out
 
 
+def macro_f1(preds: np.ndarray, labels: np.ndarray, attributes: pd.DataFrame) -> dict[str, float]:
+    """iWildCam's headline metric: F1 averaged over the classes present in the labels."""
+    from sklearn.metrics import f1_score
+
+    return {"macro_f1": float(f1_score(labels, preds, labels=np.unique(labels), average="macro", zero_division=0))}
+
+
+def _attribute_accuracy(preds, labels, attributes, column: str) -> pd.Series:
+    correct = pd.Series(np.asarray(preds) == np.asarray(labels), index=attributes.index)
+    return correct.groupby(attributes[column].to_numpy()).mean()
+
+
+def user_acc_p10(preds: np.ndarray, labels: np.ndarray, attributes: pd.DataFrame) -> dict[str, float]:
+    """Amazon-WILDS' headline metric: the 10th percentile of per-reviewer accuracy
+    (np.percentile over reviewers with at least one example, as wilds' AmazonDataset.eval)."""
+    return {"user_acc_p10": float(np.percentile(_attribute_accuracy(preds, labels, attributes, "user"), 10))}
+
+
+def worst_region(preds: np.ndarray, labels: np.ndarray, attributes: pd.DataFrame) -> dict[str, float]:
+    """FMoW-WILDS' headline metric: accuracy of the worst region."""
+    return {"worst_region": float(_attribute_accuracy(preds, labels, attributes, "region").min())}
+
+
+# dataset-specific headline metrics, named by GroupedDataset.extra_metrics
+EXTRA_METRICS = {"macro_f1": macro_f1, "user_acc_p10": user_acc_p10, "worst_region": worst_region}
+
+
 def group_shares(labels: np.ndarray, spurious: np.ndarray) -> dict[str, float]:
     """Share of each (label, spurious) group among the given rows."""
     keys = [group_key(y, s) for y, s in zip(labels, spurious)]

@@ -9,18 +9,30 @@ from ..metrics import mean_ci
 from ..record import RunRecord
 
 
-def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = None) -> pd.DataFrame:
+def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = None,
+                      attribute: str | None = None) -> pd.DataFrame:
     """Per run and group: share among the acquired examples (seed set excluded) divided by the
-    group's share in the pool. 1 = acquired at the pool rate; 5 = five times over-sampled."""
+    group's share in the pool. 1 = acquired at the pool rate; 5 = five times over-sampled.
+
+    Groups are label x spurious attribute by default; `attribute` names another recorded
+    one instead: "label" (e.g. Amazon's star rating) or any of the dataset's
+    `group_columns` (e.g. "category"). The "group" column then holds its values."""
     rows = []
     for rec in records:
         cfg = rec.config["config"]
-        shares = rec.meta.get("pool_group_shares") or {}
+        if attribute is None:
+            shares, column = rec.meta.get("pool_group_shares") or {}, "group"
+        else:
+            known = rec.meta.get("pool_attribute_shares") or {}
+            if attribute not in known:
+                raise ValueError(f"run {rec.name} records no pool shares for {attribute!r}; it has: "
+                                 f"{', '.join(known) or 'none (a record from before attribute shares)'}")
+            shares, column = known[attribute], attribute
         acq = rec.acquisitions
         if upto_round is not None and len(acq):
             acq = acq[acq["round"] <= upto_round]
         n = len(acq)
-        counts = acq["group"].value_counts() if n else pd.Series(dtype=int)
+        counts = acq[column].astype(str).value_counts() if n else pd.Series(dtype=int)
         for group, pool_share in sorted(shares.items()):
             got = int(counts.get(group, 0))
             rows.append({"run": rec.name, "model": cfg["model"]["name"], "weights": cfg["model"]["weights"],

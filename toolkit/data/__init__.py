@@ -1,18 +1,21 @@
 """Dataset registry: `create_dataset(name, split, **params)` returns a GroupedDataset."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 from .base import GroupedDataset, normalize
 from .cifar import load_cifar10
 from .metadata_images import load_treeperson, load_waterbirds
 from .toyworld import load_toyworld
+from .wilds_data import SPECS as _WILDS, load_wilds
 
 _REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
     "toyworld": load_toyworld,
     "waterbirds": load_waterbirds,
     "treeperson": load_treeperson,
     "cifar10": load_cifar10,
+    **{name: partial(load_wilds, name) for name in _WILDS},
 }
 
 

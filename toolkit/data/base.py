@@ -11,12 +11,14 @@ import torch
 
 @dataclass
 class GroupedDataset:
-    """An in-memory image dataset with a group attribute table.
+    """A dataset with a group attribute table: images (in memory or streamed from files),
+    or token ids for text (`TextDataset`).
 
     Attributes:
         name: dataset name as registered.
-        split: "train", "val" or "test".
-        images: (N, 3, H, W) uint8 tensor.
+        split: "train", "val", "test", or a release's own split name.
+        images: (N, 3, H, W) uint8 tensor, or a lazy source indexed the same way
+            (`image_files.FileImages`, for pools too big for memory).
         attributes: DataFrame indexed by the stable integer id (same order as `images`),
             with the label column and the group attributes.
         label_column: name of the label column in `attributes`.
@@ -25,6 +27,10 @@ class GroupedDataset:
         class_names: human-readable names, one per class.
         params: everything that produced the data (goes into fingerprints and records).
         input_size: if set, `get_batch` resizes images to this side length (bilinear).
+        group_columns: further attributes whose composition the analyses can report
+            (recorded with every acquired example; e.g. Amazon's product category).
+        extra_metrics: names in `metrics.EXTRA_METRICS` computed on every evaluation
+            (e.g. iWildCam's macro F1, Amazon's 10th-percentile reviewer accuracy).
     """
 
     name: str
@@ -36,6 +42,8 @@ class GroupedDataset:
     class_names: tuple[str, ...] = ()
     params: dict = field(default_factory=dict)
     input_size: int | None = None  # resize batches on the fly (e.g. CIFAR's 32 px to BiT's 128)
+    group_columns: tuple[str, ...] = ()
+    extra_metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.attributes):
@@ -43,7 +51,7 @@ class GroupedDataset:
                 f"{self.name}/{self.split}: {len(self.images)} images but "
                 f"{len(self.attributes)} attribute rows; they must match one to one"
             )
-        missing = {self.label_column, self.spurious_column} - set(self.attributes.columns) - {None}
+        missing = {self.label_column, self.spurious_column, *self.group_columns} - set(self.attributes.columns) - {None}
         if missing:
             raise ValueError(
                 f"{self.name}/{self.split}: attribute table lacks column(s) {sorted(missing)}; "
@@ -110,6 +118,23 @@ class GroupedDataset:
     def raw_batch(self, positions: np.ndarray) -> torch.Tensor:
         """uint8 images at `positions`: what loader workers produce (see finetune.iterate_batches)."""
         return self.images[torch.as_tensor(np.asarray(positions), dtype=torch.long)]
+
+
+@dataclass
+class TextDataset(GroupedDataset):
+    """Text as padded token ids: `images` holds an (N, L) int32 tensor of token ids, padded
+    with `pad_id`; batches become {"input_ids", "attention_mask"} trimmed to their longest
+    row, which text backbones take in place of an image tensor."""
+
+    pad_id: int = 1
+
+    def __getitem__(self, i: int):
+        return self.prepare(self.images[i:i + 1]), int(self.labels[i]), int(self.ids[i])
+
+    def prepare(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = tokens != self.pad_id
+        length = max(1, int(mask.sum(1).max())) if len(tokens) else 1
+        return {"input_ids": tokens[:, :length].long(), "attention_mask": mask[:, :length].long()}
 
 
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -2,8 +2,8 @@
 and Treeperson. Images are decoded once, resized and centre-cropped the BiT way (resize to
 `resize`, crop `resolution`), and cached under cache/ by a fingerprint, like the toy world.
 
-This holds a split in memory as uint8 (Waterbirds train at 480 px: ~3.3 GB); pools of
-hundreds of thousands of images need a streaming loader, which is not written yet.
+A split is held in memory as uint8 when it fits (Waterbirds train at 480 px: ~3.3 GB);
+larger ones stream from their files (`in_memory`, see image_files.materialise).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from .base import GroupedDataset
+from .image_files import FileImages, PathReader, bit_sizes, materialise
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -69,48 +70,60 @@ def read_metadata(layout: MetadataLayout, root: Path) -> pd.DataFrame:
     return meta
 
 
-def _load_image(path: Path, resize: int, resolution: int) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((resize, resize), Image.BILINEAR)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-    off = (resize - resolution) // 2
-    return np.asarray(im)[off:off + resolution, off:off + resolution]
-
-
 def load_metadata_images(layout: MetadataLayout, split: str, *, root: str | Path, resolution: int = 128,
-                         resize: int | None = None, cache_dir: str | Path | None = "cache/datasets") -> GroupedDataset:
-    """One split as a GroupedDataset (label column "y", spurious column "place")."""
+                         resize: int | None = None, cache_dir: str | Path | None = "cache/datasets",
+                         in_memory: bool | str = "auto", matched_fraction: float | None = None,
+                         resample_seed: int = 0) -> GroupedDataset:
+    """One split as a GroupedDataset (label column "y", spurious column "place").
+
+    `matched_fraction` (train split only) resamples the pool to that share of matched
+    examples (label == place) in every class, from the existing images: the dose-response
+    variants of Waterbirds (see `resample_matched`)."""
     if split not in layout.splits:
         raise ValueError(f"{layout.name}: unknown split {split!r}; valid splits: {', '.join(layout.splits)}")
-    resize = resize or (resolution * 160 // 128 if resolution <= 128 else resolution * 512 // 480)
+    resize, resolution = bit_sizes(resolution, resize)
     root = find_root(layout, root)
     meta = read_metadata(layout, root)
     rows = meta[meta["split"] == SPLIT_CODES[split]].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{root / 'metadata.csv'} has no rows with split == {SPLIT_CODES[split]} ({split})")
     params = {"root": str(root.resolve()), "resolution": resolution, "resize": resize}
-    fp_src = json.dumps({**params, "name": layout.name, "split": split, "n": len(rows),
-                         "mtime": os.path.getmtime(root / "metadata.csv")}, sort_keys=True)
+    if matched_fraction is not None:
+        if split != "train":
+            raise ValueError(f"matched_fraction resamples the training pool; split {split!r} keeps its own mix")
+        rows = resample_matched(rows, matched_fraction, seed=resample_seed)
+        params.update(matched_fraction=matched_fraction, resample_seed=resample_seed)
+    fp_src = json.dumps({**params, "name": layout.name, "split": split, "ids": rows["img_id"].tolist(),
+                         "layout": "nchw", "mtime": os.path.getmtime(root / "metadata.csv")}, sort_keys=True)
     fp = hashlib.sha256(fp_src.encode()).hexdigest()[:16]
-    path = Path(cache_dir) / layout.name / f"{split}-{fp}.npy" if cache_dir is not None else None
-    if path is not None and path.exists():
-        images = np.load(path)
-    else:
-        images = np.stack([_load_image(root / f, resize, resolution) for f in rows["img_filename"]])
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-            np.save(tmp, images)
-            os.replace(tmp, path)
+    cache_path = Path(cache_dir) / layout.name / f"{split}-{fp}.npy" if cache_dir is not None else None
+    images = materialise(FileImages(PathReader(root, rows["img_filename"].tolist()), len(rows), resize, resolution),
+                         cache_path, in_memory)
     table = rows.set_index(pd.Index(rows["img_id"].to_numpy(), name="id"))[["y", "place", "img_filename"]]
-    return GroupedDataset(name=layout.name, split=split,
-                          images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
-                          attributes=table, label_column="y", spurious_column="place",
-                          class_names=layout.class_names, params=params)
+    return GroupedDataset(name=layout.name, split=split, images=images, attributes=table, label_column="y",
+                          spurious_column="place", class_names=layout.class_names, params=params)
+
+
+def resample_matched(rows: pd.DataFrame, fraction: float, *, seed: int = 0) -> pd.DataFrame:
+    """The largest subset of `rows` in which, within every class, `fraction` of the examples
+    are matched (label == place); drawn reproducibly from `seed`, no new images.
+
+    Per class with m matched and u mismatched rows, it keeps min(m, u * f / (1 - f))
+    matched and min(u, m * (1 - f) / f) mismatched, so the class keeps as many rows as the
+    target mix allows. Row order (and so ids) follows the original table."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"matched_fraction must lie in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for y, g in rows.groupby("y", sort=True):
+        matched, mismatched = g.index[g["place"] == y], g.index[g["place"] != y]
+        n_m = min(len(matched), int(np.floor(len(mismatched) * fraction / (1 - fraction) + 1e-9)))
+        n_u = min(len(mismatched), int(np.floor(n_m * (1 - fraction) / fraction + 1e-9)))
+        if n_m == 0 or n_u == 0:
+            raise ValueError(f"class {y}: cannot reach a matched fraction of {fraction} from {len(matched)} matched "
+                             f"and {len(mismatched)} mismatched examples")
+        keep += list(rng.choice(matched, n_m, replace=False)) + list(rng.choice(mismatched, n_u, replace=False))
+    return rows.loc[sorted(keep)].reset_index(drop=True)
 
 
 def load_waterbirds(split: str, **params) -> GroupedDataset:

@@ -50,11 +50,12 @@ class ModelSpec:
             their own resolution, e.g. data.params.resolution=224 for ViT-B/16).
     """
 
-    build: Callable[[], tuple[nn.Module, int]]
+    build: Callable[[], tuple[nn.Module, int]] | None
     timm_name: str | None = None
     npz_url: str | None = None
     input_size: int = 32
     description: str = ""
+    hf_name: str | None = None  # a transformers text model (hub id); its backbone is built from weights
 
 
 def _timm_builder(timm_name: str) -> Callable[[], tuple[nn.Module, int]]:
@@ -65,6 +66,19 @@ def _timm_builder(timm_name: str) -> Callable[[], tuple[nn.Module, int]]:
         return m, m.num_features
 
     return build
+
+
+def _tiny_bit_builder() -> tuple[nn.Module, int]:
+    """A BiT-architecture ResNetV2 (pre-activation, GroupNorm + weight standardisation, one
+    block per stage) small enough for CPU tests of the BiT code paths, .npz loading included."""
+    from functools import partial
+
+    from timm.layers import GroupNormAct, StdConv2d
+    from timm.models.resnetv2 import ResNetV2
+
+    m = ResNetV2(layers=[1, 1, 1, 1], channels=(32, 64, 96, 128), stem_chs=16, stem_type="fixed", num_classes=0,
+                 conv_layer=partial(StdConv2d, eps=1e-8), norm_layer=partial(GroupNormAct, num_groups=8))
+    return m, m.num_features
 
 
 def _toy_builder() -> tuple[nn.Module, int]:
@@ -85,8 +99,12 @@ MODELS: dict[str, ModelSpec] = {
                          input_size=224, description="ViT-B/16 (ImageNet-21k)"),
     "timm_test_resnet": ModelSpec(_timm_builder("test_resnet"), "test_resnet", input_size=32,
                                   description="tiny timm ResNet for tests"),
+    "tiny_bit": ModelSpec(_tiny_bit_builder, input_size=32, description="tiny BiT-architecture ResNetV2 for tests"),
     "timm_test_vit": ModelSpec(_timm_builder("test_vit"), "test_vit", input_size=32,
                                description="tiny timm ViT for tests"),
+    "roberta_large": ModelSpec(None, hf_name="roberta-large", input_size=512,
+                               description="RoBERTa-Large (transformers), the paper's Amazon model"),
+    "roberta_base": ModelSpec(None, hf_name="roberta-base", input_size=512, description="RoBERTa-Base (transformers)"),
 }
 
 
@@ -101,7 +119,9 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int) ->
         name: a registered name (see `list_models()`).
         weights: "pretrained" (hub / the toy checkpoint), "random" (same architecture, random
             init; seed torch beforehand for reproducibility), or a path to a local file
-            (.safetensors, .pth/.pt/.bin state dict, or an original BiT .npz).
+            (.safetensors, .pth/.pt/.bin state dict, or an original BiT .npz). Text models
+            also take a local folder saved by transformers' `save_pretrained` (its own
+            architecture and weights), or "random:FOLDER" for that architecture untrained.
         num_classes: size of the zero-initialised head.
     """
     if name not in MODELS:
@@ -109,6 +129,11 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int) ->
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     spec = MODELS[name]
+    if spec.hf_name is not None:
+        from .text import build_text_backbone
+
+        backbone = build_text_backbone(spec.hf_name, weights)
+        return Classifier(backbone, backbone.num_features, num_classes, name=name, weights=str(weights))
     backbone, num_features = spec.build()
     if weights == "pretrained":
         _load_pretrained(name, spec, backbone)

@@ -1,0 +1,234 @@
+"""WILDS datasets through the `wilds` package, RoBERTa for text, and the model-variant
+presets, on tiny copies written in the releases' on-disk formats."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from toolkit.config import load_preset, resolve_config
+from toolkit.data import create_dataset
+from toolkit.loop import run_active_learning
+from wilds_copies import make_amazon, make_camelyon17, make_fmow, make_iwildcam, make_tiny_roberta
+
+pytest.importorskip("wilds")
+
+MAKERS = {"iwildcam": make_iwildcam, "camelyon17": make_camelyon17, "fmow": make_fmow, "amazon": make_amazon}
+
+
+@pytest.fixture(scope="module")
+def wilds_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wilds")
+    for make in MAKERS.values():
+        make(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta(tmp_path_factory):
+    return make_tiny_roberta(tmp_path_factory.mktemp("roberta"))
+
+
+def test_image_releases_load_with_v2_splits_and_group_attributes(wilds_root):
+    train = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=None)
+    assert len(train) == 24 and train.images.shape == (24, 3, 32, 32) and train.num_classes == 3
+    assert list(train.attributes.columns) == ["y", "location"] and train.extra_metrics == ("macro_f1",)
+    id_test = create_dataset("iwildcam", "id_test", root=str(wilds_root), resolution=32, cache_dir=None)
+    assert not set(id_test.ids) & set(train.ids) and len(id_test) == 4
+    # Camelyon17: the loader moves hospital 1 to val and hospital 2 to test, whatever the csv says
+    cam = {s: create_dataset("camelyon17", s, root=str(wilds_root), resolution=32, cache_dir=None)
+           for s in ("train", "val", "test", "id_val")}
+    assert set(cam["val"].attributes["hospital"]) == {1} and set(cam["test"].attributes["hospital"]) == {2}
+    assert set(cam["train"].attributes["hospital"]) == {0, 3, 4} and cam["train"].class_names == ("normal", "tumor")
+    fmow = create_dataset("fmow", "test", root=str(wilds_root), resolution=32, cache_dir=None)
+    assert len(fmow) == 6 and fmow.class_names[0] == "airport" and "region" in fmow.attributes
+    with pytest.raises(ValueError, match="valid splits: train, val, test, id_val, id_test"):
+        create_dataset("iwildcam", "holdout", root=str(wilds_root), cache_dir=None)
+
+
+def test_streamed_images_equal_decoded_ones(wilds_root, tmp_path):
+    from toolkit.data.image_files import FileImages
+
+    lazy = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, in_memory=False)
+    cached = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=str(tmp_path))
+    assert isinstance(lazy.images, FileImages) and isinstance(cached.images, torch.Tensor)
+    pos = np.array([3, 0, 17])
+    assert torch.equal(lazy.get_batch(pos)[0], cached.get_batch(pos)[0])
+    assert torch.equal(lazy.images[5], cached.images[5])
+    assert len(list(tmp_path.rglob("*.npy"))) == 1
+
+
+def test_missing_release_says_where_and_what(tmp_path, wilds_root):
+    with pytest.raises(FileNotFoundError, match="iwildcam_v2.0/.*metadata.csv.*get_dataset\\('iwildcam'"):
+        create_dataset("iwildcam", "train", root=str(tmp_path))
+    broken = tmp_path / "b"
+    make_iwildcam(broken)
+    meta = pd.read_csv(broken / "iwildcam_v2.0" / "metadata.csv")
+    meta.drop(columns=["location_remapped"]).to_csv(broken / "iwildcam_v2.0" / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match="does not look like the WILDS release.*location_remapped"):
+        create_dataset("iwildcam", "train", root=str(broken))
+
+
+def test_headline_metrics_on_a_constructed_example():
+    from toolkit.metrics import macro_f1, user_acc_p10, worst_region
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 1, 1, 1, 2, 0])
+    attrs = pd.DataFrame({"user": [0, 0, 1, 1, 2, 2], "region": [0, 1, 0, 1, 0, 1]})
+    # per class: F1(0) = 2*0.5*0.5/(1) = 0.5, F1(1) = 2*(2/3)*1/(5/3) = 0.8, F1(2) = 2*1*0.5/1.5 = 2/3
+    assert macro_f1(preds, labels, attrs)["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    # per user accuracy 0.5, 1, 0.5 -> 10th percentile (linear) = 0.5
+    assert user_acc_p10(preds, labels, attrs)["user_acc_p10"] == pytest.approx(0.5)
+    # region 0: rows 0, 2, 4 all right; region 1: rows 1, 3, 5 -> 1/3
+    assert worst_region(preds, labels, attrs)["worst_region"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("preset,model,metric", [("iwildcam", "timm_test_resnet", "test/macro_f1"),
+                                                 ("camelyon17", "tiny_bit", "test/accuracy"),
+                                                 ("fmow", "tiny_bit", "test/worst_region")])
+def test_image_presets_two_rounds(preset, model, metric, wilds_root, tmp_path):
+    cfg = resolve_config(preset, [f"data.params.root={wilds_root}", "data.params.resolution=32",
+                                  f"data.params.cache_dir={tmp_path / 'c'}", f"model.name={model}",
+                                  "model.weights=random", "finetune.max_steps=3", "al.seed_size=6",
+                                  "al.per_round=3", "al.budget=3", "al.pool_subsample=null", "finetune.augment_pad=2",
+                                  "loader_workers=0"])
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert rec.rounds["n_labels"].tolist() == [6, 9] and metric in rec.rounds
+    group = {"iwildcam": "location", "camelyon17": "hospital", "fmow": "region"}[preset]
+    assert group in rec.acquisitions and group in rec.meta["pool_attribute_shares"]
+
+
+def test_amazon_preset_two_rounds_with_tiny_roberta(wilds_root, tiny_roberta, tmp_path):
+    from toolkit.analysis import upsampling_ratios
+
+    cfg = resolve_config("amazon", [f"data.params.root={wilds_root}", f"data.params.tokenizer={tiny_roberta}",
+                                    "data.params.max_length=32", f"data.params.cache_dir={tmp_path / 'c'}",
+                                    f"model.weights={tiny_roberta}", "finetune.max_steps=4", "al.seed_size=5",
+                                    "al.per_round=2", "al.budget=2", "al.pool_subsample=20"])
+    assert cfg.finetune.optimizer == "adamw" and cfg.finetune.base_lr == 1e-6 and cfg.finetune.batch_size == 2
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert rec.rounds["n_labels"].tolist() == [5, 7] and rec.rounds["train/steps"].tolist() == [4, 4]
+    assert "test/user_acc_p10" in rec.rounds and "val/acc/y4" in rec.rounds
+    assert {"user", "category", "product"} <= set(rec.acquisitions.columns)
+    by_category = upsampling_ratios([rec], attribute="category")
+    assert set(by_category["group"]) == {"0", "1", "2"} and by_category["acquired"].sum() == 2
+    stars = upsampling_ratios([rec], attribute="label")
+    assert stars["pool_share"].sum() == pytest.approx(1.0)
+
+
+def test_text_and_image_caches_and_probe_on_tiny_copies(wilds_root, tiny_roberta, tmp_path):
+    from toolkit.config import ALConfig
+    from toolkit.features import extract_features, open_cache
+    from toolkit.probe import run_probe
+
+    text = {"root": str(wilds_root), "tokenizer": str(tiny_roberta), "max_length": 32, "cache_dir": str(tmp_path / "c")}
+    caches = {s: extract_features("roberta_large", "amazon", s, weights=str(tiny_roberta), dataset_params=text,
+                                  root=tmp_path / "f", log=None) for s in ("train", "test")}
+    cache = open_cache(caches["train"])
+    assert cache.embeddings.shape == (30, 32) and "category" in cache.attributes
+    rec = run_probe(caches["train"], {"test": caches["test"]}, tmp_path / "p",
+                    al=ALConfig(seed_size=5, per_round=2, budget=4), seed=0)
+    assert rec.rounds["n_labels"].tolist() == [5, 7, 9]
+    image = {"root": str(wilds_root), "resolution": 32, "cache_dir": str(tmp_path / "c")}
+    path = extract_features("tiny_bit", "iwildcam", "train", weights="random", dataset_params=image,
+                            root=tmp_path / "f", log=None)
+    assert open_cache(path).embeddings.shape == (24, 128)
+
+
+def test_text_model_sources(tiny_roberta):
+    from toolkit.models import create_model
+    from toolkit.models.text import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_roberta))
+    batch = tok(["good solid nice", "awful"], padding=True, return_tensors="pt")
+    trained = create_model("roberta_large", weights=str(tiny_roberta), num_classes=5)
+    torch.manual_seed(0)
+    untrained = create_model("roberta_large", weights=f"random:{tiny_roberta}", num_classes=5)
+    x = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    assert trained.embed(x).shape == (2, 32) and torch.equal(trained(x), torch.zeros(2, 5))  # zero head
+    assert not torch.allclose(trained.embed(x), untrained.embed(x))
+    with pytest.raises(RuntimeError, match="save_pretrained"):  # the hub is unreachable in tests
+        create_model("roberta_large", weights="pretrained", num_classes=5)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        create_model("roberta_large", weights=str(tiny_roberta / "nowhere"), num_classes=5)
+
+
+@pytest.mark.parametrize("variant,family,model", [
+    ("waterbirds-bit-s-r50x1", "bit_s_r50x1", "tiny_bit"), ("waterbirds-bit-m-r101x1", "bit_m_r101x1", "tiny_bit"),
+    ("waterbirds-vit-b16", "vit_b16", "timm_test_vit"), ("waterbirds-unpretrained", "bit_m_r50x1", "tiny_bit"),
+    ("treeperson-vit-b16", "vit_b16", "timm_test_vit")])
+def test_model_variant_presets(variant, family, model, tmp_path):
+    from test_datasets import make_waterbirds
+
+    base = variant.split("-")[0]
+    cfg = resolve_config(variant)
+    assert cfg.model.name == family and cfg.al == resolve_config(base).al  # only the model part differs
+    assert cfg.model.weights == ("random" if variant.endswith("unpretrained") else "pretrained")
+    if family == "vit_b16":
+        assert cfg.data.params["resolution"] == 224 and cfg.data.params["root"] == load_preset(base)["data"]["params"]["root"]
+    root = make_waterbirds(tmp_path / "d", splits=(0, 1) if base == "treeperson" else (0, 1, 2))
+    run = resolve_config(variant, [f"data.params.root={root}", "data.params.resolution=32",
+                                   f"data.params.cache_dir={tmp_path / 'c'}", f"model.name={model}",
+                                   "model.weights=random", "finetune.max_steps=2", "al.seed_size=8",
+                                   "al.per_round=4", "al.budget=4", "finetune.augment_pad=2"])
+    assert run_active_learning(run, tmp_path / "run", log=None).rounds["n_labels"].tolist() == [8, 12]
+
+
+def test_preset_base_cycle_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(ValueError, match="circular"):
+        load_preset(tmp_path / "a.yaml")
+
+
+def _to_bit_npz(model, path):
+    """Write a timm ResNetV2 in the original BiT .npz naming (the inverse of timm's loader)."""
+    hwio = lambda w: w.detach().numpy().transpose(2, 3, 1, 0) if w.ndim == 4 else w.detach().numpy()
+    out = {"resnet/root_block/standardized_conv2d/kernel": hwio(model.stem.conv.weight),
+           "resnet/group_norm/gamma": hwio(model.norm.weight), "resnet/group_norm/beta": hwio(model.norm.bias)}
+    for i, (_, stage) in enumerate(model.stages.named_children()):
+        for j, (_, block) in enumerate(stage.blocks.named_children()):
+            p = f"resnet/block{i + 1}/unit{j + 1:02d}/"
+            for letter, k in zip("abc", (1, 2, 3)):
+                out[f"{p}{letter}/standardized_conv2d/kernel"] = hwio(getattr(block, f"conv{k}").weight)
+                out[f"{p}{letter}/group_norm/gamma"] = hwio(getattr(block, f"norm{k}").weight)
+                out[f"{p}{letter}/group_norm/beta"] = hwio(getattr(block, f"norm{k}").bias)
+            if block.downsample is not None:
+                out[f"{p}a/proj/standardized_conv2d/kernel"] = hwio(block.downsample.conv.weight)
+    np.savez(path, **out)
+
+
+def test_original_bit_npz_weights_load(tmp_path):
+    from toolkit.models import create_model, weights_digest
+
+    torch.manual_seed(3)
+    source = create_model("tiny_bit", weights="random", num_classes=2)
+    with torch.no_grad():  # non-trivial norms, so a mis-mapped gamma/beta would show
+        for name, p in source.backbone.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    _to_bit_npz(source.backbone, tmp_path / "BiT-tiny.npz")
+    loaded = create_model("tiny_bit", weights=str(tmp_path / "BiT-tiny.npz"), num_classes=2)
+    assert weights_digest(loaded.backbone) == weights_digest(source.backbone)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.embed(x), source.embed(x))
+
+
+def test_waterbirds_dose_response_resampling(tmp_path):
+    from test_datasets import make_waterbirds
+
+    from toolkit.data.metadata_images import resample_matched
+
+    rows = pd.DataFrame({"img_id": range(200), "y": [0] * 120 + [1] * 80,
+                         "place": [0] * 100 + [1] * 20 + [0] * 10 + [1] * 70})
+    for f in (0.5, 0.7, 0.8333):
+        out = resample_matched(rows, f, seed=1)
+        for y, g in out.groupby("y"):
+            assert (g["place"] == y).mean() == pytest.approx(f, abs=0.02)
+    half = resample_matched(rows, 0.5, seed=1)
+    assert half.groupby(["y", "place"]).size().tolist() == [20, 20, 10, 10]  # every mismatched row kept
+    assert resample_matched(rows, 0.5, seed=1).equals(half) and not resample_matched(rows, 0.5, seed=2).equals(half)
+    root = make_waterbirds(tmp_path / "wb", n_per_group=(24, 4, 4, 24))
+    ds = create_dataset("waterbirds", "train", root=str(root), resolution=32, cache_dir=None, matched_fraction=0.75)
+    assert ds.attributes.groupby(["y", "place"]).size().tolist() == [12, 4, 4, 12]
+    with pytest.raises(ValueError, match="resamples the training pool"):
+        create_dataset("waterbirds", "test", root=str(root), resolution=32, cache_dir=None, matched_fraction=0.75)
