@@ -152,10 +152,20 @@ def test_text_model_sources(tiny_roberta):
         create_model("roberta_large", weights=str(tiny_roberta / "nowhere"), num_classes=5)
 
 
-@pytest.mark.parametrize("variant,family,model", [
-    ("waterbirds-bit-s-r50x1", "bit_s_r50x1", "tiny_bit"), ("waterbirds-bit-m-r101x1", "bit_m_r101x1", "tiny_bit"),
-    ("waterbirds-vit-b16", "vit_b16", "timm_test_vit"), ("waterbirds-unpretrained", "bit_m_r50x1", "tiny_bit"),
-    ("treeperson-vit-b16", "vit_b16", "timm_test_vit")])
+VARIANTS = {"bit-s-r50x1": ("bit_s_r50x1", "tiny_bit"), "bit-m-r101x1": ("bit_m_r101x1", "tiny_bit"),
+            "vit-b16": ("vit_b16", "timm_test_vit"), "unpretrained": ("bit_m_r50x1", "tiny_bit")}
+VARIANT_PRESETS = [(f"{ds}-{v}", *VARIANTS[v]) for ds in ("waterbirds", "treeperson") for v in VARIANTS]
+
+
+def test_every_preset_has_a_two_round_test():
+    from toolkit.config import list_presets
+
+    two_round_tests = {"toy", "waterbirds", "treeperson", "cifar10", "cifar10-imbalanced",  # test_datasets.py, conftest
+                       "iwildcam", "camelyon17", "fmow", "amazon", *(v for v, _, _ in VARIANT_PRESETS)}
+    assert set(list_presets()) == two_round_tests
+
+
+@pytest.mark.parametrize("variant,family,model", VARIANT_PRESETS)
 def test_model_variant_presets(variant, family, model, tmp_path):
     from test_datasets import make_waterbirds
 
