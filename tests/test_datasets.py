@@ -131,6 +131,12 @@ def test_cifar_splits_and_imbalance(tmp_path):
     counts = imb.attributes.groupby("y").size()
     rare = imb.attributes[imb.attributes.rare_class == 1]["y"].unique()
     assert len(rare) == 5 and all(counts[c] <= np.ceil(train.attributes.groupby("y").size()[c] * 0.1) for c in rare)
+    val_imb = create_dataset("cifar10", "val_imbalanced", root=str(root), val_size=50, imbalanced=True, seed=3)
+    assert set(val_imb.ids) < set(create_dataset("cifar10", "val", root=str(root), val_size=50, imbalanced=True,
+                                                 seed=3).ids)
+    assert val_imb.attributes.groupby("rare_class").size()[1] < val_imb.attributes.groupby("rare_class").size()[0]
+    with pytest.raises(ValueError, match="only with imbalanced"):
+        create_dataset("cifar10", "val_imbalanced", root=str(root), val_size=50)
     big = create_dataset("cifar10", "test", root=str(root), resolution=64)
     assert big.get_batch(np.arange(3))[0].shape == (3, 3, 64, 64)
     with pytest.raises(FileNotFoundError, match="torchvision.datasets.CIFAR10"):
@@ -147,3 +153,5 @@ def test_cifar_presets_two_rounds(preset, tmp_path):
     rec = run_active_learning(cfg, tmp_path / "run", log=None)
     assert rec.rounds["n_labels"].tolist() == [10, 12]
     assert "val/worst_class" in rec.rounds and "test/acc/y9" in rec.rounds
+    assert ("val_imbalanced/worst_class" in rec.rounds) == (preset == "cifar10-imbalanced")
+    assert "rare_class" in rec.acquisitions

@@ -14,7 +14,7 @@ from toolkit.record import load_run
 
 def _comparable(rec):
     """A record minus wall-clock timings."""
-    rounds = rec.rounds.drop(columns=[c for c in rec.rounds.columns if c.startswith("time/") or c == "train/seconds"])
+    rounds = rec.rounds.drop(columns=[c for c in rec.rounds.columns if c.startswith("time/") or c in ("train/seconds", "train/data_seconds")])
     return rounds, rec.acquisitions, rec.seed_set
 
 
@@ -168,3 +168,35 @@ def test_run_from_an_older_version_resumes_when_new_options_are_default(tiny_cfg
     header_path.write_text(yaml.safe_dump(header))
     with pytest.raises(ValueError, match="loader_workers"):
         run_active_learning(changed, tmp_path / "run", log=None)
+
+
+def test_checkpoints_hold_the_finetuned_model_and_feed_stage_separability(tiny_cfg, tmp_path, monkeypatch):
+    from toolkit.analysis.separability import separability_by_stage
+
+    monkeypatch.chdir(tmp_path)
+    cfg = dataclasses.replace(tiny_cfg, checkpoint_rounds=[0, -1])
+    seen = {}
+    real_finetune = loop_mod.finetune
+
+    def spy(model, *args, **kwargs):  # keep each round's finetuned weights to compare with the files
+        out = real_finetune(model, *args, **kwargs)
+        seen[len(seen)] = weights_digest(model)
+        return out
+
+    monkeypatch.setattr(loop_mod, "finetune", spy)
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert sorted(rec.checkpoints()) == [0, 2]  # the seed-set round and the last (-1)
+    from safetensors.torch import load_file
+
+    for r, path in rec.checkpoints().items():
+        full = create_model("toy_resnet", weights="random", num_classes=2)
+        full.load_state_dict(load_file(str(path)))
+        assert weights_digest(full) == seen[r]  # the file is the model as finetuned in round r
+        via_weights = create_model("toy_resnet", weights=str(path), num_classes=2)  # what extraction loads
+        assert weights_digest(via_weights.backbone) == weights_digest(full.backbone)
+    table = separability_by_stage(rec, cv=2)
+    assert table["stage"].unique().tolist() == ["before finetuning", "after 10 labels", "after 20 labels"]
+    assert set(table["group"]) == {"y0_s0", "y0_s1", "y1_s0", "y1_s1"} and table["group_probe"].between(0, 1).all()
+    with pytest.raises(ValueError, match="checkpoint_rounds"):
+        separability_by_stage(run_active_learning(tiny_cfg, tmp_path / "plain", log=None))
+

@@ -66,6 +66,7 @@ class RunConfig:
     threads: int | None = None  # torch threads; None = leave torch's default
     eval_batch_size: int = 512
     loader_workers: int = 0  # processes gathering inference batches (pinned on CUDA)
+    checkpoint_rounds: list = field(default_factory=list)  # save the finetuned model after these rounds
     notes: str = ""
 
     def to_dict(self) -> dict:

@@ -185,7 +185,7 @@ def finetune(
     stop = LossRatioStop(cfg.stop_ratio, cfg.loss_window)
     n_micro = cfg.batch_size // cfg.micro_batch
     batches = _batches(len(positions), cfg.batch_size, gen)
-    step, stopped_by, t0 = 0, "schedule", time.perf_counter()
+    step, stopped_by, t0, data_seconds = 0, "schedule", time.perf_counter(), 0.0
     while True:
         lr = (cfg.base_lr if cfg.schedule == "constant"
               else bit_hyperrule_lr(step, len(positions), cfg.base_lr, cfg.schedule_scale))
@@ -200,11 +200,13 @@ def finetune(
         opt.zero_grad(set_to_none=True)
         step_loss = torch.zeros((), device=device)
         for chunk in np.array_split(idx, n_micro):
+            t_data = time.perf_counter()
             x, y = dataset.get_batch(chunk, device if device.type == "cuda" else None)
             if _is_image(x):  # text batches (dicts of token tensors) are not augmented
                 x = augment(x, gen, pad=cfg.augment_pad, flip=cfg.flip)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
+            data_seconds += time.perf_counter() - t_data  # host time: gathering, decoding, augmenting
             with autocast(device):
                 loss = F.cross_entropy(model(x).float(), y) / n_micro
             loss.backward()
@@ -220,6 +222,7 @@ def finetune(
         "initial_loss": stop.initial,
         "final_loss": stop.current,
         "seconds": time.perf_counter() - t0,
+        "data_seconds": data_seconds,
     }
 
 

@@ -152,6 +152,19 @@ def score_pool(model, pool: GroupedDataset, candidates: np.ndarray, k: int, stra
     return top.result()
 
 
+def save_checkpoint(model: torch.nn.Module, run_dir: Path, round_index: int) -> Path:
+    """The model finetuned in round `round_index` -> <run>/checkpoints/round_NNN.safetensors
+    (written whole, then renamed); usable as `weights=` for extraction and analyses."""
+    from safetensors.torch import save_file
+
+    path = run_dir / "checkpoints" / f"round_{round_index:03d}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return path
+
+
 def run_active_learning(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -174,8 +187,10 @@ def run_active_learning(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     get_acquisition(cfg.al.strategy)  # fail fast on an unknown name
+    t_load = time.perf_counter()
     pool = create_dataset(cfg.data.name, "train", **cfg.data.params)
     evals = {s: create_dataset(cfg.data.name, s, **cfg.data.params) for s in cfg.data.eval_splits}
+    load_s = time.perf_counter() - t_load
     check_budget(cfg.al, len(pool))
     sizes = acquisition_sizes(cfg.al)
     shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
@@ -221,9 +236,13 @@ def run_active_learning(
             acquired = _rows(pool, picks, scores)
             labelled = np.concatenate([labelled, picks])
         t3 = time.perf_counter()
+        if r in cfg.checkpoint_rounds or (r - n_rounds) in cfg.checkpoint_rounds:  # -1 = the last round
+            save_checkpoint(model, Path(out_dir), r)
         row = {"round": r, "n_labels": int(len(labelled) - len(acquired)), "metrics": metrics, "train": train,
                "acquired": acquired,
-               "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2}}
+               "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2,
+                           "data_in_train_s": train["data_seconds"],
+                           **({"load_data_s": load_s} if r == writer.completed_rounds else {})}}
         if r == 0:
             row["seed_set"] = seed_rows
         writer.append_round(row, finished=r == n_rounds - 1)

@@ -7,6 +7,8 @@ Layout:
     state.json     what resuming needs: labelled ids after each round, status
     pool_outputs/  optional (al.save_pool_outputs): round_NNN.h5 with the ids, scores and
                    logits of every candidate scored after that round
+    checkpoints/   optional (checkpoint_rounds): round_NNN.safetensors, the model as
+                   finetuned in that round
 
 Every file is replaced with os.replace from a temporary file, so a killed process
 leaves either the previous complete version or the new one, never half a file. The full
@@ -157,6 +159,11 @@ class RunRecord:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def checkpoints(self) -> dict[int, Path]:
+        """Round -> saved finetuned model (runs made with `checkpoint_rounds`)."""
+        folder = self.path / "checkpoints"
+        return {int(p.stem.split("_")[1]): p for p in sorted(folder.glob("round_*.safetensors"))} if folder.is_dir() else {}
 
     def pool_outputs(self, round_index: int) -> pd.DataFrame:
         """Ids, scores and logits (logit_0, ...) of every candidate scored after

@@ -91,6 +91,11 @@ def _pool_features(rec: RunRecord):
     return cache, images
 
 
+def _smallest_group(rec: RunRecord) -> int:
+    shares = rec.meta.get("pool_group_shares") or {}
+    return max(2, int(min(shares.values()) * rec.meta["pool_size"])) if shares else 2
+
+
 def _thumb(img_chw) -> str:
     from PIL import Image
 
@@ -147,6 +152,19 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
         page.table(pd.concat(per_group)[["embedding", "group", "group_probe", "label_probe", "spurious_probe"]])
     else:
         page.note("Skipped: a group has fewer than 2 examples in the pool.")
+    staged = [rec for rec in chosen.values() if rec.checkpoints()]
+    if staged:
+        from .analysis.separability import separability_by_stage
+
+        page.h2("Group separability before finetuning, after the seed set, after more labels")
+        page.note("The same probes on the embeddings of the initial weights and of the models finetuned in the "
+                  "rounds the runs saved (checkpoint_rounds).")
+        for rec in staged:
+            weights = rec.config["config"]["model"]["weights"]
+            table = separability_by_stage(rec, cv=min(5, _smallest_group(rec)), random_state=seed)
+            page.figure(separability_figure(table.assign(embedding=weights + ": " + table["stage"]),
+                                            title=f"{weights} ({rec.name}): group probe by stage"))
+            page.table(table[["stage", "n_labels", "group", "group_probe", "label_probe", "spurious_probe"]])
     page.h2(f"t-SNE maps with the first {k_marked} acquired points (paper Fig. 13)")
     for label, run, coords, groups, marked, *_ in maps:
         page.figure(embedding_map_figure(coords, groups, marked=marked, title=f"{label}: run {run}"))

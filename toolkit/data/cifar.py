@@ -3,9 +3,10 @@
 Layout (what `torchvision.datasets.CIFAR10(root, download=True)` leaves):
     ROOT/cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch, batches.meta
 Splits: "train" = the training batches minus a held-out validation set of `val_size`
-images drawn reproducibly; "val" = that held-out set; "test" = test_batch. With
+images drawn reproducibly; "val" = that held-out set, balanced; "test" = test_batch. With
 `imbalanced=True`, half the classes (chosen reproducibly from `seed`) keep only
-`cut_fraction` of their training images; `val_imbalanced` applies the same cut to val.
+`cut_fraction` of their training images, and split "val_imbalanced" is the validation
+set with the same cut (the `val_imbalanced=True` option applies it to "val" itself).
 There is no spurious attribute: metrics are per class (worst class, balanced).
 """
 from __future__ import annotations
@@ -41,8 +42,12 @@ def rare_classes(seed: int) -> list[int]:
 def load_cifar10(split: str, *, root: str | Path, imbalanced: bool = False, cut_fraction: float = 0.1,
                  val_size: int = 5000, val_imbalanced: bool = False, seed: int = 0,
                  resolution: int = 32, cache_dir: str | Path | None = None) -> GroupedDataset:
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"cifar10: unknown split {split!r}; valid splits: train, val, test")
+    if split not in ("train", "val", "val_imbalanced", "test"):
+        raise ValueError(f"cifar10: unknown split {split!r}; valid splits: train, val, val_imbalanced, test")
+    if split == "val_imbalanced":
+        if not imbalanced:
+            raise ValueError("cifar10: split 'val_imbalanced' exists only with imbalanced=true")
+        split, val_imbalanced = "val", True
     base = Path(root) / "cifar-10-batches-py"
     rare = rare_classes(seed) if imbalanced else []
     if split == "test":
@@ -67,6 +72,7 @@ def load_cifar10(split: str, *, root: str | Path, imbalanced: bool = False, cut_
     params = {"root": str(Path(root).resolve()), "imbalanced": imbalanced, "cut_fraction": cut_fraction,
               "val_size": val_size, "val_imbalanced": val_imbalanced, "seed": seed,
               "resolution": resolution}
-    return GroupedDataset(name="cifar10", split=split, images=torch.from_numpy(np.ascontiguousarray(x)),
-                          attributes=table, label_column="y", spurious_column=None, class_names=CLASSES,
-                          params=params, input_size=resolution)
+    return GroupedDataset(name="cifar10", split="val_imbalanced" if split == "val" and val_imbalanced else split,
+                          images=torch.from_numpy(np.ascontiguousarray(x)), attributes=table, label_column="y",
+                          spurious_column=None, class_names=CLASSES, params=params, input_size=resolution,
+                          group_columns=("rare_class",))
