@@ -127,7 +127,8 @@ def test_text_and_image_caches_and_probe_on_tiny_copies(wilds_root, tiny_roberta
     assert cache.embeddings.shape == (30, 32) and "category" in cache.attributes
     rec = run_probe(caches["train"], {"test": caches["test"]}, tmp_path / "p",
                     al=ALConfig(seed_size=5, per_round=2, budget=4), seed=0)
-    assert rec.rounds["n_labels"].tolist() == [5, 7, 9]
+    assert rec.rounds["n_labels"].tolist() == [5, 7, 9] and "test/user_acc_p10" in rec.rounds
+    assert "category" in rec.acquisitions and "category" in rec.meta["pool_attribute_shares"]  # Fig. 5 in probe mode
     image = {"root": str(wilds_root), "resolution": 32, "cache_dir": str(tmp_path / "c")}
     path = extract_features("tiny_bit", "iwildcam", "train", weights="random", dataset_params=image,
                             root=tmp_path / "f", log=None)

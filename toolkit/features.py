@@ -65,6 +65,8 @@ class FeatureCache:
     label_column: str
     spurious_column: str | None
     class_names: tuple[str, ...]
+    group_columns: tuple[str, ...] = ()
+    extra_metrics: tuple[str, ...] = ()
 
     @property
     def labels(self) -> np.ndarray:
@@ -105,7 +107,8 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
                          index=pd.Index(ids, name="id"))
     emb = f["embeddings"] if lazy else f["embeddings"][:].astype(np.float32)
     g = f["attributes"].attrs
-    meta = (str(g["label_column"]), str(g["spurious_column"]) or None, tuple(str(c) for c in g["class_names"]))
+    meta = (str(g["label_column"]), str(g["spurious_column"]) or None, tuple(str(c) for c in g["class_names"]),
+            tuple(str(c) for c in g.get("group_columns", ())), tuple(str(c) for c in g.get("extra_metrics", ())))
     if not lazy:
         f.close()
     return FeatureCache(path, fp, ids, emb, attrs, *meta)
@@ -181,6 +184,8 @@ def extract_features(
             grp.attrs["columns"] = list(ds.attributes.columns)
             grp.attrs["label_column"] = ds.label_column
             grp.attrs["spurious_column"] = ds.spurious_column or ""
+            grp.attrs["group_columns"] = list(ds.group_columns)  # caches written before these read as ()
+            grp.attrs["extra_metrics"] = list(ds.extra_metrics)
             grp.attrs["class_names"] = list(ds.class_names)
         start = int(f.attrs["rows_done"])
         if start and log:

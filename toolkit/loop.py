@@ -99,13 +99,15 @@ def candidates(n: int, labelled: np.ndarray, al: ALConfig, seed: int, round_inde
     return unlabelled, rng
 
 
-def _rows(ds: GroupedDataset, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+def dataset_rows(ds, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+    """Record rows for a GroupedDataset or a FeatureCache (both carry ids, labels,
+    attributes and their group columns)."""
     sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
     extra = {c: ds.attributes[c].to_numpy() for c in ds.group_columns}
     return record_rows(ds.ids, ds.labels, sp, positions, scores, extra)
 
 
-def attribute_shares(ds: GroupedDataset) -> dict[str, dict[str, float]]:
+def attribute_shares(ds) -> dict[str, dict[str, float]]:
     """Pool share of every value of the label and of each `group_columns` attribute."""
     out = {}
     for name, values in [("label", ds.labels), *((c, ds.attributes[c].to_numpy()) for c in ds.group_columns)]:
@@ -120,6 +122,11 @@ def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares
     for pos, logits in predict_logits(model, ds, np.arange(len(ds)), device=device, batch_size=batch_size,
                                       workers=workers):
         preds[pos] = logits.argmax(1)
+    return split_metrics(preds, ds, train_shares)
+
+
+def split_metrics(preds: np.ndarray, ds, train_shares: dict | None) -> dict:
+    """Group metrics and the dataset's headline metrics, for a GroupedDataset or a FeatureCache."""
     sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
     out = group_metrics(preds, ds.labels, sp, train_group_shares=train_shares)
     for name in ds.extra_metrics:
@@ -211,7 +218,7 @@ def run_active_learning(
         say(f"resuming {out_dir} at round {writer.completed_rounds} with {len(labelled)} labels")
     else:
         labelled = draw_seed_set(pool.labels, cfg.al.seed_size, cfg.al.seed_set, round_rng(cfg.seed, 0, stream=1))
-    seed_rows = _rows(pool, labelled)
+    seed_rows = dataset_rows(pool, labelled)
 
     n_rounds = len(sizes) + 1
     for r in range(writer.completed_rounds, n_rounds):
@@ -233,7 +240,7 @@ def run_active_learning(
             picks, scores = score_pool(net, pool, unlabelled, sizes[r], cfg.al.strategy, rng,
                                        device=device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
                                        outputs=outputs)
-            acquired = _rows(pool, picks, scores)
+            acquired = dataset_rows(pool, picks, scores)
             labelled = np.concatenate([labelled, picks])
         t3 = time.perf_counter()
         if r in cfg.checkpoint_rounds or (r - n_rounds) in cfg.checkpoint_rounds:  # -1 = the last round

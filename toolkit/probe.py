@@ -18,8 +18,9 @@ import torch
 from .acquisition import StreamingTopK, get_acquisition, score_logits
 from .config import ALConfig
 from .features import FeatureCache, open_cache
-from .loop import acquisition_sizes, candidates, check_budget, draw_seed_set, record_rows
-from .metrics import group_metrics, group_shares
+from .loop import (acquisition_sizes, attribute_shares, candidates, check_budget, dataset_rows, draw_seed_set,
+                   split_metrics)
+from .metrics import group_shares
 from .record import RunWriter, load_run, RunRecord
 from .repro import round_rng
 
@@ -112,7 +113,8 @@ def run_probe(
               "probe": {"C": C}}
     meta = {"dataset": fp["dataset"], "pool_size": n, "class_names": list(pool.class_names),
             "label_column": pool.label_column, "spurious_column": pool.spurious_column,
-            "pool_group_shares": shares, "acquisition_sizes": sizes}
+            "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
+            "acquisition_sizes": sizes}
     writer = RunWriter(out_dir, config, meta)
     X, *X_eval = _standardise(np.asarray(pool.embeddings, dtype=np.float32),
                               *[np.asarray(c.embeddings, dtype=np.float32) for c in evals.values()])
@@ -124,7 +126,7 @@ def run_probe(
         labelled = np.array([id_to_pos[i] for i in writer.labelled_ids()], dtype=np.int64)
     else:
         labelled = draw_seed_set(labels, al.seed_size, al.seed_set, round_rng(seed, 0, stream=1))
-    seed_rows = record_rows(pool.ids, labels, spurious, labelled)
+    seed_rows = dataset_rows(pool, labelled)
     probe = None
     for r in range(writer.completed_rounds, len(sizes) + 1):
         t0 = time.perf_counter()
@@ -133,7 +135,7 @@ def run_probe(
         metrics = {}
         for (split, c), Xe in zip(evals.items(), X_eval):
             preds = probe.decision_function(Xe).argmax(1).numpy()
-            metrics[split] = group_metrics(preds, c.labels, c.spurious, train_group_shares=shares)
+            metrics[split] = split_metrics(preds, c, shares)
         t2 = time.perf_counter()
         acquired = []
         if r < len(sizes):
@@ -146,7 +148,7 @@ def run_probe(
                 keep = unlabelled[(unlabelled >= i) & (unlabelled < i + score_chunk)]
                 top.update(score_logits(al.strategy, logits[keep - i], rng), keep)
             picks, scores = top.result()
-            acquired = record_rows(pool.ids, labels, spurious, picks, scores)
+            acquired = dataset_rows(pool, picks, scores)
             labelled = np.concatenate([labelled, picks])
         t3 = time.perf_counter()
         row = {"round": r, "n_labels": int(len(labelled) - len(acquired)), "metrics": metrics,
