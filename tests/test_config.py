@@ -28,3 +28,9 @@ def test_parse_overrides():
     assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=x"]) == {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
     with pytest.raises(ValueError, match="section.key=value"):
         parse_overrides(["oops"])
+
+
+def test_dataset_params_override_merges_with_the_preset():
+    cfg = resolve_config("cifar10-imbalanced", ["data.params.root=/data/c10"])
+    assert cfg.data.params == {"root": "/data/c10", "resolution": 128, "imbalanced": True}
+    assert resolve_config("waterbirds-vit-b16", ["data.params.root=/x"]).data.params["resolution"] == 224

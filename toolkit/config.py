@@ -87,6 +87,10 @@ def _merge(obj: Any, updates: dict, where: str) -> Any:
             if not isinstance(value, dict):
                 raise ValueError(f"config key {where + key!r} is a section; give a mapping, got {value!r}")
             value = _merge(current, value, f"{where}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            # free-form mappings (data.params) are merged key by key: `--set data.params.root=X`
+            # must keep the preset's other dataset options
+            value = _deep_update(current, value)
         changes[key] = value
     return dataclasses.replace(obj, **changes)
 
