@@ -113,6 +113,10 @@ def test_amazon_preset_two_rounds_with_tiny_roberta(wilds_root, tiny_roberta, tm
     assert set(by_category["group"]) == {"0", "1", "2"} and by_category["acquired"].sum() == 2
     stars = upsampling_ratios([rec], attribute="label")
     assert stars["pool_share"].sum() == pytest.approx(1.0)
+    from toolkit.analysis import upsampling_over_rounds
+
+    over = upsampling_over_rounds([rec], attribute="category")
+    assert over["round"].tolist() == [0, 0, 0] and set(over["group"]) == {"0", "1", "2"}
 
 
 def test_text_and_image_caches_and_probe_on_tiny_copies(wilds_root, tiny_roberta, tmp_path):

@@ -53,14 +53,15 @@ def upsampling_summary(ratios: pd.DataFrame, *, by: list[str] = ["model", "weigh
     return pd.DataFrame(rows)
 
 
-def upsampling_over_rounds(records, **summary_kwargs) -> pd.DataFrame:
+def upsampling_over_rounds(records, *, attribute: str | None = None, **summary_kwargs) -> pd.DataFrame:
     """Cumulative upsampling ratio after each round (all acquisitions up to it), mean [CI]
-    across seeds per arm and group; column `round` and `n_acquired`."""
+    across seeds per arm and group (or `attribute` value, as in `upsampling_ratios`);
+    column `round` and `n_acquired`."""
     records = list(records)
     last = max(int(r.acquisitions["round"].max()) for r in records if len(r.acquisitions))
     frames = []
     for rnd in range(last + 1):
-        ratios = upsampling_ratios(records, upto_round=rnd)
+        ratios = upsampling_ratios(records, upto_round=rnd, attribute=attribute)
         summary = upsampling_summary(ratios, **summary_kwargs)
         summary["round"] = rnd
         summary["n_acquired"] = int(ratios.groupby("run")["acquired"].sum().mean())
