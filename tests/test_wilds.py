@@ -32,6 +32,7 @@ def test_image_releases_load_with_v2_splits_and_group_attributes(wilds_root):
     train = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=None)
     assert len(train) == 24 and train.images.shape == (24, 3, 32, 32) and train.num_classes == 3
     assert list(train.attributes.columns) == ["y", "location"] and train.extra_metrics == ("macro_f1",)
+    assert train.class_names == ("empty", "tayassu pecari", "dasyprocta punctata")  # from categories.csv
     id_test = create_dataset("iwildcam", "id_test", root=str(wilds_root), resolution=32, cache_dir=None)
     assert not set(id_test.ids) & set(train.ids) and len(id_test) == 4
     # Camelyon17: the loader moves hospital 1 to val and hospital 2 to test, whatever the csv says

@@ -30,6 +30,9 @@ def make_iwildcam(root, n_classes=3, per_split={"train": 24, "val": 8, "test": 8
                          "sequence_remapped": i, "datetime": f"2013-06-{1 + i % 28:02d} 08:{i % 60:02d}:00.000"})
             i += 1
     pd.DataFrame(rows).to_csv(base / "metadata.csv", index=False)
+    pd.DataFrame({"y": range(n_classes), "category_id": [10 * c for c in range(n_classes)],
+                  "name": ["empty", "tayassu pecari", "dasyprocta punctata"][:n_classes]}).to_csv(
+        base / "categories.csv", index=False)
     (base / "RELEASE_v2.0.txt").write_text("")
     return root
 

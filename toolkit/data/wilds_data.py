@@ -113,6 +113,12 @@ def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: 
         from wilds.datasets.fmow_dataset import categories
 
         class_names = tuple(categories)
+    names_file = Path(ds.data_dir) / "categories.csv"  # iWildCam's release: y, category_id, name
+    if name == "iwildcam" and names_file.exists():
+        names = pd.read_csv(names_file)
+        if {"y", "name"} <= set(names.columns):
+            by_y = dict(zip(names["y"], names["name"].astype(str)))
+            class_names = tuple(by_y.get(c, str(c)) for c in range(n_classes))
     common = dict(name=name, split=split, attributes=attributes, label_column="y", spurious_column=None,
                   class_names=class_names, group_columns=tuple(c for c in spec.group_columns),
                   extra_metrics=spec.extra_metrics)
