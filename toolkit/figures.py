@@ -46,9 +46,10 @@ def upsampling_figure(summary: pd.DataFrame, *, title: str = "Acquired share / p
 
 def separability_figure(per_group: pd.DataFrame, *, probe: str = "group_probe",
                         title: str = "Linear separability of the groups") -> go.Figure:
-    """Bars of a probe's per-group accuracy, one colour per embedding (column `embedding`)."""
+    """Bars of a probe's per-group accuracy, one colour per embedding (column `embedding`),
+    in the order the embeddings first appear (e.g. stages before -> after finetuning)."""
     fig = go.Figure()
-    for i, (name, g) in enumerate(per_group.groupby("embedding", sort=True)):
+    for i, (name, g) in enumerate(per_group.groupby("embedding", sort=False)):
         fig.add_trace(go.Bar(x=g["group"], y=g[probe], name=str(name), marker_color=_PALETTE[i % len(_PALETTE)]))
     fig.update_layout(title=title, barmode="group", yaxis_title="cross-validated accuracy", yaxis_range=[0, 1],
                       template="plotly_white", width=800, height=450)
