@@ -115,7 +115,7 @@ def test_device_batches_and_loader_workers_match_the_plain_path(tiny_pool):
     np.testing.assert_array_equal(out[0], out[2])  # worker processes gather the same batches, in order
 
 
-@pytest.mark.slow  # compiling with inductor on this CPU takes about a minute
+@pytest.mark.slow  # compiling with inductor on this CPU: 75 s with a cold cache
 def test_compiled_model_trains_like_eager(tiny_pool):
     from toolkit.finetune import maybe_compile
 
@@ -127,5 +127,30 @@ def test_compiled_model_trains_like_eager(tiny_pool):
         out = finetune(net, tiny_pool, np.arange(16), FinetuneConfig(max_steps=3, batch_size=16, micro_batch=16,
                                                                      flip=False), device=torch.device("cpu"), seed=0)
         losses[compiled] = out["final_loss"]
-        assert (net is model) != compiled and weights_digest(model) != ""
+        assert (net is not model) == compiled
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+
+
+def test_adamw_with_constant_schedule_is_what_runs(tiny_pool, monkeypatch):
+    made, lrs = [], []
+    real = torch.optim.AdamW
+
+    class Spy(real):
+        def __init__(self, params, **kw):
+            made.append(kw)
+            super().__init__(params, **kw)
+
+        def step(self, *a, **k):
+            lrs.append(self.param_groups[0]["lr"])
+            return super().step(*a, **k)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    model = create_model("toy_resnet", weights="random", num_classes=2)
+    cfg = FinetuneConfig(optimizer="adamw", adam_betas=[0.99, 0.999], weight_decay=0.1, base_lr=1e-4,
+                         schedule="constant", max_steps=3, batch_size=8, micro_batch=8)
+    out = finetune(model, tiny_pool, np.arange(8), cfg, device=torch.device("cpu"), seed=0)
+    assert made == [{"lr": 0.0, "betas": (0.99, 0.999), "weight_decay": 0.1}]
+    assert lrs == [1e-4] * 3 and out["stopped_by"] == "max_steps"  # no warm-up, no decay
+    with pytest.raises(ValueError, match="needs finetune.max_steps"):
+        finetune(model, tiny_pool, np.arange(8), FinetuneConfig(schedule="constant"), device=torch.device("cpu"),
+                 seed=0)

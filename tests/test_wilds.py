@@ -144,6 +144,13 @@ def test_text_model_sources(tiny_roberta):
     from toolkit.models import create_model
     from toolkit.models.text import load_tokenizer
 
+    from toolkit.data.base import TextDataset
+
+    short = TextDataset(name="t", split="train", images=torch.tensor([[0, 5, 2, 1, 1], [0, 7, 8, 2, 1]]),
+                        attributes=pd.DataFrame({"y": [0, 1]}), class_names=("a", "b"), pad_id=1)
+    batch, _ = short.get_batch(np.array([0, 1]))  # trimmed to the longest row, padding masked
+    assert batch["input_ids"].tolist() == [[0, 5, 2, 1], [0, 7, 8, 2]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
     tok = load_tokenizer(str(tiny_roberta))
     batch = tok(["good solid nice", "awful"], padding=True, return_tensors="pt")
     trained = create_model("roberta_large", weights=str(tiny_roberta), num_classes=5)

@@ -109,7 +109,7 @@ def make_amazon(root, per_split={0: 30, 1: 10, 2: 10, 3: 10, 4: 10}):
     return root
 
 
-def make_tiny_roberta(folder, corpus_root=None):
+def make_tiny_roberta(folder):
     """A 2-layer RoBERTa with a byte-level BPE tokenizer trained on the fly, saved the way
     `save_pretrained` writes a hub model (what model.weights / data.params.tokenizer take)."""
     import torch

@@ -41,7 +41,7 @@ class ALConfig:
         pool_subsample: score only a random subset of this many unlabelled examples,
             re-drawn each round (iWildCam, CIFAR, Amazon); None = the whole pool.
         save_pool_outputs: write every round's candidate ids, scores and logits to
-            `<run>/pool_outputs.h5` (read with `RunRecord.pool_outputs(round)`).
+            `<run>/pool_outputs/round_NNN.h5` (read with `RunRecord.pool_outputs(round)`).
     """
 
     strategy: str = "least_confidence"

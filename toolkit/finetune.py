@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.base import GroupedDataset
+from .data.base import GroupedDataset, to_device
 
 
 def bit_hyperrule_supports(dataset_size: int) -> tuple[int, ...]:
@@ -92,8 +92,8 @@ class FinetuneConfig:
             `adam_betas` and `weight_decay`).
         schedule: "bit_hyperrule" (warm-up and step decays; ends the run) or "constant"
             (base_lr throughout; `max_steps` or the stop rule end the run).
-        compile: run the model through `torch.compile` (CUDA runs; it pays once a run has
-            enough steps to amortise compilation; off by default).
+        compile: run the model through `torch.compile`, once per run (off by default: its
+            cost, ~75 s on the test CPU, needs many steps to repay; unmeasured on GPUs).
     """
 
     base_lr: float = 0.003
@@ -251,8 +251,6 @@ def iterate_batches(dataset: GroupedDataset, positions: np.ndarray, *, device: t
 
     uint8 batches are gathered by `workers` loader processes (0 = in this process),
     pinned on CUDA so the copy overlaps compute, and normalised on the device."""
-    from .data.base import to_device
-
     positions = np.asarray(positions)
     chunks = [positions[i:i + batch_size] for i in range(0, len(positions), batch_size)]
     loader = torch.utils.data.DataLoader(_Chunks(dataset, chunks), batch_size=None, shuffle=False,

@@ -93,7 +93,7 @@ def _pool_features(rec: RunRecord):
 
 def _smallest_group(rec: RunRecord) -> int:
     shares = rec.meta.get("pool_group_shares") or {}
-    return max(2, int(min(shares.values()) * rec.meta["pool_size"])) if shares else 2
+    return max(2, round(min(shares.values()) * rec.meta["pool_size"])) if shares else 2
 
 
 def _thumb(img_chw) -> str:

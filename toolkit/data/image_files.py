@@ -90,9 +90,14 @@ def materialise(images: FileImages, cache_path: Path | None, in_memory: bool | s
     if cache_path is not None and cache_path.exists():
         return torch.from_numpy(np.load(cache_path))
     decoded = images[np.arange(len(images))].numpy()
-    if cache_path is not None:  # written whole under a temporary name, then renamed
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.tmp{os.getpid()}.npy")
-        np.save(tmp, decoded)
-        os.replace(tmp, cache_path)
+    if cache_path is not None:
+        save_array_atomic(cache_path, decoded)
     return torch.from_numpy(decoded)
+
+
+def save_array_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save under a temporary name, then rename: readers never see half a cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .base import GroupedDataset
 from .image_files import FileImages, PathReader, bit_sizes, materialise

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .base import GroupedDataset, TextDataset
-from .image_files import FileImages, bit_sizes, materialise
+from .image_files import FileImages, bit_sizes, materialise, save_array_atomic
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,10 @@ def _fingerprint(**parts) -> str:
 def _attributes(ds, rows: np.ndarray, spec: WildsSpec) -> pd.DataFrame:
     meta = ds.metadata_array[rows].numpy()
     table = pd.DataFrame(meta, columns=ds.metadata_fields, index=pd.Index(rows, name="id"))
-    keep = ["y", *[c for c in spec.group_columns if c in table.columns]]
     missing = [c for c in spec.group_columns if c not in table.columns]
     if missing:
         raise ValueError(f"{spec.wilds_name}: metadata lacks {missing}; wilds gave {ds.metadata_fields}")
-    return table[keep]
+    return table[["y", *spec.group_columns]]
 
 
 def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: int = 128, resize: int | None = None,
@@ -160,8 +159,5 @@ def _tokenise(ds, rows: np.ndarray, tokenizer: str, max_length: int, cache_dir, 
     ids = tok(texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="np")["input_ids"]
     ids = ids.astype(np.int32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-        np.save(tmp, ids)
-        os.replace(tmp, path)
+        save_array_atomic(path, ids)
     return torch.from_numpy(ids), tok.pad_token_id
