@@ -116,6 +116,49 @@ def cmd_sweep(args) -> None:
         raise SystemExit(1)
 
 
+def cmd_suite(args) -> None:
+    import shlex
+
+    from .analysis.task_suite import claim_shares, draw_tasks, format_suite, run_task_suite, suite_table
+    from .config import parse_overrides
+    from .report import build_suite_report
+
+    tasks = draw_tasks(args.tasks, seed=args.task_seed)
+    if args.only:
+        unknown = sorted(set(args.only) - {t.name for t in tasks})
+        if unknown:
+            raise SystemExit(f"altk suite: unknown task(s) {', '.join(unknown)}; with --tasks {args.tasks} "
+                             f"--task-seed {args.task_seed} the tasks are {tasks[0].name} .. {tasks[-1].name}")
+        tasks = [t for t in tasks if t.name in args.only]
+    out = Path(args.out or f"cache/suite-{args.mode}")
+    seeds = _seeds(args.seeds or ("0-9" if args.mode == "probe" else "0-2"))
+    print(f"[suite] {len(tasks)} tasks x 4 arms x {len(seeds)} seeds, {args.mode} mode, in {out}", flush=True)
+    kwargs = {}
+    if args.mode == "probe":
+        kwargs = {"data": parse_overrides(args.data) if args.data else None,
+                  "al": parse_overrides(args.al) if args.al else None}
+    else:
+        kwargs = {"overrides": args.set, "launcher": args.launcher,
+                  "launcher_kwargs": {"cluster": args.cluster, "timeout_min": args.timeout_min,
+                                      **({"slurm_partition": args.partition} if args.partition else {}),
+                                      **({"gpus_per_node": args.gpus} if args.gpus else {})}}
+    records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, **kwargs)
+    table = suite_table(records, tasks)
+    table.to_csv(out / "suite.csv", index=False)
+    claim_shares(table).to_csv(out / "claims.csv", index=False)
+    text = format_suite(table)
+    (out / "suite.txt").write_text(text + "\n")
+    command = "altk " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if argv_is_cli() else ""
+    page = build_suite_report(table, out / "suite.html", command=command)
+    print("\n" + text, flush=True)
+    print(f"\n[suite] wrote {out / 'suite.csv'} (one row per task), {out / 'claims.csv'}, {page}; tasks and their "
+          f"parameters in {out / 'tasks.json'}; re-run one with --only NAME", flush=True)
+
+
+def argv_is_cli() -> bool:
+    return Path(sys.argv[0]).name in ("altk", "__main__.py")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="altk", description="Why pretrained models are good active learners.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +228,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpus", type=int, default=None, help="GPUs per job")
     p.add_argument("--array-parallelism", type=int, default=None)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("suite", help="the paper's claims across a seeded family of toy-world tasks")
+    p.add_argument("--tasks", type=int, default=20, help="K tasks drawn from the task distribution")
+    p.add_argument("--task-seed", type=int, default=0, help="seed of the task distribution")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these tasks (e.g. t0-07)")
+    p.add_argument("--seeds", default=None, help="run seeds (default: 0-9 probe, 0-2 full)")
+    p.add_argument("--mode", choices=["probe", "full"], default="probe")
+    p.add_argument("--out", default=None, help="suite folder (default: cache/suite-<mode>; re-running resumes)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="probe: dataset options (n_train=4000)")
+    p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="probe: protocol (budget=60 per_round=5)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="full: config overrides for every run")
+    p.add_argument("--launcher", choices=["local", "submitit"], default="local")
+    p.add_argument("--cluster", default=None, help="submitit: slurm, local, debug")
+    p.add_argument("--timeout-min", type=int, default=240)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--gpus", type=int, default=None)
+    p.set_defaults(func=cmd_suite)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")
     p.add_argument("runs", nargs="+", help="run directories, or folders holding them")

@@ -95,6 +95,22 @@ def dose_response_figure(table: pd.DataFrame, *, metric_label: str = "worst-grou
     return fig
 
 
+def task_gain_figure(table: pd.DataFrame, *, title: str = "Uncertainty gain per task") -> go.Figure:
+    """Grouped bars: each task's worst-group AUC gain of least-confidence over random, for the
+    pretrained and the unpretrained backbone, with paired 95% CIs (from `task_suite.suite_table`)."""
+    fig = go.Figure()
+    for i, (prefix, name) in enumerate((("pre", "pretrained"), ("unpre", "unpretrained"))):
+        g = table[f"{prefix}_auc_gain"]
+        fig.add_trace(go.Bar(x=table["task"], y=g, name=name, marker_color=_PALETTE[i],
+                             error_y=dict(type="data", symmetric=False, array=table[f"{prefix}_auc_gain_high"] - g,
+                                          arrayminus=g - table[f"{prefix}_auc_gain_low"])))
+    fig.add_hline(y=0.0, line_dash="dash", line_color="grey")
+    fig.update_layout(title=title, barmode="group", xaxis_title="task",
+                      yaxis_title="worst-group AUC gain (least-confidence - random)",
+                      template="plotly_white", width=900, height=450)
+    return fig
+
+
 def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto"):
     """Write a figure as PNG/PDF/SVG (by suffix) for papers.
 

@@ -254,3 +254,28 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     tmp.write_text(page.render())
     tmp.replace(out)
     return out
+
+
+def build_suite_report(table: pd.DataFrame, out: str | Path, *, tasks_json: str | Path | None = None,
+                       command: str = "", title: str = "Robustness across toy-world tasks") -> Path:
+    """The task suite's page: the claims, the aggregate, the gain-per-task figure, and every
+    task with its parameters (each can be re-run alone with `altk suite --only NAME`)."""
+    from .analysis.task_suite import aggregate, claim_shares
+    from .figures import task_gain_figure
+    from .record import write_atomic
+
+    page = _Page(title)
+    if command:
+        page.note(f"Made by: {command}")
+    page.h2("Claims: share of tasks in which each holds")
+    page.table(claim_shares(table), "{:.2f}")
+    page.h2("Across tasks (mean [95% t-CI over tasks])")
+    page.table(aggregate(table))
+    page.figure(task_gain_figure(table))
+    page.h2("Per task")
+    page.note("AUC gain = mean worst-group accuracy over the run's label counts, least-confidence minus random, "
+              "paired over seeds; pre_up_* = upsampling of each group by pretrained least-confidence.")
+    page.table(table)
+    out = Path(out)
+    write_atomic(out, page.render())
+    return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 SHAPES = (
-    "circle", "square", "triangle", "ring", "x_cross", "plus", "star", "hexagon",
-    "diamond", "ellipse", "half_disc", "l_shape", "t_shape", "crescent",
+    "circle", "square", "triangle", "ring", "bowtie", "plus", "star", "hexagon",
+    "u_shape", "ellipse", "half_disc", "l_shape", "t_shape", "crescent",
     "hollow_square", "bar", "arrow", "flower", "two_dots", "gear",
 )
 TEXTURES = ("stripes", "checker", "blobs", "waves", "dots", "gradient")
@@ -42,9 +42,8 @@ def _shape_sdf(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.maximum(k * 0.5 * x + 0.5 * y, -y) - 0.55
     if kind == "ring":
         return np.abs(r - 0.65) - 0.22
-    if kind == "x_cross":
-        a, b = (u + v) / np.sqrt(2), (u - v) / np.sqrt(2)
-        return np.minimum(_box(a, b, 0.95, 0.2), _box(a, b, 0.2, 0.95))
+    if kind == "bowtie":  # two triangles meeting at their tips
+        return np.maximum(np.abs(v) - 0.9 * np.abs(u) - 0.08, np.abs(u) - 0.9)
     if kind == "plus":
         return np.minimum(_box(u, v, 0.9, 0.22), _box(u, v, 0.22, 0.9))
     if kind == "star":
@@ -53,10 +52,10 @@ def _shape_sdf(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         ang = np.pi / 3
         sector = np.mod(th, ang) - ang / 2
         return r * np.cos(sector) - 0.75
-    if kind == "diamond":
-        return (np.abs(u) + np.abs(v) - 0.95) / np.sqrt(2)
-    if kind == "ellipse":
-        return np.hypot(u / 0.95, v / 0.5) - 1.0
+    if kind == "u_shape":
+        return np.maximum(np.abs(np.hypot(u, np.minimum(v, 0.0)) - 0.6) - 0.22, v - 0.7)
+    if kind == "ellipse":  # elongated beyond a circle's aspect jitter
+        return np.hypot(u / 0.95, v / 0.42) - 1.0
     if kind == "half_disc":
         return np.maximum(r - 0.9, -(v + 0.2))
     if kind == "l_shape":

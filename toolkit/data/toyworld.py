@@ -1,9 +1,13 @@
 """The toy world: a Waterbirds-like dataset, rendered procedurally and deterministically.
 
 Label = shape family ("landbird" shapes vs "waterbird" shapes); spurious attribute
-`place` = background hue family (land: yellow-green, water: cyan-blue). The training
-pool is mostly matched (waterbirds on water) with an imbalanced label; val and test
-have the four groups balanced, as in Waterbirds.
+`place` = background hue family (by default land: yellow-green, water: cyan-blue). The
+training pool is mostly matched (waterbirds on water) with an imbalanced label; val and
+test have the four groups balanced, as in Waterbirds.
+
+Which shapes make each label and which hues (and, optionally, textures) make each place
+are parameters (`label_shapes`, `place_hues`, `place_textures`), so one world is a family
+of tasks (`toolkit.analysis.task_suite` draws from it); the defaults are the original task.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from .base import GroupedDataset
 from .render import LAND_HUES, SHAPES, TEXTURES, WATER_HUES, render
 
 GENERATOR_VERSION = 1
-LABEL_SHAPES = {0: ("triangle", "plus", "star"), 1: ("circle", "ring", "hexagon")}
+LABEL_SHAPES = (("triangle", "plus", "star"), ("circle", "ring", "hexagon"))
+PLACE_HUES = (LAND_HUES, WATER_HUES)
 CLASS_NAMES = ("landbird", "waterbird")
 SPLITS = ("train", "val", "test")
 _ID_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
@@ -40,6 +45,11 @@ class ToyWorldParams:
         nuisance: strength of position/rotation/aspect/colour/noise variation (0 to 1).
         object_size: (min, max) half-size of the object as a fraction of the image side;
             small objects make the background the more salient feature, as in Waterbirds.
+        label_shapes: two disjoint families of shape names (see render.SHAPES): class 0, class 1.
+        place_hues: two disjoint background hue intervals (lo, hi) in HSV hue units, place 0
+            and place 1; 0 <= lo < hi <= lo + 0.5, and hi may pass 1 (hues wrap around).
+        place_textures: optional two families of texture names (render.TEXTURES), one per
+            place; None draws every texture on both.
         seed: generator seed; splits draw from independent streams of it.
     """
 
@@ -52,10 +62,18 @@ class ToyWorldParams:
     minority_fraction: float = 0.25
     nuisance: float = 1.0
     object_size: tuple = (0.12, 0.18)
+    label_shapes: tuple = LABEL_SHAPES
+    place_hues: tuple = PLACE_HUES
+    place_textures: tuple | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "object_size", tuple(float(v) for v in self.object_size))  # YAML gives lists
+        # YAML and JSON give lists; tuples keep the params hashable and their fingerprint stable
+        object.__setattr__(self, "object_size", tuple(float(v) for v in self.object_size))
+        object.__setattr__(self, "label_shapes", _pair(self.label_shapes, str))
+        object.__setattr__(self, "place_hues", _pair(self.place_hues, float))
+        if self.place_textures is not None:
+            object.__setattr__(self, "place_textures", _pair(self.place_textures, str))
 
     def validate(self) -> None:
         for name in ("matched_fraction", "eval_matched_fraction", "minority_fraction", "nuisance"):
@@ -65,6 +83,47 @@ class ToyWorldParams:
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) < 4:
                 raise ValueError(f"toyworld: {name} must be at least 4, got {getattr(self, name)}")
+        validate_task(self.label_shapes, self.place_hues, self.place_textures)
+
+
+def _pair(value, kind) -> tuple:
+    try:
+        a, b = value
+        return tuple(kind(v) for v in a), tuple(kind(v) for v in b)
+    except (TypeError, ValueError):
+        raise ValueError(f"toyworld: expected two families (one per class or place), got {value!r}") from None
+
+
+def validate_task(label_shapes, place_hues, place_textures=None) -> None:
+    """Known names, non-empty and disjoint families, hue intervals that do not overlap."""
+    for k, family in enumerate(label_shapes):
+        unknown = [s for s in family if s not in SHAPES]
+        if unknown or not family:
+            raise ValueError(f"toyworld: label_shapes[{k}] = {list(family)} must be a non-empty list of known "
+                             f"shapes; unknown: {unknown}; valid shapes: {', '.join(SHAPES)}")
+    shared = set(label_shapes[0]) & set(label_shapes[1])
+    if shared:
+        raise ValueError(f"toyworld: the two label families share {sorted(shared)}; a shape can make only one label")
+    for k, (lo, hi) in enumerate(place_hues):
+        if not (0.0 <= lo < 1.0 and lo < hi <= lo + 0.5):
+            raise ValueError(f"toyworld: place_hues[{k}] = ({lo}, {hi}) must satisfy 0 <= lo < 1 and "
+                             f"lo < hi <= lo + 0.5 (hue units; hi may pass 1 to wrap around red)")
+    if hue_overlap(place_hues[0], place_hues[1]) > 0:
+        raise ValueError(f"toyworld: place_hues {place_hues} overlap; the two places need disjoint hue intervals")
+    if place_textures is not None:
+        for k, family in enumerate(place_textures):
+            unknown = [t for t in family if t not in TEXTURES]
+            if unknown or not family:
+                raise ValueError(f"toyworld: place_textures[{k}] = {list(family)} must be a non-empty list of "
+                                 f"known textures; unknown: {unknown}; valid textures: {', '.join(TEXTURES)}")
+
+
+def hue_overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Length of the intersection of two hue intervals on the hue circle."""
+    total = 0.0
+    for shift in (-1.0, 0.0, 1.0):
+        total += max(0.0, min(a[1], b[1] + shift) - max(a[0], b[0] + shift))
+    return total
 
 
 def group_counts(n: int, minority_fraction: float, matched_fraction: float) -> dict[tuple[int, int], int]:
@@ -91,12 +150,16 @@ def generate_split(params: ToyWorldParams, split: str) -> tuple[np.ndarray, pd.D
     order = rng.permutation(n)
     y, place = y[order], place[order]
 
-    shape_names = np.array([rng.choice(LABEL_SHAPES[int(label)]) for label in y])
+    shape_names = np.array([rng.choice(params.label_shapes[int(label)]) for label in y])
     shape_ids = np.array([SHAPES.index(s) for s in shape_names])
-    lo = np.where(place == 0, LAND_HUES[0], WATER_HUES[0])
-    hi = np.where(place == 0, LAND_HUES[1], WATER_HUES[1])
-    hues = rng.uniform(lo, hi)
-    textures = rng.integers(0, len(TEXTURES), n)
+    (lo0, hi0), (lo1, hi1) = params.place_hues
+    hues = np.mod(rng.uniform(np.where(place == 0, lo0, lo1), np.where(place == 0, hi0, hi1)), 1.0)
+    if params.place_textures is None:
+        textures = rng.integers(0, len(TEXTURES), n)
+    else:
+        families = [np.array([TEXTURES.index(t) for t in f]) for f in params.place_textures]
+        textures = np.where(place == 0, families[0][rng.integers(0, len(families[0]), n)],
+                            families[1][rng.integers(0, len(families[1]), n)])
     images = np.concatenate([
         render(shape_ids[i:i + 512], hues[i:i + 512], textures[i:i + 512], rng,
                image_size=params.image_size, nuisance=params.nuisance,
