@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from toolkit.analysis.task_suite import (Task, claim_shares, curve_area, draw_tasks, run_task_suite, suite_table,
-                                         task_row)
+from toolkit.analysis import curve_area
+from toolkit.analysis.task_suite import claim_shares, draw_tasks, run_task_suite, suite_table, task_row
 from toolkit.data.toyworld import ToyWorldParams, hue_overlap
 from toolkit.record import RunWriter, load_run
 
@@ -41,7 +41,7 @@ def test_curve_area_by_hand():
 
 
 def _make(root, name, weights, strategy, seed, groups, curve, finished=True):
-    cfg = {"model": {"name": "m", "weights": weights}, "al": {"strategy": strategy}, "seed": seed}
+    cfg = {"model": {"name": "m", "weights": weights}, "al": {"strategy": strategy}, "seed": seed, "tag": name}
     w = RunWriter(root / name, cfg, {"pool_group_shares": SHARES})
     ident = iter(range(1000))
     for r, (g, value) in enumerate(zip(groups + [[]], curve)):

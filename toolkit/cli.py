@@ -22,7 +22,10 @@ def cmd_demo(args) -> None:
     if args.probe:
         from .probe_demo import run_probe_demo
 
-        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=args.out + "-probe")
+        from .config import parse_overrides
+
+        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=args.out + "-probe",
+                       al=parse_overrides(args.al) if args.al else None)
         return
     from .demo import run_demo
 
@@ -169,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
     p.add_argument("--probe", action="store_true", help="probe-only mode on cached features (10 seeds by default)")
+    p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="probe mode: protocol, e.g. budget=360 per_round=20 (default: 40 + 60 by 5)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("extract", help="penultimate embeddings of a dataset split into an HDF5 cache")
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("pretrain", help="pretrain the toy backbone on the broad synthetic task")
     p.add_argument("target", choices=["toy"])
     p.add_argument("--out", default=None)
-    p.add_argument("--steps", type=int, default=None, help="default: the recipe's (2000)")
+    p.add_argument("--steps", type=int, default=None, help="default: the recipe's (1500)")
     p.add_argument("--images", type=int, default=None, help="default: the recipe's (40,000)")
     p.add_argument("--threads", type=int, default=None, help="default: 1 (steadier under contention)")
     p.add_argument("--force", action="store_true")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import final_summary, label_efficiency_table, learning_curves, tidy_rounds, upsampling_ratios, upsampling_summary
+from .analysis import (final_summary, gain_summary, label_efficiency_table, learning_curves, tidy_rounds,
+                       upsampling_ratios, upsampling_summary)
 from .config import RunConfig, resolve_config
 from .pretrain import ensure_toy_backbone
 from .record import load_run
@@ -54,6 +55,12 @@ def format_table(tidy: pd.DataFrame, records) -> str:
                         for _, r in g.sort_values("group").iterrows())
         lines.append(f"{w:<11}{s:<18}{cells}")
     lines.append("(groups: y0=landbird, y1=waterbird; s0=land, s1=water; mismatched = y0_s1 and y1_s0)")
+    lines.append("")
+    lines.append("Worst-group gain of least-confidence over random, paired over seeds (mean [95% t-CI]); AUC = mean")
+    lines.append("worst-group accuracy over the label counts of the run, so it credits a curve that rises earlier:")
+    for _, r in gain_summary(tidy, "test/worst_group", by=["weights"]).iterrows():
+        lines.append(f"  {r['weights']:<11} AUC {r['auc_gain']:+.3f} [{r['auc_gain_low']:+.3f}, {r['auc_gain_high']:+.3f}]"
+                     f"   final {r['final_gain']:+.3f} [{r['final_gain_low']:+.3f}, {r['final_gain_high']:+.3f}]")
     lines.append("")
     lines.append("Label efficiency on worst-group accuracy (labels random needs for its final value /")
     lines.append("labels least-confidence needs to reach it; bootstrap 95% CI over seeds; 0 = never reached;")

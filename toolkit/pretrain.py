@@ -2,9 +2,16 @@
 
 The pretraining task uses the same renderer as the toy world but a different question:
 which of all 20 shapes is it (not 3 vs 3), on backgrounds of *every* hue (not two
-families), plus auxiliary hue-bin, texture and foreground-mask targets. The mask loss
-matters: without it the network learns colour first and shape features arrive late,
-which weakens the downstream active-learning effect.
+families), at every object size the toy world uses and larger, plus auxiliary hue-bin,
+texture and foreground-mask targets. The mask loss matters: without it the network
+learns colour first and shape features arrive late, which weakens the downstream
+active-learning effect. Random quarter-turns and mirrors multiply the rendered images
+for free (objects appear at every rotation anyway).
+
+What bought the held-out accuracy (2 cores, 32 px; toy world v1 reached 59%): a stride-2
+last stage (1.4x images/s), batch 128 with Adam 3e-3, the dihedral views, and objects
+of 0.18-0.30 of the image side instead of 0.12-0.36 (at 0.12-0.15 even a good backbone
+tells the shapes apart only ~70% of the time). See the README for the measured numbers.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +29,24 @@ from torch import nn
 
 from .data.base import normalize
 from .data.render import SHAPES, TEXTURES, render
+from .data.toyworld import ToyWorldParams
 from .models.toy import ToyResNet
 
 
 @dataclass(frozen=True)
 class PretrainRecipe:
     n_images: int = 40_000
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
+    steps: int = 1700
+    batch_size: int = 128
+    lr: float = 3e-3
     warmup_steps: int = 100
     hue_bins: int = 8
-    aux_weight: float = 0.1    # hue-bin and texture losses, each
+    hue_weight: float = 0.1    # 1.0 delayed shape learning: 30% held-out shape accuracy at step 1000 of 1500
+    texture_weight: float = 0.1
     mask_weight: float = 1.0   # foreground-mask loss on 8x8 stage-2 features
     image_size: int = 32
-    object_size: tuple = (0.12, 0.36)  # broad: covers the toy world's small objects and more
+    object_size: tuple = (0.12, 0.30)  # covers the toy world's small objects, (0.12, 0.18), and larger ones
+    dihedral: bool = True      # random quarter-turns and mirrors of each training image
     seed: int = 1234           # distinct from every toy-world seed stream
     threads: int = 1
 
@@ -78,6 +88,19 @@ def make_pretraining_data(recipe: PretrainRecipe, n: int, stream: int):
     }
 
 
+def dihedral(x: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random quarter-turn and mirror per image (and its mask): objects are drawn at every
+    rotation, so these are free extra views of the same labels."""
+    k = torch.randint(0, 4, (len(x),), generator=gen)
+    flip = torch.randint(0, 2, (len(x),), generator=gen).bool()
+    x, mask = x.clone(), mask.clone()
+    for q in range(1, 4):
+        sel = k == q
+        x[sel], mask[sel] = torch.rot90(x[sel], q, (2, 3)), torch.rot90(mask[sel], q, (1, 2))
+    x[flip], mask[flip] = x[flip].flip(3), mask[flip].flip(2)
+    return x, mask
+
+
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -95,32 +118,44 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
         t0 = time.time()
         images, targets = make_pretraining_data(recipe, recipe.n_images, stream=0)
         held_images, held_targets = make_pretraining_data(recipe, 1000, stream=1)
+        # the same task at the toy world's object sizes only (its default `object_size`)
+        small = replace(recipe, object_size=ToyWorldParams().object_size)
+        small_images, small_targets = make_pretraining_data(small, 1000, stream=2)
         torch.manual_seed(recipe.seed)
-        model = PretrainHeads(ToyResNet(), recipe.hue_bins)
+        # channels_last: ~25% more images per second on CPU for these convolutions
+        model = PretrainHeads(ToyResNet(), recipe.hue_bins).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, recipe.steps, recipe.warmup_steps))
         gen = torch.Generator().manual_seed(recipe.seed)
         model.train()
         for step in range(recipe.steps):
             idx = torch.randint(0, len(images), (recipe.batch_size,), generator=gen)
-            x = normalize(images[idx])
-            s, h, t, m = model(x)
+            x, mask = images[idx], targets["mask"][idx]
+            if recipe.dihedral:
+                x, mask = dihedral(x, mask, gen)  # on uint8: a quarter of the bytes to move
+            s, h, t, m = model(normalize(x).contiguous(memory_format=torch.channels_last))
             loss = (F.cross_entropy(s, targets["shape"][idx])
-                    + recipe.aux_weight * F.cross_entropy(h, targets["hue"][idx])
-                    + recipe.aux_weight * F.cross_entropy(t, targets["texture"][idx])
-                    + recipe.mask_weight * F.binary_cross_entropy_with_logits(m, targets["mask"][idx]))
+                    + recipe.hue_weight * F.cross_entropy(h, targets["hue"][idx])
+                    + recipe.texture_weight * F.cross_entropy(t, targets["texture"][idx])
+                    + recipe.mask_weight * F.binary_cross_entropy_with_logits(m, mask))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             if log_every and (step + 1) % log_every == 0:
-                print(f"[pretrain] step {step + 1}/{recipe.steps} loss {loss.item():.3f} "
-                      f"({time.time() - t0:.0f}s)", flush=True)
+                model.eval()
+                with torch.inference_mode():
+                    acc = (model(normalize(held_images[:500]))[0].argmax(1) == held_targets["shape"][:500]).float().mean()
+                model.train()
+                print(f"[pretrain] step {step + 1}/{recipe.steps} loss {loss.item():.3f} held-out shape accuracy "
+                      f"{float(acc):.3f} ({time.time() - t0:.0f}s)", flush=True)
         model.eval()
         with torch.inference_mode():
             s, h, t, _ = model(normalize(held_images))
+            s_small = model(normalize(small_images))[0]
         metrics = {
             "heldout_shape_acc": float((s.argmax(1) == held_targets["shape"]).float().mean()),
+            "heldout_shape_acc_toyworld_sizes": float((s_small.argmax(1) == small_targets["shape"]).float().mean()),
             "heldout_hue_acc": float((h.argmax(1) == held_targets["hue"]).float().mean()),
             "heldout_texture_acc": float((t.argmax(1) == held_targets["texture"]).float().mean()),
             "seconds": round(time.time() - t0, 1),
@@ -128,7 +163,8 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
         print(f"[pretrain] done: {metrics}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"backbone": model.backbone.state_dict(), "recipe": asdict(recipe), "metrics": metrics}, tmp)
+        torch.save({"backbone": model.backbone.state_dict(), "architecture": model.backbone.architecture(),
+                    "recipe": asdict(recipe), "metrics": metrics}, tmp)
         os.replace(tmp, out)
         out.with_suffix(".json").write_text(json.dumps({"recipe": asdict(recipe), "metrics": metrics}, indent=2))
         return metrics

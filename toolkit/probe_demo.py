@@ -33,7 +33,7 @@ def run_probe_demo(*, seeds: list[int], out: str | Path = "cache/demo-probe", da
             for seed in seeds:
                 name = f"{'pre' if weights == 'pretrained' else 'unpre'}-{strategy}-s{seed}"
                 records.append(run_probe(caches["train"], {"test": caches["test"]}, out / "runs" / name,
-                                         al=ALConfig(strategy=strategy, **(al or AL)), seed=seed))
+                                         al=ALConfig(strategy=strategy, **{**AL, **(al or {})}), seed=seed))
         print(f"[demo] {weights}: {2 * len(seeds)} probe runs done ({time.time() - t0:.0f}s)", flush=True)
     tidy = tidy_rounds(records)
     tidy.to_csv(out / "rounds.csv", index=False)

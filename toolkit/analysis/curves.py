@@ -55,6 +55,49 @@ def final_summary(tidy: pd.DataFrame, metrics: list[str], *, by: list[str] = ARM
     return pd.DataFrame(rows)
 
 
+def curve_area(n_labels, values) -> float:
+    """Mean value of a learning curve over its label range (trapezoid area / range), so a
+    curve that rises earlier scores higher even when two curves end at the same value."""
+    x, y = np.asarray(n_labels, float), np.asarray(values, float)
+    if len(x) < 2:
+        return float(y[0]) if len(y) else float("nan")
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def paired_gains(tidy: pd.DataFrame, metric: str, *, method: str = "least_confidence", baseline: str = "random",
+                 by: list[str] = ["model", "weights"]) -> pd.DataFrame:
+    """Per arm group and seed run with both strategies: `method` minus `baseline` in the area
+    under the `metric` curve (`auc_gain`) and at the final round (`final_gain`). Pairing by
+    seed compares runs that share their seed set."""
+    rows = []
+    for key, g in tidy.groupby(by, sort=True):
+        runs = {}
+        for (strategy, seed), r in g.groupby(["strategy", "seed"]):
+            if strategy in (method, baseline):
+                if r["run"].nunique() > 1:
+                    raise ValueError(f"{strategy} seed {seed} has {r['run'].nunique()} runs "
+                                     f"({', '.join(r['run'].unique())}); a seed may count only once")
+                r = r.sort_values("n_labels")
+                runs[strategy, seed] = (curve_area(r["n_labels"], r[metric]), float(r[metric].iloc[-1]))
+        for seed in sorted({s for (_, s) in runs}):
+            if (method, seed) in runs and (baseline, seed) in runs:
+                (am, fm), (ab, fb) = runs[method, seed], runs[baseline, seed]
+                rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), seed=seed,
+                                 auc_gain=am - ab, final_gain=fm - fb))
+    return pd.DataFrame(rows, columns=list(by) + ["seed", "auc_gain", "final_gain"])
+
+
+def gain_summary(tidy: pd.DataFrame, metric: str, *, by: list[str] = ["model", "weights"], **kwargs) -> pd.DataFrame:
+    """Mean [paired CI across seeds] of the AUC and final gains (see `paired_gains`)."""
+    rows = []
+    for key, g in paired_gains(tidy, metric, by=by, **kwargs).groupby(by, sort=True):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), n_seeds=len(g))
+        for col in ("auc_gain", "final_gain"):
+            row[col], row[f"{col}_low"], row[f"{col}_high"] = mean_ci(g[col])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def label_efficiency_table(tidy: pd.DataFrame, metric: str, *, method: str = "least_confidence",
                            baseline: str = "random", by: list[str] = ["model", "weights"],
                            seed: int = 0) -> pd.DataFrame:

@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from ..data.render import SHAPES
-from ..metrics import bootstrap_label_efficiency, mean_ci
+from ..metrics import mean_ci
 from ..record import RunRecord, load_run, write_atomic
+from .composition import upsampling_ratios
+from .curves import label_efficiency_table, paired_gains, tidy_rounds
 
 METRIC = "test/worst_group"
 ARMS = [(w, s) for w in ("pretrained", "random") for s in ("least_confidence", "random")]
@@ -207,91 +209,41 @@ def load_suite(out: str | Path, tasks: list[Task], seeds: list[int]) -> dict[str
 
 # ---------------------------------------------------------------- analysis
 
-def curve_area(n_labels, values) -> float:
-    """Mean value of a learning curve over its label range (trapezoid area / range)."""
-    x, y = np.asarray(n_labels, float), np.asarray(values, float)
-    if len(x) < 2:
-        return float(y[0]) if len(y) else float("nan")
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
-
-
-def _finished_by_arm(records: list[RunRecord]) -> dict[tuple[str, str], dict[int, RunRecord]]:
-    arms: dict = {}
-    for rec in records:
-        if rec.status != "finished":  # a partial run never counts as a finished seed
-            continue
-        cfg = rec.config["config"]
-        seeds = arms.setdefault((cfg["model"]["weights"], cfg["al"]["strategy"]), {})
-        if cfg["seed"] in seeds:
-            raise ValueError(f"two finished runs with seed {cfg['seed']} in one arm: {seeds[cfg['seed']].path} and "
-                             f"{rec.path}; a seed may count only once")
-        seeds[cfg["seed"]] = rec
-    return arms
-
-
-def _paired_gains(arms, weights: str, metric: str) -> dict[int, tuple[float, float]]:
-    """seed -> (AUC gain, final gain) of least-confidence over random, for seeds run in both."""
-    lc, rnd = arms.get((weights, "least_confidence"), {}), arms.get((weights, "random"), {})
-    out = {}
-    for s in sorted(set(lc) & set(rnd)):
-        a, b = lc[s].rounds, rnd[s].rounds
-        out[s] = (curve_area(a["n_labels"], a[metric]) - curve_area(b["n_labels"], b[metric]),
-                  float(a[metric].iloc[-1] - b[metric].iloc[-1]))
-    return out
-
-
-def _upsampling(recs: dict[int, RunRecord]) -> dict[str, float]:
-    """Mean over seeds of each group's acquired share / pool share."""
-    per_group: dict[str, list[float]] = {}
-    for rec in recs.values():
-        acq = rec.acquisitions
-        counts = acq["group"].astype(str).value_counts() if len(acq) else pd.Series(dtype=int)
-        for g, share in (rec.meta.get("pool_group_shares") or {}).items():
-            if len(acq) and share:
-                per_group.setdefault(g, []).append(counts.get(g, 0) / len(acq) / share)
-    return {g: float(np.mean(v)) for g, v in per_group.items()}
-
-
-def _efficiency(recs_lc, recs_rnd, metric, rng) -> tuple[float, float, float]:
-    seeds = sorted(set(recs_lc) & set(recs_rnd))
-    if not seeds:
-        return (float("nan"),) * 3
-    piv = {name: pd.DataFrame({s: recs[s].rounds.set_index("n_labels")[metric] for s in seeds}).T
-           for name, recs in (("lc", recs_lc), ("rnd", recs_rnd))}
-    common = sorted(set(piv["lc"].columns) & set(piv["rnd"].columns))
-    return bootstrap_label_efficiency(np.array(common), piv["rnd"][common].to_numpy(), piv["lc"][common].to_numpy(),
-                                      rng=rng)
+def finished_records(records: list[RunRecord]) -> list[RunRecord]:
+    """Finished runs only: a partial run never counts as a seed at the final budget."""
+    return [r for r in records if r.status == "finished"]
 
 
 def task_row(records: list[RunRecord], *, metric: str = METRIC, boot_seed: int = 0) -> dict:
     """One task's measurements and claims from its run records (finished runs only)."""
-    arms = _finished_by_arm(records)
-    row: dict = {}
-    gains = {w: _paired_gains(arms, w, metric) for w in ("pretrained", "random")}
+    records = finished_records(records)
+    if not records:
+        raise ValueError("task_row: no finished runs")
+    tidy = tidy_rounds(records)
     short = {"pretrained": "pre", "random": "unpre"}
-    for w, g in gains.items():
-        p = short[w]
+    row: dict = {}
+    gains = paired_gains(tidy, metric, by=["weights"])
+    effs = label_efficiency_table(tidy, metric, by=["weights"], seed=boot_seed).set_index("weights")
+    last = tidy.loc[tidy.groupby("run")["round"].idxmax()]
+    for w, p in short.items():
+        g = gains[gains["weights"] == w]
         row[f"{p}_n_seeds"] = len(g)
-        for j, kind in enumerate(("auc_gain", "final_gain")):
-            row[f"{p}_{kind}"], row[f"{p}_{kind}_low"], row[f"{p}_{kind}_high"] = mean_ci([v[j] for v in g.values()])
-        for s in ("least_confidence", "random"):
-            recs = arms.get((w, s), {})
-            key = "lc" if s == "least_confidence" else "rnd"
-            row[f"{p}_{key}_final"] = float(np.mean([r.rounds[metric].iloc[-1] for r in recs.values()])) if recs else np.nan
-            row[f"{p}_{key}_final_accuracy"] = (float(np.mean([r.rounds["test/accuracy"].iloc[-1] for r in recs.values()]))
-                                               if recs and "test/accuracy" in next(iter(recs.values())).rounds else np.nan)
-        row[f"{p}_efficiency"], row[f"{p}_efficiency_low"], row[f"{p}_efficiency_high"] = _efficiency(
-            arms.get((w, "least_confidence"), {}), arms.get((w, "random"), {}), metric,
-            np.random.default_rng(boot_seed))
-    both = sorted(set(gains["pretrained"]) & set(gains["random"]))
-    diff = [gains["pretrained"][s][0] - gains["random"][s][0] for s in both]
+        for kind in ("auc_gain", "final_gain"):
+            row[f"{p}_{kind}"], row[f"{p}_{kind}_low"], row[f"{p}_{kind}_high"] = mean_ci(g[kind])
+        for s, key in (("least_confidence", "lc"), ("random", "rnd")):
+            fin = last[(last["weights"] == w) & (last["strategy"] == s)]
+            row[f"{p}_{key}_final"] = float(fin[metric].mean()) if len(fin) else np.nan
+            row[f"{p}_{key}_final_accuracy"] = float(fin["test/accuracy"].mean()) if "test/accuracy" in fin else np.nan
+        e = effs.loc[w] if w in effs.index else None
+        row[f"{p}_efficiency"], row[f"{p}_efficiency_low"], row[f"{p}_efficiency_high"] = (
+            (e["efficiency"], e["low"], e["high"]) if e is not None else (np.nan,) * 3)
+    both = gains.pivot_table(index="seed", columns="weights", values="auc_gain").dropna()
+    diff = both["pretrained"] - both["random"] if {"pretrained", "random"} <= set(both.columns) else []
     row["gain_difference"], row["gain_difference_low"], row["gain_difference_high"] = mean_ci(diff)
 
     # which groups least-confidence acquires: mismatched = label != place; the matched
     # minority-class group is the rarer class on its own (matched) background
-    lc_pre = arms.get(("pretrained", "least_confidence"), {})
-    any_rec = next(iter(lc_pre.values()), None) or next((r for r in records), None)
-    shares = (any_rec.meta.get("pool_group_shares") or {}) if any_rec is not None else {}
+    shares = records[0].meta.get("pool_group_shares") or {}
     class_share: dict[str, float] = {}
     for g, v in shares.items():
         class_share[g.split("_")[0]] = class_share.get(g.split("_")[0], 0.0) + v
@@ -299,11 +251,13 @@ def task_row(records: list[RunRecord], *, metric: str = METRIC, boot_seed: int =
     matched_minority = f"{minority}_s{minority[1:]}"
     mismatched = sorted(g for g in shares if g.split("_")[0][1:] != g.split("_")[1][1:])
     row["minority_group"] = matched_minority
-    for w in ("pretrained", "random"):
-        up = _upsampling(arms.get((w, "least_confidence"), {}))
+    lc = [r for r in records if r.config["config"]["al"]["strategy"] == "least_confidence"]
+    ratios = upsampling_ratios(lc) if lc else pd.DataFrame(columns=["weights", "group", "upsampling"])
+    up = ratios.groupby(["weights", "group"])["upsampling"].mean()
+    for w, p in short.items():
         for g in sorted(shares):
-            row[f"{short[w]}_up_{g}"] = up.get(g, np.nan)
-    pre_up = [row.get(f"pre_up_{g}", np.nan) for g in mismatched]
+            row[f"{p}_up_{g}"] = float(up.get((w, g), np.nan))
+    pre_up = [row[f"pre_up_{g}"] for g in mismatched]
     row["pre_up_mismatched_min"] = float(np.min(pre_up)) if pre_up else np.nan
     row["pre_up_minority_matched"] = row.get(f"pre_up_{matched_minority}", np.nan)
 

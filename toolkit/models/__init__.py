@@ -15,7 +15,7 @@ from torch import nn
 
 from .toy import ToyResNet
 
-TOY_CHECKPOINT = Path("cache/toy_backbone/toy_resnet.pt")
+TOY_CHECKPOINT = Path("cache/toy_backbone/toy_resnet-v2.pt")  # v2: stride-2 last stage, 20 distinct shapes
 
 
 class Classifier(nn.Module):
@@ -195,6 +195,12 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
         state = load_file(str(path), device="cpu")
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(backbone, ToyResNet) and isinstance(state, dict) and "recipe" in state:
+            # same parameter shapes, different strides: a v1 toy checkpoint would load silently
+            saved = state.get("architecture", {"strides": [1, 2, 2, 1]})
+            if saved != backbone.architecture():
+                raise ValueError(f"{path} is a toy backbone of another architecture ({saved}; this toolkit builds "
+                                 f"{backbone.architecture()}). Pretrain one for it with `altk pretrain toy`.")
         for key in ("backbone", "state_dict", "model"):
             if isinstance(state, dict) and key in state and isinstance(state[key], dict):
                 state = state[key]
