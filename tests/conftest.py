@@ -1,6 +1,7 @@
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # an unreachable hub otherwise retries for ~47 s
+os.environ["ALTK_NO_PRETRAIN"] = "1"  # a test that needs the toy backbone installs a tiny one (install_backbone)
 
 import pytest
 import torch
@@ -33,3 +34,15 @@ def tiny_cfg(tiny_backbone, tmp_path):
         "al": {"seed_size": 10, "per_round": 5, "budget": 10},
         "eval_batch_size": 128,
     })
+
+
+def install_backbone(backbone, root):
+    """Put a (tiny) toy backbone where code run from `root` looks for it, so nothing
+    pretrains the real one (minutes) inside a test."""
+    import shutil
+
+    from toolkit.models import TOY_CHECKPOINT
+
+    target = root / TOY_CHECKPOINT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(backbone, target)

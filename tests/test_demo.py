@@ -1,15 +1,12 @@
-import shutil
-
 import pandas as pd
 
 from toolkit.demo import run_demo
-from conftest import TINY_DATA
+from conftest import TINY_DATA, install_backbone
 
 
 def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the demo looks for the toy backbone under ./cache
-    (tmp_path / "cache" / "toy_backbone").mkdir(parents=True)
-    shutil.copy(tiny_backbone, tmp_path / "cache" / "toy_backbone" / "toy_resnet.pt")
+    install_backbone(tiny_backbone, tmp_path)
     overrides = ["finetune.max_steps=4", "finetune.micro_batch=16", "al.seed_size=10", "al.per_round=5",
                  "al.budget=10", "eval_batch_size=128", *[f"data.params.{k}={v}" for k, v in TINY_DATA.items()]]
     tidy = run_demo(seeds=[0, 1], out="out", workers=2, overrides=overrides)

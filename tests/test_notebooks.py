@@ -1,9 +1,10 @@
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from conftest import install_backbone
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -17,8 +18,7 @@ def test_notebooks_are_committed_without_outputs():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path, tiny_backbone, tmp_path, monkeypatch):
-    (tmp_path / "cache" / "toy_backbone").mkdir(parents=True)
-    shutil.copy(tiny_backbone, tmp_path / "cache" / "toy_backbone" / "toy_resnet.pt")
+    install_backbone(tiny_backbone, tmp_path)
     monkeypatch.setenv("ALTK_SMALL", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(path, as_version=4)

@@ -8,7 +8,7 @@ from toolkit.analysis import tidy_rounds, upsampling_ratios
 from toolkit.config import ALConfig
 from toolkit.features import extract_features
 from toolkit.probe import LinearProbe, run_probe
-from conftest import TINY_DATA
+from conftest import TINY_DATA, install_backbone
 
 
 def test_linear_probe_matches_sklearn():
@@ -77,8 +77,7 @@ def test_probe_demo_tiny(tiny_backbone, tmp_path, monkeypatch):
     from toolkit.probe_demo import run_probe_demo
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "cache" / "toy_backbone").mkdir(parents=True)
-    shutil.copy(tiny_backbone, tmp_path / "cache" / "toy_backbone" / "toy_resnet.pt")
+    install_backbone(tiny_backbone, tmp_path)
     table = run_probe_demo(seeds=[0, 1], out="out", data={**TINY_DATA, "cache_dir": "cache/toyworld"},
                            al={"seed_size": 10, "per_round": 5, "budget": 15})
     assert "Upsampling ratio" in table and "pretrained" in table

@@ -177,6 +177,9 @@ def ensure_toy_backbone(path: str | Path | None = None) -> Path:
     from .models import TOY_CHECKPOINT
 
     path = Path(path or TOY_CHECKPOINT)
+    if not path.exists() and os.environ.get("ALTK_NO_PRETRAIN"):
+        raise RuntimeError(f"no toy backbone at {path}, and ALTK_NO_PRETRAIN is set (the test suite sets it so "
+                           f"that no test pretrains the real backbone for minutes); install one there first")
     if not path.exists():
         print(f"[pretrain] no toy backbone at {path}: pretraining it once (a few minutes)", flush=True)
         pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)))

@@ -155,7 +155,9 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path = "ca
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "tasks.json", json.dumps([asdict(t) for t in tasks], indent=1))
+    listed = {t["name"]: t for t in json.loads((out / "tasks.json").read_text())} if (out / "tasks.json").exists() else {}
+    listed.update({t.name: asdict(t) for t in tasks})  # --only adds to the list, never drops a task
+    write_atomic(out / "tasks.json", json.dumps(sorted(listed.values(), key=lambda t: t["name"]), indent=1))
     ensure_toy_backbone()
     workers = workers or os.cpu_count() or 1
     if mode == "probe":
