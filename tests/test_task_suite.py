@@ -1,5 +1,4 @@
 """The task suite: a seeded task distribution, and its aggregation on constructed run records."""
-import numpy as np
 import pytest
 
 from toolkit.analysis import curve_area
