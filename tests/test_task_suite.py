@@ -122,3 +122,14 @@ def test_probe_suite_end_to_end(tmp_path, tiny_backbone, monkeypatch):
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "suite" / "runs").rglob("rounds.jsonl")}
     run_task_suite(tasks, [0, 1], **kw)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="probe", overrides=["finetune.max_steps=3"]), "full-finetuning config keys"),
+    (dict(mode="full", al={"budget": 10}), "in full mode set dataset and protocol options"),
+    (dict(mode="fast"), "unknown suite mode 'fast'"),
+])
+def test_options_of_the_other_mode_are_refused_not_ignored(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_task_suite(draw_tasks(1), [0], out=tmp_path / "s", **kwargs)
+    assert not (tmp_path / "s").exists()

@@ -136,16 +136,17 @@ def cmd_suite(args) -> None:
     out = Path(args.out or f"cache/suite-{args.mode}")
     seeds = _seeds(args.seeds or ("0-9" if args.mode == "probe" else "0-2"))
     print(f"[suite] {len(tasks)} tasks x 4 arms x {len(seeds)} seeds, {args.mode} mode, in {out}", flush=True)
-    kwargs = {}
-    if args.mode == "probe":
-        kwargs = {"data": parse_overrides(args.data) if args.data else None,
-                  "al": parse_overrides(args.al) if args.al else None}
-    else:
-        kwargs = {"overrides": args.set, "launcher": args.launcher,
-                  "launcher_kwargs": {"cluster": args.cluster, "timeout_min": args.timeout_min,
-                                      **({"slurm_partition": args.partition} if args.partition else {}),
-                                      **({"gpus_per_node": args.gpus} if args.gpus else {})}}
-    records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, **kwargs)
+    # every option goes through: run_task_suite refuses those of the other mode instead of ignoring them
+    kwargs = {"data": parse_overrides(args.data) if args.data else None,
+              "al": parse_overrides(args.al) if args.al else None, "overrides": args.set,
+              "launcher": args.launcher,
+              "launcher_kwargs": {"cluster": args.cluster, "timeout_min": args.timeout_min,
+                                  **({"slurm_partition": args.partition} if args.partition else {}),
+                                  **({"gpus_per_node": args.gpus} if args.gpus else {})}}
+    try:
+        records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, **kwargs)
+    except ValueError as err:
+        raise SystemExit(f"altk suite: {err}") from None
     table = suite_table(records, tasks)
     table.to_csv(out / "suite.csv", index=False)
     claim_shares(table).to_csv(out / "claims.csv", index=False)
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("pretrain", help="pretrain the toy backbone on the broad synthetic task")
     p.add_argument("target", choices=["toy"])
     p.add_argument("--out", default=None)
-    p.add_argument("--steps", type=int, default=None, help="default: the recipe's (1500)")
+    p.add_argument("--steps", type=int, default=None, help="default: the recipe's (1700)")
     p.add_argument("--images", type=int, default=None, help="default: the recipe's (40,000)")
     p.add_argument("--threads", type=int, default=None, help="default: 1 (steadier under contention)")
     p.add_argument("--force", action="store_true")

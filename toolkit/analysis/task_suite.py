@@ -24,14 +24,13 @@ import pandas as pd
 
 from ..data.render import SHAPES
 from ..metrics import mean_ci
+from ..probe_demo import AL as PROBE_AL, POOL as PROBE_DATA  # the probe demo's protocol, one definition
 from ..record import RunRecord, load_run, write_atomic
 from .composition import upsampling_ratios
 from .curves import label_efficiency_table, paired_gains, tidy_rounds
 
 METRIC = "test/worst_group"
 ARMS = [(w, s) for w in ("pretrained", "random") for s in ("least_confidence", "random")]
-PROBE_DATA = {"n_train": 4000, "n_test": 1000}
-PROBE_AL = {"seed_size": 40, "per_round": 5, "budget": 60}
 CLAIMS = {
     "uncertainty_beats_random": "pretrained: least-confidence beats random (worst-group AUC gain, paired 95% CI "
                                 "above 0, and label efficiency above 1)",
@@ -153,6 +152,14 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path = "ca
 
     from ..pretrain import ensure_toy_backbone
 
+    if mode == "probe" and overrides:
+        raise ValueError("`--set`/`overrides` are full-finetuning config keys; in probe mode set `data` (dataset "
+                         "params) and `al` (protocol) instead")
+    if mode == "full" and (data or al):
+        raise ValueError("in full mode set dataset and protocol options through `--set`/`overrides` "
+                         "(e.g. al.budget=60, data.params.n_train=2000), not `data`/`al`")
+    if mode not in ("probe", "full"):
+        raise ValueError(f"unknown suite mode {mode!r}; valid: probe, full")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     listed = {t["name"]: t for t in json.loads((out / "tasks.json").read_text())} if (out / "tasks.json").exists() else {}
@@ -161,9 +168,6 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path = "ca
     ensure_toy_backbone()
     workers = workers or os.cpu_count() or 1
     if mode == "probe":
-        if overrides:
-            raise ValueError("run_task_suite: `overrides` are full-finetuning config keys; in probe mode set "
-                             "`data` (dataset params) and `al` (protocol) instead")
         data, al = {**PROBE_DATA, **(data or {})}, {**PROBE_AL, **(al or {})}
         jobs = [(t, list(seeds), str(out), data, al, str(feature_root)) for t in tasks]
         if workers == 1 or len(tasks) == 1:  # in-process: simplest to debug, and what a notebook wants
@@ -179,9 +183,6 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path = "ca
                     if log:
                         log(f"[suite] {futures[fut].name} done ({i}/{len(tasks)} tasks)")
     elif mode == "full":
-        if data or al:
-            raise ValueError("run_task_suite: in full mode set dataset and protocol options through `overrides` "
-                             "(e.g. al.budget=60, data.params.n_train=2000)")
         from ..sweep import Sweep
 
         sweep = Sweep(out, full_configs(tasks, seeds, overrides=overrides))
@@ -194,8 +195,6 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path = "ca
         failed = [n for n, s in results.items() if s != "done"]
         if failed:
             raise RuntimeError(f"{len(failed)} suite runs failed ({', '.join(failed[:5])}...); see {out / 'index.json'}")
-    else:
-        raise ValueError(f"unknown suite mode {mode!r}; valid: probe, full")
     return load_suite(out, tasks, seeds)
 
 
