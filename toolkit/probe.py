@@ -74,6 +74,15 @@ class LinearProbe:
         # (C, d) @ (d, n) is ~2x faster on CPU than (n, d) @ (d, C) for C = 2
         return (self.coef_.T.contiguous() @ X.T).T + self.intercept_
 
+    def relative_logits(self, X: torch.Tensor) -> torch.Tensor:
+        """Logits up to a per-row constant: the same softmax, argmax and uncertainty scores.
+        For two classes that is (0, z1 - z0), one matrix-vector product: twice as fast as
+        `decision_function` on this memory-bound pass over the pool."""
+        if self.coef_.shape[1] != 2:
+            return self.decision_function(X)
+        diff = X @ (self.coef_[:, 1] - self.coef_[:, 0]) + (self.intercept_[1] - self.intercept_[0])
+        return torch.stack([torch.zeros_like(diff), diff], dim=1)
+
 
 def _standardise(pool: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
     mean, std = pool.mean(0), pool.std(0) + 1e-6
@@ -134,7 +143,7 @@ def run_probe(
         t1 = time.perf_counter()
         metrics = {}
         for (split, c), Xe in zip(evals.items(), X_eval):
-            preds = probe.decision_function(Xe).argmax(1).numpy()
+            preds = probe.relative_logits(Xe).argmax(1).numpy()
             metrics[split] = split_metrics(preds, c, shares)
         t2 = time.perf_counter()
         acquired = []
@@ -143,7 +152,7 @@ def run_probe(
             top = StreamingTopK(sizes[r])
             needs_model = get_acquisition(al.strategy)[0] != "none"
             for i in range(0, n, score_chunk):  # contiguous slices: no copy of the pool per round
-                logits = probe.decision_function(X[i:i + score_chunk]).numpy() if needs_model \
+                logits = probe.relative_logits(X[i:i + score_chunk]).numpy() if needs_model \
                     else np.empty((min(score_chunk, n - i), 0))
                 keep = unlabelled[(unlabelled >= i) & (unlabelled < i + score_chunk)]
                 top.update(score_logits(al.strategy, logits[keep - i], rng), keep)

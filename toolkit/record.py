@@ -72,8 +72,10 @@ class RunWriter:
                     f"{self.dir} already holds a run with a different config (fields differ: "
                     f"{', '.join(differ)}). Resume with the same config, or choose another output directory."
                 )
-            self.rounds = [json.loads(line) for line in (self.dir / "rounds.jsonl").read_text().splitlines()
-                           if line.strip()] if (self.dir / "rounds.jsonl").exists() else []
+            lines = [line for line in (self.dir / "rounds.jsonl").read_text().splitlines()
+                     if line.strip()] if (self.dir / "rounds.jsonl").exists() else []
+            self.rounds = [json.loads(line) for line in lines]
+            self._lines = [line + "\n" for line in lines]
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             header = {"toolkit_version": __version__, "git_commit": git_commit(Path(__file__).parent),
@@ -81,6 +83,7 @@ class RunWriter:
             write_atomic(self.dir / "meta.json", json.dumps(meta, indent=1))
             write_atomic(cfg_path, yaml.safe_dump(header, sort_keys=False))
             self.rounds = []
+            self._lines = []
 
     @property
     def completed_rounds(self) -> int:
@@ -97,7 +100,8 @@ class RunWriter:
 
     def append_round(self, row: dict, *, finished: bool) -> None:
         self.rounds.append(row)
-        write_atomic(self.dir / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in self.rounds))
+        self._lines.append(json.dumps(row) + "\n")  # earlier rounds are encoded once, not every round
+        write_atomic(self.dir / "rounds.jsonl", "".join(self._lines))
         state = {"completed_rounds": len(self.rounds), "status": "finished" if finished else "running",
                  "labelled_ids": self.labelled_ids(),
                  "rng": "numpy default_rng([seed, round, stream]): derived per round, nothing to save"}
