@@ -176,3 +176,47 @@ def test_upsampling_ratio_and_label_efficiency_on_constructed_records(tmp_path):
     eff = label_efficiency_table(tidy_rounds(unc + rnd), "test/worst_group")
     # random's final 0.5 at 30 labels; least-confidence reaches 0.5 at 20 labels -> 1.5x
     assert eff["efficiency"].iloc[0] == pytest.approx(1.5)
+    acq = label_efficiency_table(tidy_rounds(unc + rnd), "test/worst_group", labels_counted="acquired").iloc[0]
+    assert acq["efficiency"] == pytest.approx((30 - 10) / (20 - 10)) and acq["labels_counted"] == "acquired labels only"
+
+
+def test_mismatched_mean_of_groups_and_pooled_differ_when_sizes_differ():
+    from toolkit.metrics import group_metrics
+
+    # y0_s1: 1 of 1 right; y1_s0: 0 of 3 right; matched groups all right
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    spurious = np.array([0, 1, 0, 0, 0, 1])
+    preds = np.array([0, 0, 0, 0, 0, 1])
+    m = group_metrics(preds, labels, spurious)
+    assert m["mismatched"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert m["mismatched_pooled"] == pytest.approx(0.25)  # 1 of 4 images
+
+
+def test_label_efficiency_conventions_hand_computed():
+    from toolkit.metrics import label_efficiency
+
+    n = np.array([40, 60, 80, 100])
+    random_curve = np.array([0.5, 0.6, 0.7, 0.8])
+    unc_curve = np.array([0.5, 0.8, 0.9, 0.95])
+    # random's final 0.8 is reached by uncertainty at 60 labels
+    assert label_efficiency(n, random_curve, unc_curve) == pytest.approx(100 / 60)
+    assert label_efficiency(n, random_curve, unc_curve, uncounted=40) == pytest.approx(60 / 20)
+    # reached with the seed set alone: infinitely efficient when the seed set is not counted
+    assert label_efficiency(n, random_curve, np.full(4, 0.9), uncounted=40) == np.inf
+    assert label_efficiency(n, random_curve, np.full(4, 0.9)) == pytest.approx(100 / 40)
+
+
+def test_relative_upsampling_is_the_ratio_of_mean_shares_with_a_positive_bootstrap_ci():
+    from toolkit.analysis import relative_upsampling, upsampling_summary
+
+    rows = []
+    for strategy, shares in (("least_confidence", [0.4, 0.6]), ("random", [0.1, 0.1, 0.2])):
+        for seed, share in enumerate(shares):
+            rows.append({"model": "m", "weights": "pretrained", "strategy": strategy, "seed": seed,
+                         "group": "y0_s1", "acquired_share": share, "pool_share": 0.05, "upsampling": share / 0.05})
+    ratios = pd.DataFrame(rows)
+    rel = relative_upsampling(ratios).iloc[0]
+    assert rel["relative_upsampling"] == pytest.approx(0.5 / (0.4 / 3))
+    assert 0.4 / 0.2 <= rel["low"] <= rel["relative_upsampling"] <= rel["high"] <= 0.6 / 0.1
+    summary = upsampling_summary(ratios[ratios["strategy"] == "least_confidence"]).iloc[0]
+    assert summary["upsampling"] == pytest.approx(10.0) and 8.0 <= summary["low"] <= summary["high"] <= 12.0

@@ -21,7 +21,7 @@ def test_bit_hyperrule_sizes_and_scale():
     assert bit_hyperrule_supports(19_999)[-1] == 500
     assert bit_hyperrule_supports(20_000) == (500, 3000, 6000, 9000, 10_000)
     assert bit_hyperrule_supports(500_000)[-1] == 20_000
-    # the toy preset's 0.2 scale: warm-up 20, decays after 40/60/80, end at 100
+    # a 0.2 scale: warm-up 20, decays after 40/60/80, end at 100 (the toy preset uses 0.3)
     assert bit_hyperrule_lr(10, 100, scale=0.2) == pytest.approx(0.0015)
     assert bit_hyperrule_lr(41, 100, scale=0.2) == pytest.approx(0.0003)
     assert bit_hyperrule_lr(100, 100, scale=0.2) is None

@@ -91,7 +91,7 @@ def cmd_report(args) -> None:
         p = p / "runs" if (p / "index.json").exists() and (p / "runs").is_dir() else p
         dirs += sorted(x for x in p.iterdir() if (x / "rounds.jsonl").exists()) if not (p / "rounds.jsonl").exists() else [p]
     print(build_report(dirs, args.out, representation=not args.no_representation, figures_dir=args.figures,
-                       figure_format=args.figure_format))
+                       figure_format=args.figure_format, split=args.split))
 
 
 def cmd_sweep(args) -> None:
@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--figures", default=None, metavar="DIR",
                    help="also write every figure as a static file into DIR (for papers)")
     p.add_argument("--figure-format", default="pdf", choices=["pdf", "png", "svg"])
+    p.add_argument("--split", default=None,
+                   help="evaluation split to report (default: val when the runs have it, as the paper; else test)")
     p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)

@@ -22,8 +22,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """name: a registered model; weights: "pretrained", "random", or a path.
+    zero_head: "always" (the paper's text: a zero-initialised head for every arm) or
+    "pretrained_only" (the paper's code: zeroed only while loading pretrained weights, so its
+    unpretrained arm keeps PyTorch's default init; models/architecture.py:168-170)."""
+
     name: str = "toy_resnet"
-    weights: str = "pretrained"  # "pretrained", "random", or a path
+    weights: str = "pretrained"
+    zero_head: str = "always"
 
 
 @dataclass
@@ -42,6 +48,11 @@ class ALConfig:
             re-drawn each round (iWildCam, CIFAR, Amazon); None = the whole pool.
         save_pool_outputs: write every round's candidate ids, scores and logits to
             `<run>/pool_outputs/round_NNN.h5` (read with `RunRecord.pool_outputs(round)`).
+        size_rounding: how geometric sizes become integers: "floor" (the paper's code,
+            run.py:232) or "round" (the toolkit before issue #12).
+        max_resampled_share: refuse a run that would label more than this share of a pool
+            that `matched_fraction` shrank by resampling (a dose-response variant built from
+            existing images, not regenerated); raise it to run anyway.
     """
 
     strategy: str = "least_confidence"
@@ -53,6 +64,8 @@ class ALConfig:
     geometric_factor: float = 2.0
     pool_subsample: int | None = None
     save_pool_outputs: bool = False
+    size_rounding: str = "floor"
+    max_resampled_share: float = 0.1
 
 
 @dataclass
@@ -68,6 +81,15 @@ class RunConfig:
     loader_workers: int = 0  # processes gathering inference batches (pinned on CUDA)
     checkpoint_rounds: list = field(default_factory=list)  # save the finetuned model after these rounds
     notes: str = ""
+    protocol: str = "toolkit"  # "paper_code": every row of the fidelity table as the paper's code runs it
+
+    def data_params(self) -> dict:
+        """The dataset's options, with `seed: run` replaced by the run's seed (the paper's
+        code draws CIFAR-10's rare classes from the run seed)."""
+        params = dict(self.data.params)
+        if params.get("seed") == "run":
+            params["seed"] = self.seed
+        return params
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,14 +165,25 @@ def load_preset(name_or_path: str | Path, _seen: tuple = ()) -> dict:
     return _deep_update(load_preset(base, chain), settings)
 
 
+PROTOCOLS = ("toolkit", "paper_code")
+
+
 def resolve_config(preset: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
-    """Defaults, then the preset, then overrides (a list of key=value strings or a nested dict)."""
-    cfg = RunConfig()
+    """Defaults, then the preset, then (with `protocol=paper_code`) the paper code's setting
+    of every fidelity-table row, then overrides (a list of key=value strings or a nested
+    dict), so an explicit override still wins over the protocol."""
+    base = RunConfig()
     if preset is not None:
-        cfg = _merge(cfg, load_preset(preset), "")
-    if overrides:
-        ov = parse_overrides(overrides) if isinstance(overrides, list) else overrides
-        cfg = _merge(cfg, ov, "")
+        base = _merge(base, load_preset(preset), "")
+    ov = (parse_overrides(overrides) if isinstance(overrides, list) else overrides) if overrides else {}
+    cfg = _merge(base, ov, "") if ov else base
+    if cfg.protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {cfg.protocol!r}")
+    if cfg.protocol == "paper_code":
+        from .fidelity import paper_code_overrides
+
+        cfg = _merge(base, paper_code_overrides(cfg), "")
+        cfg = _merge(cfg, ov, "") if ov else cfg
     return cfg
 
 

@@ -27,15 +27,18 @@ def bit_hyperrule_supports(dataset_size: int) -> tuple[int, ...]:
     return (500, 6000, 12_000, 18_000, 20_000)
 
 
-def bit_hyperrule_lr(step: int, dataset_size: int, base_lr: float = 0.003, scale: float = 1.0) -> float | None:
+def bit_hyperrule_lr(step: int, dataset_size: int, base_lr: float = 0.003, scale: float = 1.0,
+                     warmup_offset: int = 0) -> float | None:
     """Learning rate at `step`, or None once training should end.
 
     Linear warm-up to `base_lr`, then /10 after each later boundary, as big_transfer's
-    bit_hyperrule.get_lr. `scale` shrinks every boundary (the toy preset uses 0.2).
+    bit_hyperrule.get_lr: base_lr * (step + warmup_offset) / warm-up steps. BiT uses offset 0
+    (step 0 trains at lr 0); the paper's code uses 1 (models/hyper_params.py:116).
+    `scale` shrinks every boundary (the toy preset uses 0.3).
     """
     supports = [max(1, int(round(s * scale))) for s in bit_hyperrule_supports(dataset_size)]
     if step < supports[0]:
-        return base_lr * step / supports[0]
+        return base_lr * (step + warmup_offset) / supports[0]
     if step >= supports[-1]:
         return None
     for boundary in supports[1:]:
@@ -47,11 +50,12 @@ def bit_hyperrule_lr(step: int, dataset_size: int, base_lr: float = 0.003, scale
 class LossRatioStop:
     """Stop once the training loss falls below `ratio` x its initial value.
 
-    "Initial" is the loss of the very first optimisation step (its whole batch, computed
-    before any update). With the zero-initialised head this is exactly ln(C) for every
-    batch, so it does not depend on which examples the first batch drew. "Current" is
-    the mean of the last `window` step losses, so one lucky mini-batch cannot stop
-    training early; the rule only fires once `window` steps have been seen.
+    "Initial" is the first loss seen (computed before any update). With the
+    zero-initialised head this is exactly ln(C) for every batch, so it does not depend on
+    which examples the first batch drew. "Current" is the mean of the last `window` losses,
+    and the rule only fires once `window` have been seen. The toolkit feeds it whole-batch
+    losses with window 5, so one lucky mini-batch cannot stop training early; the paper's
+    code feeds the last micro-batch's loss with window 1 (`finetune.stop_loss`).
     """
 
     def __init__(self, ratio: float = 0.001, window: int = 5) -> None:
@@ -83,6 +87,14 @@ class FinetuneConfig:
         micro_batch: examples per forward pass (gradient accumulation); batch_size / micro_batch
             passes per step. Exact with GroupNorm models (no batch statistics).
         stop_ratio / loss_window: the LossRatioStop rule.
+        stop_loss: the loss the rule reads each step: "batch" (the whole batch's mean, over
+            `loss_window` steps; the toolkit's default) or "last_micro_batch" (the last
+            micro-batch's loss alone, every step, no window: the paper's code,
+            utils/train_test_common.py:278).
+        warmup_offset: 0 (BiT: lr = base * step / warm-up) or 1 (the paper's code: step + 1).
+        keep_optimizer_state: keep one optimiser (its momentum buffers) across AL rounds,
+            as the paper's code does (run.py:173, created once); False builds a fresh one
+            each round, which is what the paper's text describes (reset each round).
         schedule_scale: multiplies every BiT-HyperRule boundary.
         max_steps: hard cap on steps (None = the schedule's end).
         augment_pad: random translation by up to this many pixels (reflect pad + crop); 0 = off.
@@ -102,6 +114,9 @@ class FinetuneConfig:
     micro_batch: int = 8
     stop_ratio: float = 0.001
     loss_window: int = 5
+    stop_loss: str = "batch"
+    warmup_offset: int = 0
+    keep_optimizer_state: bool = False
     schedule_scale: float = 1.0
     max_steps: int | None = None
     augment_pad: int = 0
@@ -119,6 +134,10 @@ class FinetuneConfig:
             raise ValueError(f"finetune.schedule must be 'bit_hyperrule' or 'constant', got {self.schedule!r}")
         if self.schedule == "constant" and self.max_steps is None:
             raise ValueError("finetune.schedule 'constant' needs finetune.max_steps (it has no end of its own)")
+        if self.stop_loss not in ("batch", "last_micro_batch"):
+            raise ValueError(f"finetune.stop_loss must be 'batch' or 'last_micro_batch', got {self.stop_loss!r}")
+        if self.warmup_offset not in (0, 1):
+            raise ValueError(f"finetune.warmup_offset must be 0 (BiT) or 1 (the paper's code), got {self.warmup_offset}")
         if self.batch_size % self.micro_batch:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch ({self.micro_batch})")
 
@@ -130,9 +149,15 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, *, pad: int, flip: bool) -> torch.Tensor:
-    """Random horizontal flip and translation, per example, drawn from `gen`."""
+def augment(x: torch.Tensor, gen: torch.Generator, *, pad: int, flip: bool, crop: int | None = None) -> torch.Tensor:
+    """Random horizontal flip and translation, per example, drawn from `gen`; with `crop`,
+    a random `crop` x `crop` window of each image first (BiT's train transform)."""
     n = len(x)
+    if crop is not None and crop < x.shape[-1]:
+        h, w = x.shape[-2:]
+        dy = torch.randint(0, h - crop + 1, (n,), generator=gen).tolist()
+        dx = torch.randint(0, w - crop + 1, (n,), generator=gen).tolist()
+        x = torch.stack([x[i, :, dy[i]:dy[i] + crop, dx[i]:dx[i] + crop] for i in range(n)])
     if flip:  # draws come from the CPU generator wherever x lives, so GPU runs augment alike
         mask = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
@@ -167,8 +192,12 @@ def finetune(
     *,
     device: torch.device,
     seed: int,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> dict:
-    """Finetune all weights on dataset rows `positions`; returns a summary of the run."""
+    """Finetune all weights on dataset rows `positions`; returns a summary of the run.
+
+    `optimizer`: reuse this one (its momentum buffers) instead of building a fresh one;
+    see `make_optimizer` and `FinetuneConfig.keep_optimizer_state`."""
     cfg.validate()
     if len(positions) == 0:
         raise ValueError("cannot finetune on an empty labelled set")
@@ -178,17 +207,14 @@ def finetune(
     model.to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=0.0, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    stop = LossRatioStop(cfg.stop_ratio, cfg.loss_window)
+    opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
+    stop = LossRatioStop(cfg.stop_ratio, 1 if cfg.stop_loss == "last_micro_batch" else cfg.loss_window)
     n_micro = cfg.batch_size // cfg.micro_batch
     batches = _batches(len(positions), cfg.batch_size, gen)
     step, stopped_by, t0, data_seconds = 0, "schedule", time.perf_counter(), 0.0
     while True:
         lr = (cfg.base_lr if cfg.schedule == "constant"
-              else bit_hyperrule_lr(step, len(positions), cfg.base_lr, cfg.schedule_scale))
+              else bit_hyperrule_lr(step, len(positions), cfg.base_lr, cfg.schedule_scale, cfg.warmup_offset))
         if lr is None:
             break
         if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -201,9 +227,9 @@ def finetune(
         step_loss = torch.zeros((), device=device)
         for chunk in np.array_split(idx, n_micro):
             t_data = time.perf_counter()
-            x, y = dataset.get_batch(chunk, device if device.type == "cuda" else None)
+            x, y = dataset.get_batch(chunk, device if device.type == "cuda" else None, train=True)
             if _is_image(x):  # text batches (dicts of token tensors) are not augmented
-                x = augment(x, gen, pad=cfg.augment_pad, flip=cfg.flip)
+                x = augment(x, gen, pad=cfg.augment_pad, flip=cfg.flip, crop=dataset.train_crop)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
             data_seconds += time.perf_counter() - t_data  # host time: gathering, decoding, augmenting
@@ -213,7 +239,8 @@ def finetune(
             step_loss += loss.detach()
         opt.step()
         step += 1
-        if stop.update(float(step_loss)):  # one host sync per step, needed for the rule
+        watched = loss.detach() * n_micro if cfg.stop_loss == "last_micro_batch" else step_loss
+        if stop.update(float(watched)):  # one host sync per step, needed for the rule
             stopped_by = "loss_ratio"
             break
     return {
@@ -224,6 +251,13 @@ def finetune(
         "seconds": time.perf_counter() - t0,
         "data_seconds": data_seconds,
     }
+
+
+def make_optimizer(model: torch.nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """The recipe's optimiser over all of `model`'s parameters (lr is set every step)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=0.0, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:

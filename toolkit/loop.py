@@ -18,7 +18,7 @@ import torch
 from .acquisition import StreamingTopK, get_acquisition, score_logits
 from .config import ALConfig, RunConfig
 from .data import GroupedDataset, create_dataset
-from .finetune import finetune, maybe_compile, predict_logits
+from .finetune import finetune, make_optimizer, maybe_compile, predict_logits
 from .metrics import EXTRA_METRICS, group_key, group_metrics, group_shares
 from .models import create_model
 from .record import PoolOutputWriter, RunRecord, RunWriter, load_run
@@ -29,9 +29,12 @@ def acquisition_sizes(al: ALConfig) -> list[int]:
     """Examples acquired after each round, summing to the budget."""
     if al.per_round < 1:
         raise ValueError(f"al.per_round must be >= 1, got {al.per_round}")
+    if al.size_rounding not in ("round", "floor"):
+        raise ValueError(f"al.size_rounding must be 'round' or 'floor', got {al.size_rounding!r}")
+    to_int = (lambda v: int(np.floor(v + 1e-9))) if al.size_rounding == "floor" else (lambda v: int(round(v)))
     sizes, size, left = [], float(al.per_round), al.budget
     while left > 0:
-        k = min(int(round(size)), left)
+        k = min(to_int(size), left)
         sizes.append(k)
         left -= k
         if al.schedule == "geometric":
@@ -50,6 +53,19 @@ def check_budget(al: ALConfig, pool_size: int) -> None:
     if al.seed_size + al.budget > pool_size:
         raise ValueError(f"seed set ({al.seed_size}) + budget ({al.budget}) exceeds the pool ({pool_size} "
                          f"examples); lower al.budget to at most {pool_size - al.seed_size}")
+
+
+def check_resampled_pool(al: ALConfig, pool) -> None:
+    """Refuse to label more than `al.max_resampled_share` of a pool that resampling shrank."""
+    if pool.params.get("matched_fraction") is None:
+        return
+    share = (al.seed_size + al.budget) / len(pool)
+    if share > al.max_resampled_share:
+        raise ValueError(
+            f"{pool.name}: matched_fraction={pool.params['matched_fraction']} resampled the training pool to "
+            f"{len(pool)} images, and {al.seed_size} + {al.budget} labels would label {share:.0%} of it (the paper "
+            f"regenerated each variant at full size, ~4,800 images). Load a regenerated variant instead, or set "
+            f"al.max_resampled_share={share:.2f} (or higher) to run on the small pool anyway.")
 
 
 def draw_seed_set(labels: np.ndarray, size: int, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -174,6 +190,20 @@ def save_checkpoint(model: torch.nn.Module, run_dir: Path, round_index: int) -> 
     return path
 
 
+def optimizer_state_path(run_dir: Path, round_index: int) -> Path:
+    return run_dir / "optimizer_state" / f"round_{round_index:03d}.pt"
+
+
+def save_optimizer_state(optimizer: torch.optim.Optimizer, run_dir: Path, round_index: int) -> None:
+    """The optimiser's state after round `round_index` (finetune.keep_optimizer_state),
+    written whole then renamed; the previous round's file goes once this round's record is on disk."""
+    path = optimizer_state_path(run_dir, round_index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(optimizer.state_dict(), tmp)
+    tmp.replace(path)
+
+
 def run_active_learning(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -197,10 +227,12 @@ def run_active_learning(
     device = resolve_device(cfg.device)
     get_acquisition(cfg.al.strategy)  # fail fast on an unknown name
     t_load = time.perf_counter()
-    pool = create_dataset(cfg.data.name, "train", **cfg.data.params)
-    evals = {s: create_dataset(cfg.data.name, s, **cfg.data.params) for s in cfg.data.eval_splits}
+    data_params = cfg.data_params()
+    pool = create_dataset(cfg.data.name, "train", **data_params)
+    evals = {s: create_dataset(cfg.data.name, s, **data_params) for s in cfg.data.eval_splits}
     load_s = time.perf_counter() - t_load
     check_budget(cfg.al, len(pool))
+    check_resampled_pool(cfg.al, pool)
     sizes = acquisition_sizes(cfg.al)
     shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
     meta = {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
@@ -210,9 +242,20 @@ def run_active_learning(
     writer = RunWriter(out_dir, cfg.to_dict(), meta, defaults=RunConfig().to_dict())
 
     torch.manual_seed(cfg.seed)  # the random init of "random" weights depends on the run seed
-    model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes)
+    model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes,
+                         zero_head=cfg.model.zero_head == "always" or cfg.model.weights != "random")
     initial_state = copy.deepcopy(model.state_dict())
     net = maybe_compile(model, cfg.finetune.compile)  # shares model's parameters
+    optimizer = None
+    if cfg.finetune.keep_optimizer_state:  # the paper's code: one optimiser, momentum kept across rounds
+        model.to(device)
+        optimizer = make_optimizer(model, cfg.finetune)
+        if writer.completed_rounds:
+            saved = optimizer_state_path(Path(out_dir), writer.completed_rounds - 1)
+            if not saved.exists():
+                raise FileNotFoundError(f"{saved} is missing: a run with finetune.keep_optimizer_state cannot resume "
+                                        f"without the optimiser state its last completed round left")
+            optimizer.load_state_dict(torch.load(saved, map_location=device, weights_only=True))
 
     id_to_pos = {int(i): p for p, i in enumerate(pool.ids)}
     if writer.completed_rounds:
@@ -228,7 +271,8 @@ def run_active_learning(
             break
         t0 = time.perf_counter()
         model.load_state_dict(initial_state)  # every round starts from the initial weights
-        train = finetune(net, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, r))
+        train = finetune(net, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, r),
+                         optimizer=optimizer)
         t1 = time.perf_counter()
         metrics = {s: evaluate(net, ds, device=device, batch_size=cfg.eval_batch_size, train_shares=shares,
                                workers=cfg.loader_workers)
@@ -254,7 +298,11 @@ def run_active_learning(
                            **({"load_data_s": load_s} if r == writer.completed_rounds else {})}}
         if r == 0:
             row["seed_set"] = seed_rows
+        if optimizer is not None:  # per round, before its record: a resume reads the state its last round left
+            save_optimizer_state(optimizer, Path(out_dir), r)
         writer.append_round(row, finished=r == n_rounds - 1)
+        if optimizer is not None:
+            optimizer_state_path(Path(out_dir), r - 1).unlink(missing_ok=True)
         main = metrics.get("test") or next(iter(metrics.values()), {})
         say(f"  round {r}/{n_rounds - 1} labels={row['n_labels']:4d} steps={train['steps']:3d} "
             f"acc={main.get('accuracy', float('nan')):.3f} worst={main.get('worst_group', float('nan')):.3f} "

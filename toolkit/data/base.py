@@ -27,6 +27,11 @@ class GroupedDataset:
         class_names: human-readable names, one per class.
         params: everything that produced the data (goes into fingerprints and records).
         input_size: if set, `get_batch` resizes images to this side length (bilinear).
+        train_crop, train_size: BiT's train transform, as the paper's code runs it: training
+            batches are resized to `train_size` (None: as stored) and then cut to a random
+            `train_crop` window, while evaluation and scoring resize the whole image to
+            `input_size`. None (the default): training sees what evaluation sees (images
+            stored centre-cropped), and finetuning augments by translation instead.
         group_columns: further attributes whose composition the analyses can report
             (recorded with every acquired example; e.g. Amazon's product category).
         extra_metrics: names in `metrics.EXTRA_METRICS` computed on every evaluation
@@ -42,6 +47,8 @@ class GroupedDataset:
     class_names: tuple[str, ...] = ()
     params: dict = field(default_factory=dict)
     input_size: int | None = None  # resize batches on the fly (e.g. CIFAR's 32 px to BiT's 128)
+    train_crop: int | None = None
+    train_size: int | None = None
     group_columns: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
 
@@ -95,24 +102,25 @@ class GroupedDataset:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         return normalize(self.images[i]), int(self.labels[i]), int(self.ids[i])
 
-    def get_batch(self, positions: np.ndarray | torch.Tensor, device: torch.device | str | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(self, positions: np.ndarray | torch.Tensor, device: torch.device | str | None = None, *,
+                  train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float inputs and int64 labels at row positions (not ids).
 
         With a `device`, the uint8 images travel there first (4x fewer bytes than float32)
-        and are normalised and resized on it; the numbers equal the CPU path's."""
+        and are normalised and resized on it; the numbers equal the CPU path's. `train`:
+        a training batch, sized for its random crop (see `train_crop`)."""
         pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
         x, y = self.images[pos], self._labels_tensor[pos]
         if device is not None:
             x, y = to_device(x, device), to_device(y, device)
-        return self.prepare(x), y
+        return self.prepare(x, train=train), y
 
-    def prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
+    def prepare(self, images_uint8: torch.Tensor, *, train: bool = False) -> torch.Tensor:
         """uint8 batch -> the model's float input, on whatever device the batch is."""
         x = normalize(images_uint8)
-        if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                                                align_corners=False)
+        size = (self.train_size if train and self.train_crop is not None else self.input_size)
+        if size is not None and x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return x
 
     def raw_batch(self, positions: np.ndarray) -> torch.Tensor:
@@ -131,7 +139,7 @@ class TextDataset(GroupedDataset):
     def __getitem__(self, i: int):
         return self.prepare(self.images[i:i + 1]), int(self.labels[i]), int(self.ids[i])
 
-    def prepare(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(self, tokens: torch.Tensor, *, train: bool = False) -> dict[str, torch.Tensor]:
         mask = tokens != self.pad_id
         length = max(1, int(mask.sum(1).max())) if len(tokens) else 1
         return {"input_ids": tokens[:, :length].long(), "attention_mask": mask[:, :length].long()}

@@ -41,7 +41,15 @@ def rare_classes(seed: int) -> list[int]:
 
 def load_cifar10(split: str, *, root: str | Path, imbalanced: bool = False, cut_fraction: float = 0.1,
                  val_size: int = 5000, val_imbalanced: bool = False, seed: int = 0,
-                 resolution: int = 32, cache_dir: str | Path | None = None) -> GroupedDataset:
+                 resolution: int = 32, cache_dir: str | Path | None = None, crop: str = "centre") -> GroupedDataset:
+    """CIFAR-10 (torchvision's python layout). `crop`: "centre" resizes every batch to
+    `resolution`; "random" is BiT's small-image train transform as the paper's code runs it
+    (resize to 160/128 x resolution, random `resolution` crop; evaluation resizes to
+    `resolution`). `seed` picks the rare classes and the val split."""
+    from .image_files import CROPS
+
+    if crop not in CROPS:
+        raise ValueError(f"cifar10: crop must be one of {', '.join(CROPS)}, got {crop!r}")
     if split not in ("train", "val", "val_imbalanced", "test"):
         raise ValueError(f"cifar10: unknown split {split!r}; valid splits: train, val, val_imbalanced, test")
     if split == "val_imbalanced":
@@ -71,8 +79,9 @@ def load_cifar10(split: str, *, root: str | Path, imbalanced: bool = False, cut_
     table = pd.DataFrame({"y": y, "rare_class": np.isin(y, rare).astype(np.int64)}, index=pd.Index(ids, name="id"))
     params = {"root": str(Path(root).resolve()), "imbalanced": imbalanced, "cut_fraction": cut_fraction,
               "val_size": val_size, "val_imbalanced": val_imbalanced, "seed": seed,
-              "resolution": resolution}
+              "resolution": resolution, "crop": crop}
+    sizes = {"train_crop": resolution, "train_size": resolution * 160 // 128} if crop == "random" else {}
     return GroupedDataset(name="cifar10", split="val_imbalanced" if split == "val" and val_imbalanced else split,
                           images=torch.from_numpy(np.ascontiguousarray(x)), attributes=table, label_column="y",
                           spurious_column=None, class_names=CLASSES, params=params, input_size=resolution,
-                          group_columns=("rare_class",))
+                          group_columns=("rare_class",), **sizes)

@@ -12,9 +12,26 @@ import torch
 IN_MEMORY_LIMIT_BYTES = 4 * 1024 ** 3  # larger splits stream from their files
 
 
+CROPS = ("centre", "random")
+
+
 def bit_sizes(resolution: int, resize: int | None = None) -> tuple[int, int]:
     """(resize, crop) by BiT's rule: small images 160 -> 128, large 512 -> 480, scaled."""
     return (resize or (resolution * 160 // 128 if resolution <= 128 else resolution * 512 // 480)), resolution
+
+
+def crop_layout(crop: str, resize: int, resolution: int) -> tuple[int, dict]:
+    """How images are stored and cropped: (stored side, GroupedDataset size fields).
+
+    "centre" (the toolkit's default): store the centre `resolution` crop of the `resize`
+    image; training translates it. "random" (BiT and the paper's code, load.py:34-45):
+    store the whole image at `resize`; training takes random `resolution` crops of it,
+    evaluation and scoring resize the whole image to `resolution`."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
+    if crop == "centre":
+        return resolution, {}
+    return resize, {"input_size": resolution, "train_crop": resolution}
 
 
 def bit_crop(image, resize: int, resolution: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .base import GroupedDataset
-from .image_files import FileImages, PathReader, bit_sizes, materialise
+from .image_files import FileImages, PathReader, bit_sizes, crop_layout, materialise
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -72,35 +73,41 @@ def read_metadata(layout: MetadataLayout, root: Path) -> pd.DataFrame:
 def load_metadata_images(layout: MetadataLayout, split: str, *, root: str | Path, resolution: int = 128,
                          resize: int | None = None, cache_dir: str | Path | None = "cache/datasets",
                          in_memory: bool | str = "auto", matched_fraction: float | None = None,
-                         resample_seed: int = 0) -> GroupedDataset:
+                         resample_seed: int = 0, crop: str = "centre") -> GroupedDataset:
     """One split as a GroupedDataset (label column "y", spurious column "place").
 
-    `matched_fraction` (train split only) resamples the pool to that share of matched
-    examples (label == place) in every class, from the existing images: the dose-response
-    variants of Waterbirds (see `resample_matched`)."""
+    `crop`: "centre" or "random" (BiT's and the paper's code's crops; see `crop_layout`).
+
+    `matched_fraction` resamples the training pool to that share of matched examples
+    (label == place) in every class, from the existing images: the dose-response variants
+    of Waterbirds (see `resample_matched`). Other splits keep their own mix (a run passes
+    the same options to every split)."""
     if split not in layout.splits:
         raise ValueError(f"{layout.name}: unknown split {split!r}; valid splits: {', '.join(layout.splits)}")
     resize, resolution = bit_sizes(resolution, resize)
+    stored, sizes = crop_layout(crop, resize, resolution)
     root = find_root(layout, root)
     meta = read_metadata(layout, root)
     rows = meta[meta["split"] == SPLIT_CODES[split]].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{root / 'metadata.csv'} has no rows with split == {SPLIT_CODES[split]} ({split})")
-    params = {"root": str(root.resolve()), "resolution": resolution, "resize": resize}
-    if matched_fraction is not None:
-        if split != "train":
-            raise ValueError(f"matched_fraction resamples the training pool; split {split!r} keeps its own mix")
+    params = {"root": str(root.resolve()), "resolution": resolution, "resize": resize, "crop": crop}
+    if matched_fraction is not None and split == "train":
+        n_before = len(rows)
         rows = resample_matched(rows, matched_fraction, seed=resample_seed)
         params.update(matched_fraction=matched_fraction, resample_seed=resample_seed)
+        warnings.warn(f"{layout.name}: matched_fraction={matched_fraction} resampled the training pool from "
+                      f"{n_before} to {len(rows)} existing images (no new ones); the paper regenerated each variant "
+                      f"at full size. Runs refuse to label more than al.max_resampled_share of it.", stacklevel=2)
     fp_src = json.dumps({**params, "name": layout.name, "split": split, "ids": rows["img_id"].tolist(),
                          "layout": "nchw", "mtime": os.path.getmtime(root / "metadata.csv")}, sort_keys=True)
     fp = hashlib.sha256(fp_src.encode()).hexdigest()[:16]
     cache_path = Path(cache_dir) / layout.name / f"{split}-{fp}.npy" if cache_dir is not None else None
-    images = materialise(FileImages(PathReader(root, rows["img_filename"].tolist()), len(rows), resize, resolution),
+    images = materialise(FileImages(PathReader(root, rows["img_filename"].tolist()), len(rows), resize, stored),
                          cache_path, in_memory)
     table = rows.set_index(pd.Index(rows["img_id"].to_numpy(), name="id"))[["y", "place", "img_filename"]]
     return GroupedDataset(name=layout.name, split=split, images=images, attributes=table, label_column="y",
-                          spurious_column="place", class_names=layout.class_names, params=params)
+                          spurious_column="place", class_names=layout.class_names, params=params, **sizes)
 
 
 def resample_matched(rows: pd.DataFrame, fraction: float, *, seed: int = 0) -> pd.DataFrame:

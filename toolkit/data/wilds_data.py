@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .base import GroupedDataset, TextDataset
-from .image_files import FileImages, bit_sizes, materialise, save_array_atomic
+from .image_files import FileImages, bit_sizes, crop_layout, materialise, save_array_atomic
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,13 @@ def _attributes(ds, rows: np.ndarray, spec: WildsSpec) -> pd.DataFrame:
 
 def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: int = 128, resize: int | None = None,
                cache_dir: str | Path | None = "cache/datasets", in_memory: bool | str = "auto",
-               tokenizer: str = "roberta-large", max_length: int = 512) -> GroupedDataset:
+               tokenizer: str = "roberta-large", max_length: int = 512, crop: str = "centre") -> GroupedDataset:
     """Split `split` of WILDS dataset `name` as a GroupedDataset (label column "y").
 
     Args:
         root: the folder holding the release folder (e.g. ROOT/iwildcam_v2.0/).
         resolution, resize: BiT resize-and-crop for images (see image_files.bit_sizes).
+        crop: "centre" or "random" (BiT's and the paper's code's crops; see `crop_layout`).
         in_memory: True, False, or "auto" (stream from files above 4 GiB decoded).
         tokenizer, max_length: Amazon only: the model's tokenizer (hub id or local folder)
             and the truncation length.
@@ -130,11 +131,13 @@ def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: 
         return TextDataset(images=tokens, pad_id=pad_id,
                            params={"root": str(release), "tokenizer": tokenizer, "max_length": max_length}, **common)
     resize, resolution = bit_sizes(resolution, resize)
-    cache_path = (Path(cache_dir) / name / f"{split}-{_fingerprint(split=split, n=len(rows), r=resolution, s=resize, stamp=stamp)}.npy"
+    stored, sizes = crop_layout(crop, resize, resolution)
+    cache_path = (Path(cache_dir) / name / f"{split}-{_fingerprint(split=split, n=len(rows), r=stored, s=resize, stamp=stamp)}.npy"
                   if cache_dir is not None else None)
-    lazy = FileImages(_WildsReader(ds, rows), len(rows), resize, resolution)
+    lazy = FileImages(_WildsReader(ds, rows), len(rows), resize, stored)
     return GroupedDataset(images=materialise(lazy, cache_path, in_memory),
-                          params={"root": str(release), "resolution": resolution, "resize": resize}, **common)
+                          params={"root": str(release), "resolution": resolution, "resize": resize, "crop": crop},
+                          **common, **sizes)
 
 
 class _WildsReader:

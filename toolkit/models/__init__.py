@@ -21,12 +21,14 @@ TOY_CHECKPOINT = Path("cache/toy_backbone/toy_resnet-v2.pt")  # v2: stride-2 las
 class Classifier(nn.Module):
     """backbone -> embedding -> zero-initialised linear head."""
 
-    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, *, name: str, weights: str) -> None:
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, *, name: str, weights: str,
+                 zero_head: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(num_features, num_classes)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = nn.Linear(num_features, num_classes)  # PyTorch's default init unless zeroed
+        if zero_head:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         self.name = name
         self.weights = weights
 
@@ -95,8 +97,13 @@ MODELS: dict[str, ModelSpec] = {
     "bit_s_r50x1": ModelSpec(_timm_builder("resnetv2_50x1_bit"), "resnetv2_50x1_bit",
                              npz_url="https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz",
                              input_size=128, description="BiT-S-R50x1 (ImageNet-1k; original .npz release)"),
-    "vit_b16": ModelSpec(_timm_builder("vit_base_patch16_224.augreg_in21k"), "vit_base_patch16_224.augreg_in21k",
-                         input_size=224, description="ViT-B/16 (ImageNet-21k)"),
+    # the paper's google/vit-base-patch16-224: the original in21k weights fine-tuned on in1k
+    "vit_b16": ModelSpec(_timm_builder("vit_base_patch16_224.orig_in21k_ft_in1k"),
+                         "vit_base_patch16_224.orig_in21k_ft_in1k", input_size=224,
+                         description="ViT-B/16 (ImageNet-21k, then 1k; the paper's google/vit-base-patch16-224)"),
+    "vit_b16_augreg_in21k": ModelSpec(_timm_builder("vit_base_patch16_224.augreg_in21k"),
+                                      "vit_base_patch16_224.augreg_in21k", input_size=224,
+                                      description="ViT-B/16, AugReg ImageNet-21k weights (not the paper's)"),
     "timm_test_resnet": ModelSpec(_timm_builder("test_resnet"), "test_resnet", input_size=32,
                                   description="tiny timm ResNet for tests"),
     "tiny_bit": ModelSpec(_tiny_bit_builder, input_size=32, description="tiny BiT-architecture ResNetV2 for tests"),
@@ -112,7 +119,7 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def create_model(name: str, *, weights: str = "pretrained", num_classes: int) -> Classifier:
+def create_model(name: str, *, weights: str = "pretrained", num_classes: int, zero_head: bool = True) -> Classifier:
     """Build a registered classifier.
 
     Args:
@@ -122,7 +129,9 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int) ->
             (.safetensors, .pth/.pt/.bin state dict, or an original BiT .npz). Text models
             also take a local folder saved by transformers' `save_pretrained` (its own
             architecture and weights), or "random:FOLDER" for that architecture untrained.
-        num_classes: size of the zero-initialised head.
+        num_classes: size of the head.
+        zero_head: zero-initialise the head (the paper's recipe); False keeps nn.Linear's
+            default init (the paper's code does so for its unpretrained arm).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
@@ -133,7 +142,8 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int) ->
         from .text import build_text_backbone
 
         backbone = build_text_backbone(spec.hf_name, weights)
-        return Classifier(backbone, backbone.num_features, num_classes, name=name, weights=str(weights))
+        return Classifier(backbone, backbone.num_features, num_classes, name=name, weights=str(weights),
+                          zero_head=zero_head)
     backbone, num_features = spec.build()
     if weights == "pretrained":
         _load_pretrained(name, spec, backbone)
@@ -145,7 +155,7 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int) ->
                 f"an existing .safetensors/.pth/.pt/.npz file"
             )
         load_backbone_weights(backbone, path)
-    return Classifier(backbone, num_features, num_classes, name=name, weights=str(weights))
+    return Classifier(backbone, num_features, num_classes, name=name, weights=str(weights), zero_head=zero_head)
 
 
 def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
@@ -187,7 +197,7 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
     if path.suffix == ".npz":
         if not hasattr(backbone, "load_pretrained"):
             raise ValueError(f"{path}: .npz weights need a timm model with load_pretrained (BiT, ViT)")
-        backbone.load_pretrained(str(path))
+        load_npz_checked(backbone, path)
         return
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -213,6 +223,51 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
             f"{path} does not match the architecture: missing keys {result.missing_keys[:8]}, "
             f"unexpected non-head keys {unexpected[:8]}. Was it saved from a different model?"
         )
+
+
+_NPZ_HEAD = ("head/", "pre_logits/")  # the source's classifier: the only keys a headless backbone may leave unread
+
+
+def load_npz_checked(backbone: nn.Module, path: Path) -> None:
+    """timm's `load_pretrained` for an original BiT/ViT .npz, refusing a file for another
+    architecture. timm reads only the keys the model needs, so a BiT-M-R101x1 file would
+    load silently into R50x1 (its first 50 layers); here every key the file holds must be
+    read, except the source's classifier, and a missing key is named."""
+    import numpy as np
+    from unittest import mock
+
+    read: set[str] = set()
+    missing: list[str] = []
+
+    class RecordingNpz(np.lib.npyio.NpzFile):  # timm checks isinstance(NpzFile)
+        def __getitem__(self, key):
+            read.add(key)
+            if key not in self.files:
+                missing.append(key)
+            return super().__getitem__(key)
+
+    real_load = np.load
+
+    def load(file, *args, **kwargs):
+        if str(file) == str(path):
+            return RecordingNpz(open(file, "rb"), own_fid=True, allow_pickle=False)
+        return real_load(file, *args, **kwargs)
+
+    with real_load(path) as f:
+        keys = set(f.files)
+    try:
+        with mock.patch.object(np, "load", load):
+            backbone.load_pretrained(str(path))
+    except KeyError:
+        if not missing:
+            raise
+        raise ValueError(f"{path} does not match the architecture: missing key {missing[0]!r}. "
+                         f"Was it saved from a different model?") from None
+    unread = sorted(k for k in keys - read if not any(h in k for h in _NPZ_HEAD))
+    if unread:
+        raise ValueError(f"{path} does not match the architecture: {len(unread)} of its {len(keys)} arrays have no "
+                         f"place in {type(backbone).__name__} (e.g. {unread[:4]}). It was saved from a larger or "
+                         f"different model: pick the registered model that matches the file.")
 
 
 def weights_digest(model: nn.Module) -> str:
