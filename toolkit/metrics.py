@@ -199,5 +199,6 @@ def bootstrap_label_efficiency(
     boots = boots[~np.isnan(boots)]
     if np.isnan(point) or len(boots) == 0:
         return point, float("nan"), float("nan")
-    lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
+    # no interpolation between order statistics: inf (reached with the seed set alone) stays inf
+    lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2], method="inverted_cdf")
     return point, float(lo), float(hi)

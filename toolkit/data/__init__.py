@@ -6,6 +6,7 @@ from typing import Callable
 
 from .base import GroupedDataset, normalize
 from .cifar import load_cifar10
+from .fashion_mnist import load_fashion_places
 from .metadata_images import load_treeperson, load_waterbirds
 from .toyworld import load_toyworld
 from .wilds_data import SPECS as _WILDS, load_wilds
@@ -15,6 +16,7 @@ _REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
     "waterbirds": load_waterbirds,
     "treeperson": load_treeperson,
     "cifar10": load_cifar10,
+    "fashion_places": load_fashion_places,
     **{name: partial(load_wilds, name) for name in _WILDS},
 }
 

