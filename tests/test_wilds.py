@@ -174,6 +174,7 @@ def test_every_preset_has_a_two_round_test():
     from toolkit.config import list_presets
 
     two_round_tests = {"toy", "waterbirds", "treeperson", "cifar10", "cifar10-imbalanced",  # test_datasets.py, conftest
+                       "fashion-places",  # test_composite.py
                        "iwildcam", "camelyon17", "fmow", "amazon", *(v for v, _, _ in VARIANT_PRESETS)}
     assert set(list_presets()) == two_round_tests
 

@@ -19,17 +19,35 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_demo(args) -> None:
+    out = args.out or ("cache/demo-real" if args.real else "cache/demo")
     if args.probe:
-        from .probe_demo import run_probe_demo
-
         from .config import parse_overrides
+        from .probe_demo import REAL, run_probe_demo
 
-        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=args.out + "-probe",
-                       al=parse_overrides(args.al) if args.al else None)
+        world = {**REAL, "separability": True} if args.real else {}
+        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=out + "-probe",
+                       al=parse_overrides(args.al) if args.al else None, **world)
         return
     from .demo import run_demo
 
-    run_demo(seeds=_seeds(args.seeds or "0-2"), out=args.out, workers=args.workers, overrides=args.set)
+    if args.real:
+        from .probe_demo import REAL
+
+        run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set,
+                 preset="fashion-places", legend=REAL["legend"], title="Real images (EfficientNet-Lite0)")
+        return
+    run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set)
+
+
+def cmd_make_composite(args) -> None:
+    from .data.composite import cub_objects, make_composite, places_backgrounds, waterbirds_counts
+
+    counts = waterbirds_counts(args.n_train, args.matched_fraction, args.minority_fraction, args.n_val, args.n_test)
+    out = make_composite(args.out, cub_objects(args.cub), places_backgrounds(args.places), counts=counts,
+                         size=args.size, seed=args.seed,
+                         describe={"matched_fraction": args.matched_fraction, "cub": args.cub, "places": args.places})
+    print(f"{out} (train {sum(counts['train'].values())}, val {sum(counts['val'].values())}, "
+          f"test {sum(counts['test'].values())}); run it with --set data.params.root={out}")
 
 
 def cmd_extract(args) -> None:
@@ -169,13 +187,32 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("demo", help="toy world: pretrained vs unpretrained x uncertainty vs random")
     p.add_argument("--seeds", default=None, help="e.g. 0-2 or 0,4,7 (default: 0-2, or 0-9 with --probe)")
-    p.add_argument("--out", default="cache/demo")
+    p.add_argument("--out", default=None, help="output folder (default: cache/demo, or cache/demo-real with --real)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--real", action="store_true",
+                   help="EfficientNet-Lite0 (ImageNet, offline) on real-photo composites (fashion_places) "
+                        "instead of the toy world")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
     p.add_argument("--probe", action="store_true", help="probe-only mode on cached features (10 seeds by default)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE",
                    help="probe mode: protocol, e.g. budget=360 per_round=20 (default: 40 + 60 by 5)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("make-composite",
+                       help="build a Waterbirds variant from CUB birds (with masks) on Places backgrounds")
+    p.add_argument("kind", choices=["waterbirds"])
+    p.add_argument("--cub", required=True, help="CUB_200_2011 folder (with segmentations/ inside or beside it)")
+    p.add_argument("--places", required=True, help="Places folder (<letter>/<category>/*.jpg)")
+    p.add_argument("--matched-fraction", type=float, default=0.95,
+                   help="share of matched backgrounds per class in train; the pool size stays constant")
+    p.add_argument("--minority-fraction", type=float, default=0.23, help="share of waterbirds in train")
+    p.add_argument("--n-train", type=int, default=4795)
+    p.add_argument("--n-val", type=int, default=1200, help="balanced: a multiple of 4")
+    p.add_argument("--n-test", type=int, default=5792, help="balanced: a multiple of 4")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="a new folder (refused if it exists and is not empty)")
+    p.set_defaults(func=cmd_make_composite)
 
     p = sub.add_parser("extract", help="penultimate embeddings of a dataset split into an HDF5 cache")
     p.add_argument("--model", required=True)
@@ -268,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"altk {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -22,19 +22,20 @@ from .sweep import Sweep
 WEIGHTS = ("pretrained", "random")
 STRATEGIES = ("least_confidence", "random")
 FINAL_METRICS = ["test/worst_group", "test/mismatched", "test/balanced", "test/accuracy"]
+TOY_LEGEND = "(groups: y0=landbird, y1=waterbird; s0=land, s1=water; mismatched = y0_s1 and y1_s0)"
 
 
-def demo_configs(seeds: list[int], overrides: list[str] | None = None) -> dict[str, RunConfig]:
+def demo_configs(seeds: list[int], overrides: list[str] | None = None, preset: str = "toy") -> dict[str, RunConfig]:
     cfgs = {}
     for w in WEIGHTS:
         for s in STRATEGIES:
             for seed in seeds:
                 ov = [f"model.weights={w}", f"al.strategy={s}", f"seed={seed}"] + list(overrides or [])
-                cfgs[f"{'pre' if w == 'pretrained' else 'unpre'}-{s}-s{seed}"] = resolve_config("toy", ov)
+                cfgs[f"{'pre' if w == 'pretrained' else 'unpre'}-{s}-s{seed}"] = resolve_config(preset, ov)
     return cfgs
 
 
-def format_table(tidy: pd.DataFrame, records) -> str:
+def format_table(tidy: pd.DataFrame, records, legend: str = TOY_LEGEND) -> str:
     """The demo's printed summary: final metrics with CIs, upsampling, label efficiency."""
     fin = final_summary(tidy, FINAL_METRICS)
     ups = upsampling_summary(upsampling_ratios(records))
@@ -55,7 +56,7 @@ def format_table(tidy: pd.DataFrame, records) -> str:
         cells = "".join(f"{r['upsampling']:.2f} [{r['low']:.1f}, {r['high']:.1f}]".rjust(22)
                         for _, r in g.sort_values("group").iterrows())
         lines.append(f"{w:<11}{s:<18}{cells}")
-    lines.append("(groups: y0=landbird, y1=waterbird; s0=land, s1=water; mismatched = y0_s1 and y1_s0)")
+    lines.append(legend)
     lines.append("")
     lines.append("Worst-group gain of least-confidence over random, paired over seeds (mean [95% t-CI]); AUC = mean")
     lines.append("worst-group accuracy over the label counts of the run, so it credits a curve that rises earlier:")
@@ -75,11 +76,13 @@ def format_table(tidy: pd.DataFrame, records) -> str:
 
 
 def run_demo(*, seeds: list[int], out: str | Path = "cache/demo", workers: int | None = None,
-             overrides: list[str] | None = None) -> pd.DataFrame:
+             overrides: list[str] | None = None, preset: str = "toy", legend: str = TOY_LEGEND,
+             title: str = "Toy world") -> pd.DataFrame:
     out = Path(out)
     t0 = time.time()
-    ensure_toy_backbone()
-    cfgs = demo_configs(seeds, overrides)
+    if preset == "toy":
+        ensure_toy_backbone()
+    cfgs = demo_configs(seeds, overrides, preset)
     workers = workers or max(1, min(len(cfgs), os.cpu_count() or 1))
     print(f"[demo] {len(cfgs)} runs on {workers} worker process(es); records under {out / 'runs'}", flush=True)
     results = Sweep(out, cfgs).launch_local(workers=workers)
@@ -90,18 +93,18 @@ def run_demo(*, seeds: list[int], out: str | Path = "cache/demo", workers: int |
     tidy = tidy_rounds(records)
     tidy.to_csv(out / "rounds.csv", index=False)
     final_summary(tidy, FINAL_METRICS).to_csv(out / "summary.csv", index=False)
-    table = format_table(tidy, records)
+    table = format_table(tidy, records, legend=legend)
     (out / "summary.txt").write_text(table + "\n")
     from .figures import learning_curve_figure
 
-    fig = learning_curve_figure(learning_curves(tidy, "test/worst_group"), title="Toy world: worst-group test accuracy")
+    fig = learning_curve_figure(learning_curves(tidy, "test/worst_group"), title=f"{title}: worst-group test accuracy")
     fig.write_html(out / "learning_curves.html", include_plotlyjs=True)
     from .report import build_report
 
     # the quick report (tables, curves, composition); the representation sections add
     # ~40 s of feature extraction, probes and t-SNE, so they are one command away
     report = build_report([out / "runs" / name for name in cfgs], out / "report.html",
-                          title="Toy-world demo", representation=False)
+                          title=f"{title} demo", representation=False)
     print("\n" + table, flush=True)
     print(f"\n[demo] wrote {out / 'summary.csv'}, {out / 'rounds.csv'}, {out / 'learning_curves.html'} "
           f"({time.time() - t0:.0f}s in all)", flush=True)
