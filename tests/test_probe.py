@@ -83,6 +83,32 @@ def test_probe_resume_and_errors(caches, tmp_path):
     assert len(full.acquisitions) == 20
 
 
+@pytest.mark.parametrize("killed_after", [1, 2, 4])
+def test_probe_killed_after_any_round_resumes_to_the_same_record(caches, tmp_path, killed_after):
+    pool, test = caches
+    full = run_probe(pool, {"test": test}, tmp_path / "full", al=AL, seed=2)
+    run_probe(pool, {"test": test}, tmp_path / "killed", al=AL, seed=2, max_rounds=killed_after)
+    resumed = run_probe(pool, {"test": test}, tmp_path / "killed", al=AL, seed=2)
+    pd.testing.assert_frame_equal(_cmp(resumed)[0], _cmp(full)[0])
+    pd.testing.assert_frame_equal(resumed.acquisitions, full.acquisitions)
+    # the warm start was restored, not restarted from zero: the last probe is bit-identical
+    last = [np.load(d / "probe_state" / "round_004.npz")["coef"] for d in (tmp_path / "full", tmp_path / "killed")]
+    np.testing.assert_array_equal(*last)
+    assert [f.name for f in (tmp_path / "killed" / "probe_state").iterdir()] == ["round_004.npz"]
+
+
+def test_a_kill_between_rounds_and_state_leaves_no_run_stuck(caches, tmp_path):
+    import json
+
+    pool, test = caches
+    run_probe(pool, {"test": test}, tmp_path / "run", al=AL, seed=0)
+    state = tmp_path / "run" / "state.json"
+    stuck = {**json.loads(state.read_text()), "status": "running", "completed_rounds": 4}
+    state.write_text(json.dumps(stuck))  # what a kill after rounds.jsonl, before state.json, leaves
+    run_probe(pool, {"test": test}, tmp_path / "run", al=AL, seed=0)
+    assert json.loads(state.read_text())["status"] == "finished"
+
+
 def test_probe_demo_tiny(tiny_backbone, tmp_path, monkeypatch):
     import shutil
 

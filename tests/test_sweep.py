@@ -82,3 +82,24 @@ def test_altk_sweep_cli_and_report(tiny_backbone, tmp_path, capsys):
     assert "4 finished, 0 to run" in capsys.readouterr().out
     main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "r.html"), "--no-representation"])
     assert "Final budget" in (tmp_path / "r.html").read_text()
+
+
+def test_rerun_with_other_settings_refuses_instead_of_handing_back_old_runs(tiny_cfg, tmp_path):
+    from dataclasses import replace
+
+    grid = parse_grid(["seeds=0"])
+    sweep = _tiny_sweep(tiny_cfg, tmp_path / "sw", grid)
+    assert sweep.launch_local(workers=1) == {"seed-0": "done"}
+    assert Sweep(tmp_path / "sw", sweep.cfgs).todo() == []  # same settings: reused
+    other = {n: replace(c, finetune=replace(c.finetune, max_steps=3)) for n, c in sweep.cfgs.items()}
+    with pytest.raises(ValueError, match=r"holds 1 run\(s\) made with other settings: seed-0 \(finetune.max_steps\)"
+                                         r".*another output folder"):
+        Sweep(tmp_path / "sw", other).todo()
+
+
+def test_a_finished_run_whose_state_a_kill_lost_is_finished_on_rerun(tiny_cfg, tmp_path):
+    run_active_learning(tiny_cfg, tmp_path / "run", log=None)
+    state = tmp_path / "run" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "status": "running"}))
+    run_active_learning(tiny_cfg, tmp_path / "run", log=None)  # resumes "at the end": nothing to train
+    assert json.loads(state.read_text())["status"] == "finished"

@@ -309,4 +309,6 @@ def run_active_learning(
             f"({t3 - t0:.1f}s)")
         if on_round_end is not None:
             on_round_end(r)
+    if writer.completed_rounds == n_rounds:  # also repairs a state.json that a kill left behind
+        writer.write_state(finished=True)
     return load_run(out_dir)

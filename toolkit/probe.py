@@ -99,8 +99,14 @@ def run_probe(
     C: float = 1.0,
     score_chunk: int = 65_536,
     log=None,
+    max_rounds: int | None = None,
 ) -> RunRecord:
-    """One probe-only active-learning run (resumable, like the full loop)."""
+    """One probe-only active-learning run (resumable, like the full loop).
+
+    Each round's fit is warm-started from the previous round's probe, so the probe is
+    saved with every round (`<run>/probe_state/round_NNN.npz`) and a resumed run starts
+    from the same weights as an uninterrupted one: the same record. `max_rounds` stops
+    after that many rounds in total (tests use it to simulate a kill)."""
     pool = pool if isinstance(pool, FeatureCache) else open_cache(pool)
     evals = {s: (c if isinstance(c, FeatureCache) else open_cache(c)) for s, c in evals.items()}
     get_acquisition(al.strategy)
@@ -136,8 +142,10 @@ def run_probe(
     else:
         labelled = draw_seed_set(labels, al.seed_size, al.seed_set, round_rng(seed, 0, stream=1))
     seed_rows = dataset_rows(pool, labelled)
-    probe = None
+    probe = load_probe_state(Path(out_dir), writer.completed_rounds - 1, C) if writer.completed_rounds else None
     for r in range(writer.completed_rounds, len(sizes) + 1):
+        if max_rounds is not None and r >= max_rounds:
+            break
         t0 = time.perf_counter()
         probe = LinearProbe(C=C).fit(X[labelled], y_all[labelled], n_classes, warm_start=probe)
         t1 = time.perf_counter()
@@ -165,11 +173,40 @@ def run_probe(
                "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2}}
         if r == 0:
             row["seed_set"] = seed_rows
+        save_probe_state(probe, Path(out_dir), r)  # before the round's record, as the full loop's optimiser state
         writer.append_round(row, finished=r == len(sizes))
+        _probe_state_path(Path(out_dir), r - 1).unlink(missing_ok=True)
         if log:
             m = next(iter(metrics.values()), {})
             log(f"  round {r} labels={row['n_labels']} worst={m.get('worst_group', float('nan')):.3f}")
+    if writer.completed_rounds == len(sizes) + 1:  # also repairs a state.json that a kill left behind
+        writer.write_state(finished=True)
     return load_run(out_dir)
+
+
+def _probe_state_path(run_dir: Path, round_index: int) -> Path:
+    return run_dir / "probe_state" / f"round_{round_index:03d}.npz"
+
+
+def save_probe_state(probe: LinearProbe, run_dir: Path, round_index: int) -> None:
+    """The round's fitted probe (the next round's warm start), written whole then renamed."""
+    path = _probe_state_path(run_dir, round_index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, coef=probe.coef_.numpy(), intercept=probe.intercept_.numpy())
+    tmp.replace(path)
+
+
+def load_probe_state(run_dir: Path, round_index: int, C: float) -> LinearProbe:
+    path = _probe_state_path(run_dir, round_index)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the probe run cannot resume from round {round_index + 1} "
+                                f"without the probe its last completed round fitted (the next fit's warm start). "
+                                f"Delete {run_dir} to start the run again.")
+    with np.load(path) as f:
+        probe = LinearProbe(C=C)
+        probe.coef_, probe.intercept_ = torch.from_numpy(f["coef"]), torch.from_numpy(f["intercept"])
+    return probe
 
 
 def score_cache_streaming(

@@ -43,6 +43,11 @@ def write_atomic(path: Path, text: str) -> None:
 _ABSENT = object()
 
 
+def config_diff(saved: dict, requested: dict, defaults: dict | None = None) -> list[str]:
+    """Fields where a saved run config and a requested one differ (see `_diff`)."""
+    return _diff(saved, requested, defaults)
+
+
 def _diff(a, b, defaults=None, prefix: str = "") -> list[str]:
     """Fields where saved config `a` and new config `b` differ. A field that `a` lacks
     matches when `b` holds its default: options added in a later toolkit version default
@@ -102,6 +107,11 @@ class RunWriter:
         self.rounds.append(row)
         self._lines.append(json.dumps(row) + "\n")  # earlier rounds are encoded once, not every round
         write_atomic(self.dir / "rounds.jsonl", "".join(self._lines))
+        self.write_state(finished=finished)
+
+    def write_state(self, *, finished: bool) -> None:
+        """state.json from the rounds on disk: the loops call it again after their last round,
+        so a kill between rounds.jsonl and state.json cannot leave a finished run "running"."""
         state = {"completed_rounds": len(self.rounds), "status": "finished" if finished else "running",
                  "labelled_ids": self.labelled_ids(),
                  "rng": "numpy default_rng([seed, round, stream]): derived per round, nothing to save"}

@@ -112,8 +112,33 @@ class Sweep:
         self.out.mkdir(parents=True, exist_ok=True)
         write_atomic(self.index_path, json.dumps(self.index, indent=1, sort_keys=True))
 
+    def stale_runs(self) -> dict[str, list[str]]:
+        """Existing runs whose saved config differs from the requested one: name -> fields."""
+        import yaml
+
+        from .config import RunConfig
+        from .record import config_diff
+
+        stale = {}
+        for name, cfg in self.cfgs.items():
+            saved = self.run_dir(name) / "config.yaml"
+            if saved.exists():
+                fields = config_diff(yaml.safe_load(saved.read_text()).get("config", {}), cfg.to_dict(),
+                                     RunConfig().to_dict())
+                if fields:
+                    stale[name] = fields
+        return stale
+
     def todo(self) -> list[str]:
-        """Runs not yet finished (never started, interrupted, or failed)."""
+        """Runs not yet finished (never started, interrupted, or failed). Refuses when a run
+        in the folder was made with other settings: its record would be handed back as if
+        it answered the new ones."""
+        stale = self.stale_runs()
+        if stale:
+            lines = "; ".join(f"{n} ({', '.join(f[:4])})" for n, f in list(stale.items())[:3])
+            raise ValueError(f"{self.out} holds {len(stale)} run(s) made with other settings: {lines}"
+                             f"{' ...' if len(stale) > 3 else ''}. Rerun with the settings they were made with, "
+                             f"or give another output folder (--out).")
         todo = []
         for name in self.cfgs:
             if _is_finished(self.run_dir(name)):
