@@ -220,3 +220,18 @@ def test_relative_upsampling_is_the_ratio_of_mean_shares_with_a_positive_bootstr
     assert 0.4 / 0.2 <= rel["low"] <= rel["relative_upsampling"] <= rel["high"] <= 0.6 / 0.1
     summary = upsampling_summary(ratios[ratios["strategy"] == "least_confidence"]).iloc[0]
     assert summary["upsampling"] == pytest.approx(10.0) and 8.0 <= summary["low"] <= summary["high"] <= 12.0
+
+
+def test_final_summary_leaves_out_partial_runs_and_repeated_seeds():
+    from toolkit.analysis.curves import final_summary
+
+    def rows(run, seed, curve):
+        return [{"run": run, "model": "m", "weights": "pretrained", "strategy": "random", "seed": seed, "round": r,
+                 "n_labels": 40 + 20 * r, "test/acc": v} for r, v in enumerate(curve)]
+
+    tidy = pd.DataFrame(rows("a", 0, [0.5, 0.7, 0.9]) + rows("b", 1, [0.5, 0.6, 0.7])
+                        + rows("c", 2, [0.5]) + rows("d", 0, [0.5, 0.7, 0.3]))
+    fin = final_summary(tidy, ["test/acc"]).iloc[0]
+    assert fin["n_seeds"] == 2 and fin["n_labels"] == 80 and fin["test/acc"] == pytest.approx(0.8)
+    assert fin["n_left_out"] == 2
+    assert "c: stopped at 40 of 80 labels" in fin["left_out"] and "d: seed 0 already counted" in fin["left_out"]

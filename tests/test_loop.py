@@ -200,3 +200,13 @@ def test_checkpoints_hold_the_finetuned_model_and_feed_stage_separability(tiny_c
     with pytest.raises(ValueError, match="checkpoint_rounds"):
         separability_by_stage(run_active_learning(tiny_cfg, tmp_path / "plain", log=None))
 
+
+
+def test_a_failed_start_does_not_block_the_corrected_command(tiny_cfg, tmp_path):
+    from dataclasses import replace
+
+    bad = replace(tiny_cfg, model=replace(tiny_cfg.model, weights=str(tmp_path / "missing.pt")))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        run_active_learning(bad, tmp_path / "run", log=None)
+    rec = run_active_learning(tiny_cfg, tmp_path / "run", log=None)  # was: "already holds a run with a different config"
+    assert rec.rounds["n_labels"].tolist() == [10, 15, 20]

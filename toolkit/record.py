@@ -69,6 +69,12 @@ class RunWriter:
     def __init__(self, run_dir: str | Path, config: dict, meta: dict, *, defaults: dict | None = None) -> None:
         self.dir = Path(run_dir)
         cfg_path = self.dir / "config.yaml"
+        rounds_path = self.dir / "rounds.jsonl"
+        if cfg_path.exists() and not (rounds_path.exists() and rounds_path.read_text().strip()):
+            # a start that failed before its first round (bad weights, an impossible seed set):
+            # nothing to keep, so the corrected command takes the directory over
+            for stub in (cfg_path, self.dir / "meta.json", self.dir / "state.json", rounds_path):
+                stub.unlink(missing_ok=True)
         if cfg_path.exists():
             saved = yaml.safe_load(cfg_path.read_text())
             differ = _diff(saved.get("config", {}), config, defaults)

@@ -225,6 +225,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
 
     page.h2("Final budget")
     fin = final_summary(tidy, metrics)
+    if fin["n_left_out"].sum():
+        page.note("Left out of the final-budget table: " + "; ".join(x for x in fin["left_out"] if x) + ".")
     compact = fin[["model", "weights", "strategy", "n_seeds", "n_labels"]].copy()
     for m in metrics:
         compact[m] = [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(fin[m], fin[m + "_low"], fin[m + "_high"])]

@@ -41,14 +41,36 @@ def learning_curves(tidy: pd.DataFrame, metric: str, *, by: list[str] = ARM_COLU
     return pd.DataFrame(rows)
 
 
+def final_rows(tidy: pd.DataFrame, *, by: list[str] = ARM_COLUMNS) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Each arm's runs at the arm's final budget, one run per seed; and the runs left out,
+    with why: a partial run (its last round short of the budget) would otherwise be
+    averaged with finished ones, and a seed run twice would count as two seeds."""
+    last = tidy.loc[tidy.groupby("run")["round"].idxmax()].sort_values("run")
+    keep, left_out = [], {}
+    for _, g in last.groupby(by, sort=True):
+        budget = g["n_labels"].max()
+        for _, row in g.iterrows():
+            if row["n_labels"] < budget:
+                left_out[row["run"]] = f"stopped at {int(row['n_labels'])} of {int(budget)} labels"
+            elif any((k["seed"] == row["seed"]) for k in keep if all(k[c] == row[c] for c in by)):
+                left_out[row["run"]] = f"seed {row['seed']} already counted"
+            else:
+                keep.append(row)
+    return pd.DataFrame(keep), left_out
+
+
 def final_summary(tidy: pd.DataFrame, metrics: list[str], *, by: list[str] = ARM_COLUMNS,
                   method: str = "t") -> pd.DataFrame:
-    """Mean [CI] of each metric at each run's final round, per arm."""
-    last = tidy.loc[tidy.groupby("run")["round"].idxmax()]
+    """Mean [CI] of each metric at the final budget, per arm, over distinct seeds (see
+    `final_rows`; `n_left_out` counts the runs it left out, `left_out` names them)."""
+    last, left_out = final_rows(tidy, by=by)
     rows = []
     for key, g in last.groupby(by, sort=True):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), n_seeds=len(g),
-                   n_labels=int(g["n_labels"].max()))
+        arm = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        out = [r for r, why in left_out.items()
+               if (tidy.loc[tidy["run"] == r, by].iloc[0] == pd.Series(arm)).all()]
+        row = dict(arm, n_seeds=len(g), n_labels=int(g["n_labels"].max()), n_left_out=len(out),
+                   left_out="; ".join(f"{r}: {left_out[r]}" for r in out))
         for m in metrics:
             row[m], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(g[m], method=method)
         rows.append(row)
