@@ -76,3 +76,39 @@ def test_timm_model_extracts(params, tmp_path):
                             root=tmp_path, log=None)
     cache = open_cache(path)
     assert cache.embeddings.shape[0] == TINY_DATA["n_test"] and cache.fingerprint["weights"] == "random:0"
+
+
+def test_a_write_the_disk_dropped_fails_the_extraction(tiny_backbone, params, tmp_path, monkeypatch):
+    import toolkit.features as features
+
+    def drop_second_chunk(f, lo, hi, emb):  # what a full disk did: h5py warned, the rows stayed zero
+        f["embeddings"][lo:hi] = np.zeros_like(emb) if lo == 50 else emb
+
+    monkeypatch.setattr(features, "_write_chunk", drop_second_chunk)
+    kw = dict(weights=str(tiny_backbone), dataset_params=params, chunk_rows=50, log=None, root=tmp_path / "f")
+    with pytest.raises(OSError, match="rows 50-99 read back differently"):
+        extract_features("toy_resnet", "toyworld", "test", **kw)
+    assert not list((tmp_path / "f").rglob("*.h5*"))  # no cache, complete or partial, is left to be trusted
+    monkeypatch.undo()
+    assert open_cache(extract_features("toy_resnet", "toyworld", "test", **kw)).embeddings.any(axis=1).all()
+
+
+def test_unreadable_partial_from_an_early_kill_starts_over(tiny_backbone, params, tmp_path):
+    kw = dict(weights=str(tiny_backbone), dataset_params=params, chunk_rows=50, log=None)
+    reference = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "a", **kw)
+    partial = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "b", stop_after_chunks=0, **kw)
+    partial.write_bytes(b"\x00" * 100)  # killed before HDF5 wrote its superblock
+    path = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "b", **kw)
+    assert np.array_equal(open_cache(path).embeddings, open_cache(reference).embeddings)
+
+
+def test_not_enough_disk_space_is_refused_before_writing(tiny_backbone, params, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 9 << 20, 1 << 20))
+    with pytest.raises(OSError, match="not enough disk space .* MiB needed, 1 MiB free"):
+        extract_features("toy_resnet", "toyworld", "test", weights=str(tiny_backbone), dataset_params=params,
+                         root=tmp_path / "f", log=None)
+    assert not list((tmp_path / "f").rglob("*.h5*"))

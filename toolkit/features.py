@@ -163,6 +163,12 @@ def extract_features(
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(ds)
+    _check_free_space(path.parent, n * model.head.in_features * np.dtype(dtype).itemsize)
+    if partial.exists() and not h5py.is_hdf5(partial):
+        # killed before HDF5 wrote its first superblock: nothing in it can be trusted or resumed
+        if log:
+            log(f"[extract] {partial.name} is not a readable HDF5 file (killed while being created); starting over")
+        partial.unlink()
     with h5py.File(partial, "a") as f:
         if "fingerprint" in f.attrs:
             saved = json.loads(f.attrs["fingerprint"])
@@ -177,6 +183,8 @@ def extract_features(
             f.create_dataset("ids", data=ds.ids.astype(np.int64))
             f.create_dataset("embeddings", shape=(n, dim), dtype=dtype, chunks=(min(chunk_rows, max(n, 1)), dim),
                              compression=compression)
+            f.create_dataset("chunk_sha256", shape=(-(-n // chunk_rows),), dtype="S64")
+            f.attrs["chunk_rows"] = chunk_rows
             grp = f.create_group("attributes")
             for col in ds.attributes.columns:
                 values = ds.attributes[col].to_numpy()
@@ -195,15 +203,55 @@ def extract_features(
             if stop_after_chunks is not None and done >= stop_after_chunks:
                 return partial
             hi = min(lo + chunk_rows, n)
-            f["embeddings"][lo:hi] = _embed(model, ds, np.arange(lo, hi), device, batch_size)
+            emb = _embed(model, ds, np.arange(lo, hi), device, batch_size).astype(dtype)
+            _write_chunk(f, lo, hi, emb)
+            if "chunk_sha256" in f:  # caches begun before verification have none
+                f["chunk_sha256"][lo // int(f.attrs["chunk_rows"])] = _digest(emb).encode()
             f.attrs["rows_done"] = hi
             f.flush()
             done += 1
+    _verify_written(partial)  # a write the disk dropped (full disk: h5py only warns) must not pass as complete
+    with h5py.File(partial, "a") as f:
         f.attrs["complete"] = True
     os.replace(partial, path)
     if log:
         log(f"[extract] {n} rows -> {path} ({time.perf_counter() - t0:.1f}s)")
     return path
+
+
+def _write_chunk(f, lo: int, hi: int, emb: np.ndarray) -> None:
+    f["embeddings"][lo:hi] = emb
+
+
+def _digest(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
+
+
+def _check_free_space(folder: Path, needed: int) -> None:
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < needed * 1.05 + (64 << 20):
+        raise OSError(f"not enough disk space in {folder} for this cache: about {needed / 2**20:.0f} MiB needed, "
+                      f"{free / 2**20:.0f} MiB free. Free some space or pass another output folder (out=...).")
+
+
+def _verify_written(partial: Path) -> None:
+    """Read every chunk back and compare it with the digest taken when it was computed."""
+    with h5py.File(partial, "r") as f:
+        if "chunk_sha256" not in f:
+            return
+        emb, digests, step = f["embeddings"], f["chunk_sha256"][:], int(f.attrs["chunk_rows"])
+        for i, expected in enumerate(digests):
+            lo = i * step
+            if _digest(emb[lo:lo + step]) != expected.decode():
+                bad = f"rows {lo}-{min(lo + step, len(emb)) - 1}"
+                break
+        else:
+            return
+    partial.unlink()
+    raise OSError(f"{partial}: {bad} read back differently from what was written (a full disk or a failing "
+                  f"device; HDF5 only warns). The partial cache was deleted; free space and extract again.")
 
 
 @torch.inference_mode()
