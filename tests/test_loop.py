@@ -210,3 +210,15 @@ def test_a_failed_start_does_not_block_the_corrected_command(tiny_cfg, tmp_path)
         run_active_learning(bad, tmp_path / "run", log=None)
     rec = run_active_learning(tiny_cfg, tmp_path / "run", log=None)  # was: "already holds a run with a different config"
     assert rec.rounds["n_labels"].tolist() == [10, 15, 20]
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tiny_cfg, tmp_path):
+    import os
+
+    from toolkit.locks import LockedError, exclusive
+
+    with exclusive(tmp_path / "run", "run", directory=True):  # another process's open run, as far as flock knows
+        with pytest.raises(LockedError, match=rf"run .*run is being written by pid {os.getpid()} on .*, since"):
+            run_active_learning(tiny_cfg, tmp_path / "run", log=None)
+    rec = run_active_learning(tiny_cfg, tmp_path / "run", log=None)  # released: the same command now runs
+    assert rec.rounds["n_labels"].tolist() == [10, 15, 20]

@@ -162,6 +162,19 @@ def extract_features(
         return path
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .locks import exclusive
+
+    with exclusive(path, "feature cache"):
+        if path.exists():  # another process finished it while this one waited for the lock
+            open_cache(path, expect=fp)
+            return path
+        return _write_cache(model, ds, fp, path, partial, dtype=dtype, compression=compression,
+                            chunk_rows=chunk_rows, batch_size=batch_size, device=device,
+                            stop_after_chunks=stop_after_chunks, log=log)
+
+
+def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, compression, chunk_rows: int,
+                 batch_size: int, device, stop_after_chunks: int | None, log) -> Path:
     n = len(ds)
     _check_free_space(path.parent, n * model.head.in_features * np.dtype(dtype).itemsize)
     if partial.exists() and not h5py.is_hdf5(partial):

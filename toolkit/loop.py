@@ -204,7 +204,16 @@ def save_optimizer_state(optimizer: torch.optim.Optimizer, run_dir: Path, round_
     tmp.replace(path)
 
 
-def run_active_learning(
+def run_active_learning(cfg: RunConfig, out_dir: str | Path, **kwargs) -> RunRecord:
+    """Run (or resume) one active-learning run and return its record; see `_run`. Holds
+    the run directory's lock: a second writer is refused, naming the holder."""
+    from .locks import exclusive
+
+    with exclusive(Path(out_dir), "run", directory=True):
+        return _run(cfg, out_dir, **kwargs)
+
+
+def _run(
     cfg: RunConfig,
     out_dir: str | Path,
     *,

@@ -89,7 +89,16 @@ def _standardise(pool: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(((a - mean) / std).astype(np.float32)) for a in (pool, *others)]
 
 
-def run_probe(
+def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], out_dir: str | Path,
+              **kwargs) -> RunRecord:
+    """One probe-only active-learning run (see `_run_probe`), holding the run directory's lock."""
+    from .locks import exclusive
+
+    with exclusive(Path(out_dir), "probe run", directory=True):
+        return _run_probe(pool, evals, out_dir, **kwargs)
+
+
+def _run_probe(
     pool: FeatureCache | str | Path,
     evals: dict[str, FeatureCache | str | Path],
     out_dir: str | Path,

@@ -36,8 +36,12 @@ def write_atomic(path: Path, text: str) -> None:
     No fsync: that guards against power loss, not against the killed or pre-empted
     processes that resuming is for, and it cost the probe loop ~0.3 s per 64 rounds."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a kill signal turned exception: no temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 _ABSENT = object()
