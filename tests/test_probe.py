@@ -81,6 +81,10 @@ def test_probe_resume_and_errors(caches, tmp_path):
     with pytest.raises(ValueError, match="exceeds the pool"):
         run_probe(pool, {"test": test}, tmp_path / "big", al=ALConfig(seed_size=10, budget=10_000))
     assert len(full.acquisitions) == 20
+    with pytest.raises(ValueError, match="C .* must be > 0, got -1"):
+        run_probe(pool, {"test": test}, tmp_path / "negC", al=AL, C=-1)
+    with pytest.raises(ValueError, match="eval split 'test' is the pool's own cache"):
+        run_probe(pool, {"test": pool}, tmp_path / "crossed", al=AL)
 
 
 @pytest.mark.parametrize("killed_after", [1, 2, 4])

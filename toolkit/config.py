@@ -113,8 +113,62 @@ def _merge(obj: Any, updates: dict, where: str) -> Any:
             # free-form mappings (data.params) are merged key by key: `--set data.params.root=X`
             # must keep the preset's other dataset options
             value = _deep_update(current, value)
+        else:
+            value = _check_type(value, names[key].type, where + key)
         changes[key] = value
     return dataclasses.replace(obj, **changes)
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict, "None": type(None)}
+
+
+def _check_type(value: Any, annotation: str, key: str) -> Any:
+    """`value` as the field's annotated type ("int", "float | None", ...), or a ValueError
+    naming the key, what it got and what it takes. An int is taken where a float is."""
+    allowed = [_TYPES[t.strip()] for t in str(annotation).split("|") if t.strip() in _TYPES]
+    if not allowed:
+        return value
+    if isinstance(value, bool) and bool not in allowed:  # YAML's true is an int to Python
+        pass
+    elif any(isinstance(value, t) for t in allowed):
+        return value
+    elif float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise ValueError(f"config key {key!r} takes {names}, got {value!r} ({type(value).__name__})")
+
+
+# (section, key) -> (check, what it must be); checked by `validate_config`
+_RANGES = {
+    ("", "seed"): (lambda v: v >= 0, "a non-negative integer"),
+    ("", "threads"): (lambda v: v is None or v >= 1, "null or >= 1"),
+    ("", "eval_batch_size"): (lambda v: v >= 1, ">= 1"),
+    ("", "loader_workers"): (lambda v: v >= 0, ">= 0"),
+    ("", "device"): (lambda v: v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
+                     "one of auto, cpu, cuda, cuda:N, mps"),
+    ("al", "seed_size"): (lambda v: v >= 1, ">= 1"),
+    ("al", "per_round"): (lambda v: v >= 1, ">= 1"),
+    ("al", "budget"): (lambda v: v >= 0, ">= 0"),
+    ("al", "geometric_factor"): (lambda v: v > 0, "> 0"),
+    ("al", "pool_subsample"): (lambda v: v is None or v >= 1, "null or >= 1"),
+    ("al", "max_resampled_share"): (lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("finetune", "base_lr"): (lambda v: v > 0, "> 0"),
+    ("finetune", "batch_size"): (lambda v: v >= 1, ">= 1"),
+    ("finetune", "micro_batch"): (lambda v: v >= 1, ">= 1"),
+    ("finetune", "max_steps"): (lambda v: v is None or v >= 1, "null or >= 1"),
+    ("finetune", "loss_window"): (lambda v: v >= 1, ">= 1"),
+    ("finetune", "schedule_scale"): (lambda v: v > 0, "> 0"),
+    ("finetune", "augment_pad"): (lambda v: v >= 0, ">= 0"),
+    ("finetune", "weight_decay"): (lambda v: v >= 0, ">= 0"),
+}
+
+
+def validate_config(cfg: "RunConfig") -> None:
+    """Range checks that types alone do not give, each naming its key."""
+    for (section, key), (ok, what) in _RANGES.items():
+        value = getattr(getattr(cfg, section) if section else cfg, key)
+        if not ok(value):
+            raise ValueError(f"config key {(section + '.' if section else '') + key!r} must be {what}, got {value!r}")
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -153,7 +207,12 @@ def load_preset(name_or_path: str | Path, _seen: tuple = ()) -> dict:
         raise FileNotFoundError(
             f"no preset {str(name_or_path)!r}: not a file and not one of: {', '.join(list_presets())}"
         )
-    settings = yaml.safe_load(path.read_text()) or {}
+    try:
+        settings = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"preset {path} is not valid YAML: {err}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"preset {path} must be a mapping of config sections, got {type(settings).__name__}")
     base = settings.pop("base", None)
     chain = (*_seen, str(path.resolve()))
     if base is None:
@@ -179,6 +238,7 @@ def resolve_config(preset: str | Path | None = None, overrides: list[str] | dict
     cfg = _merge(base, ov, "") if ov else base
     if cfg.protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {cfg.protocol!r}")
+    validate_config(cfg)
     if cfg.protocol == "paper_code":
         from .fidelity import paper_code_overrides
 
@@ -188,4 +248,6 @@ def resolve_config(preset: str | Path | None = None, overrides: list[str] | dict
 
 
 def config_from_dict(d: dict) -> RunConfig:
-    return _merge(RunConfig(), d, "")
+    cfg = _merge(RunConfig(), d, "")
+    validate_config(cfg)
+    return cfg

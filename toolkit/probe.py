@@ -116,8 +116,14 @@ def _run_probe(
     saved with every round (`<run>/probe_state/round_NNN.npz`) and a resumed run starts
     from the same weights as an uninterrupted one: the same record. `max_rounds` stops
     after that many rounds in total (tests use it to simulate a kill)."""
+    if not C > 0:
+        raise ValueError(f"the probe's C (inverse L2 strength) must be > 0, got {C}")
     pool = pool if isinstance(pool, FeatureCache) else open_cache(pool)
     evals = {s: (c if isinstance(c, FeatureCache) else open_cache(c)) for s, c in evals.items()}
+    for split, c in evals.items():
+        if Path(c.path).resolve() == Path(pool.path).resolve() and str(pool.path) != "<memory>":
+            raise ValueError(f"eval split {split!r} is the pool's own cache ({c.path}): evaluating on the pool "
+                             f"would score the examples being labelled. Pass the cache of a held-out split.")
     get_acquisition(al.strategy)
     n = len(pool)
     check_budget(al, n)

@@ -7,7 +7,7 @@ from typing import Callable
 from .base import GroupedDataset, normalize
 from .cifar import load_cifar10
 from .fashion_mnist import load_fashion_places
-from .metadata_images import load_treeperson, load_waterbirds
+from .metadata_images import load_metadata_images, load_treeperson, load_waterbirds
 from .toyworld import load_toyworld
 from .wilds_data import SPECS as _WILDS, load_wilds
 
@@ -29,7 +29,30 @@ def create_dataset(name: str, split: str, **params) -> GroupedDataset:
     """Build split `split` of dataset `name`; params are the dataset's own options."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+    valid = dataset_parameters(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for dataset {name!r} "
+                         f"(data.params); valid: {', '.join(valid)}")
     return _REGISTRY[name](split, **params)
+
+
+def dataset_parameters(name: str) -> list[str]:
+    """The options a dataset's loader takes (what `data.params` may hold)."""
+    import inspect
+
+    if name == "toyworld":  # its options are ToyWorldParams' fields
+        from dataclasses import fields
+
+        from .toyworld import ToyWorldParams
+
+        return ["cache_dir", *(f.name for f in fields(ToyWorldParams))]
+    loader = _REGISTRY[name]
+    if name in ("waterbirds", "treeperson"):  # thin wrappers over the shared metadata loader
+        loader = load_metadata_images
+    params = inspect.signature(loader).parameters.values()
+    return [p.name for p in params
+            if p.kind == p.KEYWORD_ONLY or (p.kind == p.POSITIONAL_OR_KEYWORD and p.name not in ("split", "name", "layout"))]
 
 
 __all__ = ["GroupedDataset", "create_dataset", "list_datasets", "normalize"]
