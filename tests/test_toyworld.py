@@ -52,7 +52,7 @@ def test_bad_input_errors():
         create_dataset("toyworld", "holdout", cache_dir=None)
     with pytest.raises(ValueError, match="valid names: .*toyworld.*waterbirds"):
         create_dataset("imagenet", "train")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) 'n_birds' for dataset 'toyworld'.*valid: .*n_train"):
         create_dataset("toyworld", "train", n_birds=3)
     assert "toyworld" in list_datasets()
 
