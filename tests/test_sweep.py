@@ -103,3 +103,40 @@ def test_a_finished_run_whose_state_a_kill_lost_is_finished_on_rerun(tiny_cfg, t
     state.write_text(json.dumps({**json.loads(state.read_text()), "status": "running"}))
     run_active_learning(tiny_cfg, tmp_path / "run", log=None)  # resumes "at the end": nothing to train
     assert json.loads(state.read_text())["status"] == "finished"
+
+
+def test_pool_workers_die_with_a_killed_sweep(tmp_path):
+    """SIGKILL the process that owns a worker pool: its worker must not live on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import concurrent.futures as cf, multiprocessing as mp, os, sys, time\n"
+        "from toolkit.sweep import die_with_parent\n"
+        "def work(path):\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=die_with_parent) as p:\n"
+        "        p.submit(work, sys.argv[1]).result()\n")
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=os.getcwd())
+    for _ in range(300):  # the worker starts (spawn imports torch): up to 30 s
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):  # the kernel's SIGTERM arrives at once; allow 10 s
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the pool worker outlived its killed parent")

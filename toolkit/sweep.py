@@ -90,6 +90,22 @@ def _safe_run_one(cfg: RunConfig, run_dir: str, gpu: int | None = None) -> tuple
         return "failed", traceback.format_exc(limit=8)
 
 
+def die_with_parent() -> None:
+    """Pool worker initializer: on Linux, ask the kernel to SIGTERM this worker when the
+    process that started it dies (even by SIGKILL), so a killed sweep leaves no orphans
+    finishing runs behind a rerun's back. A worker killed mid-round resumes later from its
+    last completed round. Elsewhere a no-op (the run locks still stop two writers)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call: do not outlive it
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _is_finished(run_dir: Path) -> bool:
     state = run_dir / "state.json"
     return state.exists() and json.loads(state.read_text()).get("status") == "finished"
@@ -167,7 +183,8 @@ class Sweep:
         for name in todo:
             self._set(name, "running")
         results = {}
-        with cf.ProcessPoolExecutor(max(1, min(workers, len(todo) or 1)), mp_context=mp.get_context("spawn")) as pool:
+        with cf.ProcessPoolExecutor(max(1, min(workers, len(todo) or 1)), mp_context=mp.get_context("spawn"),
+                                    initializer=die_with_parent) as pool:
             futures = {}
             for i, name in enumerate(todo):
                 gpu = i % n_gpus if n_gpus else None
