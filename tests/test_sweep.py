@@ -121,7 +121,7 @@ def test_pool_workers_die_with_a_killed_sweep(tmp_path):
         "    open(path, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"
         "if __name__ == '__main__':\n"
-        "    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=die_with_parent) as p:\n"
+        "    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=die_with_parent, initargs=(os.getpid(),)) as p:\n"
         "        p.submit(work, sys.argv[1]).result()\n")
     pid_file = tmp_path / "worker.pid"
     parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=os.getcwd())

@@ -90,7 +90,7 @@ def _safe_run_one(cfg: RunConfig, run_dir: str, gpu: int | None = None) -> tuple
         return "failed", traceback.format_exc(limit=8)
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """Pool worker initializer: on Linux, ask the kernel to SIGTERM this worker when the
     process that started it dies (even by SIGKILL), so a killed sweep leaves no orphans
     finishing runs behind a rerun's back. A worker killed mid-round resumes later from its
@@ -102,7 +102,7 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before the call: do not outlive it
+        if parent is not None and os.getppid() != parent:  # it died before the call: do not outlive it
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -184,7 +184,7 @@ class Sweep:
             self._set(name, "running")
         results = {}
         with cf.ProcessPoolExecutor(max(1, min(workers, len(todo) or 1)), mp_context=mp.get_context("spawn"),
-                                    initializer=die_with_parent) as pool:
+                                    initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {}
             for i, name in enumerate(todo):
                 gpu = i % n_gpus if n_gpus else None
