@@ -55,7 +55,7 @@ def test_missing_column_and_bad_labels_and_bad_image(tmp_path):
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['place'\]"):
         create_dataset("waterbirds", "train", root=str(root), cache_dir=None)
     meta.assign(y=meta["y"] * 3).to_csv(root / "metadata.csv", index=False)
-    with pytest.raises(ValueError, match="labels y must lie in 0..1; found \\[3\\]"):
+    with pytest.raises(ValueError, match=r"column .y. must hold integers in 0..1; rows \[16, 17, 18, 19, 20\] hold \[3, 3"):
         create_dataset("waterbirds", "train", root=str(root), cache_dir=None)
     meta.to_csv(root / "metadata.csv", index=False)
     (root / meta["img_filename"][0]).write_bytes(b"not a jpeg")
@@ -155,3 +155,29 @@ def test_cifar_presets_two_rounds(preset, tmp_path):
     assert "val/worst_class" in rec.rounds and "test/acc/y9" in rec.rounds
     assert ("val_imbalanced/worst_class" in rec.rounds) == (preset == "cifar10-imbalanced")
     assert "rare_class" in rec.acquisitions
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("y", 0.5, r"column 'y' must hold integers in 0..1; rows \[0\] hold \[0.5\]"),
+    ("y", None, r"column 'y' must hold integers in 0..1; rows \[0\] hold \[nan\]"),
+    ("y", "bird", r"column 'y' must hold integers in 0..1; rows \[0\] hold \['bird'\]"),
+    ("place", 3, r"column 'place' must hold integers in 0..1; rows \[0\] hold \[3\]"),
+    ("split", 7, r"column 'split' must hold integers in 0..2"),
+    ("img_id", 1, r"img_id must be unique; \[1\] appear more than once"),
+])
+def test_waterbirds_metadata_is_validated_column_by_column(tmp_path, column, value, message):
+    import pandas as pd
+
+    root = make_waterbirds(tmp_path / "wb")
+    meta = pd.read_csv(root / "metadata.csv")
+    meta[column] = meta[column].astype(object)
+    meta.loc[0, column] = value
+    meta.to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match=message):
+        create_dataset("waterbirds", "train", root=str(root), resolution=32, cache_dir=None)
+
+
+def test_empty_metadata_is_named(tmp_path):
+    (tmp_path / "metadata.csv").write_text("")
+    with pytest.raises(ValueError, match=r"metadata.csv is empty; expected a header img_id"):
+        create_dataset("waterbirds", "train", root=str(tmp_path), resolution=32, cache_dir=None)

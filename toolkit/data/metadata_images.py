@@ -59,14 +59,35 @@ def find_root(layout: MetadataLayout, root: str | Path) -> Path:
 
 
 def read_metadata(layout: MetadataLayout, root: Path) -> pd.DataFrame:
-    meta = pd.read_csv(root / "metadata.csv")
+    """metadata.csv, checked column by column: every error names the file, the column and
+    (the first few) rows, and says what the column must hold."""
+    path = root / "metadata.csv"
+    try:
+        meta = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty; expected a header {', '.join(REQUIRED)} and one row per image") from None
     missing = [c for c in REQUIRED if c not in meta.columns]
     if missing:
-        raise ValueError(f"{root / 'metadata.csv'} lacks column(s) {missing}; it has {list(meta.columns)}. "
+        raise ValueError(f"{path} lacks column(s) {missing}; it has {list(meta.columns)}. "
                          f"Expected {', '.join(REQUIRED)}")
-    bad = sorted(int(v) for v in set(meta["y"].unique()) - set(range(len(layout.class_names))))
-    if bad:
-        raise ValueError(f"{root / 'metadata.csv'}: labels y must lie in 0..{len(layout.class_names) - 1}; found {bad}")
+    if meta.empty:
+        raise ValueError(f"{path} has a header but no rows")
+    valid = {"y": range(len(layout.class_names)), "place": range(2), "split": sorted(SPLIT_CODES.values()),
+             "img_id": None}
+    for column, allowed in valid.items():
+        values = pd.to_numeric(meta[column], errors="coerce")
+        bad = values.isna() | (values != values.round())
+        if allowed is not None:
+            bad |= ~values.isin(list(allowed))
+        if bad.any():
+            rows = meta.index[bad][:5].tolist()
+            want = (f"integers in {min(allowed)}..{max(allowed)}" if allowed is not None else "integers")
+            raise ValueError(f"{path}: column {column!r} must hold {want}; rows {rows} hold "
+                             f"{meta.loc[bad, column].head(5).tolist()}")
+        meta[column] = values.astype(np.int64)
+    duplicated = meta["img_id"][meta["img_id"].duplicated(keep=False)]
+    if len(duplicated):
+        raise ValueError(f"{path}: img_id must be unique; {sorted(set(duplicated.tolist()))[:5]} appear more than once")
     return meta
 
 
