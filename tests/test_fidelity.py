@@ -275,3 +275,4 @@ def test_readme_fidelity_table_is_the_generated_one():
 def test_camelyon17_preset_follows_the_strict_small_image_rule():
     assert resolve_config("camelyon17").data.params["resolution"] == 480
     assert resolve_config("vit_b16" if False else "waterbirds-vit-b16").model.name == "vit_b16"
+

@@ -88,7 +88,11 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
         partial = path.with_name(path.name + ".partial")
         hint = f" (an unfinished extraction is at {partial}; run the extraction again to resume)" if partial.exists() else ""
         raise FileNotFoundError(f"no feature cache at {path}{hint}")
-    f = h5py.File(path, "r")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable HDF5 feature cache ({str(err).splitlines()[0]}); extract it "
+                         f"again (`altk extract ...`) or pass the right file") from None
     if not f.attrs.get("complete", False):
         f.close()
         raise ValueError(f"{path} is an unfinished extraction; run the extraction again to complete it")

@@ -89,7 +89,7 @@ class RunWriter:
                 )
             lines = [line for line in (self.dir / "rounds.jsonl").read_text().splitlines()
                      if line.strip()] if (self.dir / "rounds.jsonl").exists() else []
-            self.rounds = [json.loads(line) for line in lines]
+            self.rounds = [_parse_round(line, self.dir / "rounds.jsonl", i) for i, line in enumerate(lines, 1)]
             self._lines = [line + "\n" for line in lines]
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +204,14 @@ class RunRecord:
         return df.join(pd.DataFrame(logits, columns=[f"logit_{c}" for c in range(logits.shape[1])]))
 
 
+def _parse_round(line: str, path: Path, number: int) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}, line {number}: not a JSON round record ({err.msg}); the file was edited or "
+                         f"damaged outside the toolkit. Restore it, or delete the run directory to run it again") from None
+
+
 def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
     needed = ["config.yaml", "meta.json", "rounds.jsonl", "state.json"]
@@ -212,7 +220,8 @@ def load_run(run_dir: str | Path) -> RunRecord:
         raise FileNotFoundError(f"{run_dir} is not a complete run record: missing {', '.join(missing)}")
     header = yaml.safe_load((run_dir / "config.yaml").read_text())
     meta = json.loads((run_dir / "meta.json").read_text())
-    rows = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line.strip()]
+    rows = [_parse_round(line, run_dir / "rounds.jsonl", i)
+            for i, line in enumerate((run_dir / "rounds.jsonl").read_text().splitlines(), 1) if line.strip()]
     flat, acq = [], []
     for row in rows:
         f = {"round": row["round"], "n_labels": row["n_labels"]}

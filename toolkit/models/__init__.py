@@ -209,12 +209,17 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
             raise ValueError(f"{path}: .npz weights need a timm model with load_pretrained (BiT, ViT)")
         load_npz_checked(backbone, path)
         return
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors, pickle and zip each raise their own kinds
+        raise ValueError(f"{path} is not a readable {'safetensors' if path.suffix == '.safetensors' else 'PyTorch'} "
+                         f"weights file ({type(err).__name__}: {str(err).splitlines()[0][:120]}); pass a "
+                         f".safetensors, .pth/.pt or BiT .npz file") from None
         if isinstance(backbone, ToyResNet) and isinstance(state, dict) and "recipe" in state:
             # same parameter shapes, different strides: a v1 toy checkpoint would load silently
             saved = state.get("architecture", {"strides": [1, 2, 2, 1]})
