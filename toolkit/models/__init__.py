@@ -220,16 +220,16 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
         raise ValueError(f"{path} is not a readable {'safetensors' if path.suffix == '.safetensors' else 'PyTorch'} "
                          f"weights file ({type(err).__name__}: {str(err).splitlines()[0][:120]}); pass a "
                          f".safetensors, .pth/.pt or BiT .npz file") from None
-        if isinstance(backbone, ToyResNet) and isinstance(state, dict) and "recipe" in state:
-            # same parameter shapes, different strides: a v1 toy checkpoint would load silently
-            saved = state.get("architecture", {"strides": [1, 2, 2, 1]})
-            if saved != backbone.architecture():
-                raise ValueError(f"{path} is a toy backbone of another architecture ({saved}; this toolkit builds "
-                                 f"{backbone.architecture()}). Pretrain one for it with `altk pretrain toy`.")
-        for key in ("backbone", "state_dict", "model"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
+    if isinstance(backbone, ToyResNet) and isinstance(state, dict) and "recipe" in state:
+        # same parameter shapes, different strides: a v1 toy checkpoint would load silently
+        saved = state.get("architecture", {"strides": [1, 2, 2, 1]})
+        if saved != backbone.architecture():
+            raise ValueError(f"{path} is a toy backbone of another architecture ({saved}; this toolkit builds "
+                             f"{backbone.architecture()}). Pretrain one for it with `altk pretrain toy`.")
+    for key in ("backbone", "state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
     state = {k.removeprefix("backbone.").removeprefix("module."): v for k, v in state.items()}
     result = backbone.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not _head_key(k)]
