@@ -1,3 +1,4 @@
+import torch
 """Real-dataset loaders on tiny copies generated in the releases' on-disk formats."""
 import numpy as np
 import pandas as pd
@@ -181,3 +182,20 @@ def test_empty_metadata_is_named(tmp_path):
     (tmp_path / "metadata.csv").write_text("")
     with pytest.raises(ValueError, match=r"metadata.csv is empty; expected a header img_id"):
         create_dataset("waterbirds", "train", root=str(tmp_path), resolution=32, cache_dir=None)
+
+
+def test_decoded_cache_follows_content_not_names_and_times(tmp_path):
+    import os
+
+    from PIL import Image
+
+    root = make_waterbirds(tmp_path / "wb")
+    kw = dict(root=str(root), resolution=32, cache_dir=str(tmp_path / "c"))
+    before = create_dataset("waterbirds", "train", **kw)
+    image = root / before.attributes["img_filename"].iloc[0]
+    stat = image.stat()
+    Image.new("RGB", (48, 40), (255, 0, 0)).save(image)  # same name...
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and the same times
+    after = create_dataset("waterbirds", "train", **kw)
+    assert after.params["content"] != before.params["content"]
+    assert not torch.equal(after.images[0], before.images[0]) and torch.equal(after.images[1:], before.images[1:])
