@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .faults import kill_point
 from .data import GroupedDataset, create_dataset
 from .finetune import autocast, iterate_batches
 from .models import create_model, weights_digest
@@ -181,10 +182,11 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
                  batch_size: int, device, stop_after_chunks: int | None, log) -> Path:
     n = len(ds)
     _check_free_space(path.parent, n * model.head.in_features * np.dtype(dtype).itemsize)
-    if partial.exists() and not h5py.is_hdf5(partial):
-        # killed before HDF5 wrote its first superblock: nothing in it can be trusted or resumed
+    if partial.exists() and not _readable(partial):
+        # killed before HDF5 wrote its superblock, or between a chunk and the flush of its
+        # metadata: nothing in it can be trusted or resumed
         if log:
-            log(f"[extract] {partial.name} is not a readable HDF5 file (killed while being created); starting over")
+            log(f"[extract] {partial.name} is not a readable HDF5 file (killed while being written); starting over")
         partial.unlink()
     with h5py.File(partial, "a") as f:
         if "fingerprint" in f.attrs:
@@ -222,11 +224,13 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
             hi = min(lo + chunk_rows, n)
             emb = _embed(model, ds, np.arange(lo, hi), device, batch_size).astype(dtype)
             _write_chunk(f, lo, hi, emb)
+            kill_point(f"extract:chunk_written:{lo // chunk_rows}")  # rows written, progress not yet recorded
             if "chunk_sha256" in f:  # caches begun before verification have none
                 f["chunk_sha256"][lo // int(f.attrs["chunk_rows"])] = _digest(emb).encode()
             f.attrs["rows_done"] = hi
             f.flush()
             done += 1
+    kill_point("extract:before_verify:0")
     _verify_written(partial)  # a write the disk dropped (full disk: h5py only warns) must not pass as complete
     with h5py.File(partial, "a") as f:
         f.attrs["complete"] = True
@@ -234,6 +238,15 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
     if log:
         log(f"[extract] {n} rows -> {path} ({time.perf_counter() - t0:.1f}s)")
     return path
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            int(f.attrs.get("rows_done", 0))
+        return True
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 def _write_chunk(f, lo: int, hi: int, emb: np.ndarray) -> None:

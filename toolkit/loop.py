@@ -18,6 +18,7 @@ import torch
 from .acquisition import StreamingTopK, get_acquisition, score_logits
 from .config import ALConfig, RunConfig
 from .data import GroupedDataset, create_dataset
+from .faults import kill_point
 from .finetune import finetune, make_optimizer, maybe_compile, predict_logits
 from .metrics import EXTRA_METRICS, group_key, group_metrics, group_shares
 from .models import create_model
@@ -282,11 +283,13 @@ def _run(
         model.load_state_dict(initial_state)  # every round starts from the initial weights
         train = finetune(net, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, r),
                          optimizer=optimizer)
+        kill_point(f"loop:trained:{r}")
         t1 = time.perf_counter()
         metrics = {s: evaluate(net, ds, device=device, batch_size=cfg.eval_batch_size, train_shares=shares,
                                workers=cfg.loader_workers)
                    for s, ds in evals.items()}
         t2 = time.perf_counter()
+        kill_point(f"loop:evaluated:{r}")
         acquired: list[dict] = []
         if r < len(sizes):
             unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
@@ -307,8 +310,10 @@ def _run(
                            **({"load_data_s": load_s} if r == writer.completed_rounds else {})}}
         if r == 0:
             row["seed_set"] = seed_rows
+        kill_point(f"loop:scored:{r}")
         if optimizer is not None:  # per round, before its record: a resume reads the state its last round left
             save_optimizer_state(optimizer, Path(out_dir), r)
+        kill_point(f"loop:before_record:{r}")
         writer.append_round(row, finished=r == n_rounds - 1)
         if optimizer is not None:
             optimizer_state_path(Path(out_dir), r - 1).unlink(missing_ok=True)

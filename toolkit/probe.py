@@ -17,6 +17,7 @@ import torch
 
 from .acquisition import StreamingTopK, get_acquisition, score_logits
 from .config import ALConfig
+from .faults import kill_point
 from .features import FeatureCache, open_cache
 from .loop import (acquisition_sizes, attribute_shares, candidates, check_budget, dataset_rows, draw_seed_set,
                    split_metrics)
@@ -188,7 +189,9 @@ def _run_probe(
                "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2}}
         if r == 0:
             row["seed_set"] = seed_rows
+        kill_point(f"probe:scored:{r}")
         save_probe_state(probe, Path(out_dir), r)  # before the round's record, as the full loop's optimiser state
+        kill_point(f"probe:before_record:{r}")
         writer.append_round(row, finished=r == len(sizes))
         _probe_state_path(Path(out_dir), r - 1).unlink(missing_ok=True)
         if log:

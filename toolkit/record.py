@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from . import __version__
+from .faults import kill_point
 from .repro import git_commit
 
 TIMING_PREFIX = "time/"
@@ -117,6 +118,7 @@ class RunWriter:
         self.rounds.append(row)
         self._lines.append(json.dumps(row) + "\n")  # earlier rounds are encoded once, not every round
         write_atomic(self.dir / "rounds.jsonl", "".join(self._lines))
+        kill_point(f"record:rounds_written:{len(self.rounds) - 1}")  # before state.json: the two-file gap
         self.write_state(finished=finished)
 
     def write_state(self, *, finished: bool) -> None:

@@ -1,0 +1,91 @@
+"""The fault suite (issue #13): a process killed at each stage boundary (`ALTK_KILL_AT`,
+toolkit/faults.py: os._exit, as SIGKILL) and then rerun must leave the same record or
+cache as an uninterrupted run."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit.features import extract_features, open_cache
+from toolkit.loop import run_active_learning
+from toolkit.record import load_run
+from conftest import TINY_DATA
+
+SCRIPT = """
+import json, sys
+from toolkit.config import config_from_dict
+from toolkit.loop import run_active_learning
+run_active_learning(config_from_dict(json.loads(open(sys.argv[1]).read())), sys.argv[2], log=None)
+"""
+
+
+def _killed(args, point, tmp_path):
+    env = {**os.environ, "ALTK_KILL_AT": point, "ALTK_NO_PRETRAIN": "1"}
+    proc = subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 137, f"the kill point {point} was never reached:\n{proc.stderr[-2000:]}"
+
+
+def _same_record(a, b):
+    drop = lambda r: r.rounds.drop(columns=[c for c in r.rounds.columns if c.startswith("time/") or "seconds" in c])
+    pd.testing.assert_frame_equal(drop(a), drop(b))
+    pd.testing.assert_frame_equal(a.acquisitions, b.acquisitions)
+    assert a.status == b.status == "finished"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_backbone, tmp_path_factory):
+    from toolkit.config import resolve_config
+
+    root = tmp_path_factory.mktemp("faults")
+    cfg = resolve_config("toy", {"data": {"params": {**TINY_DATA, "cache_dir": str(root / "data")}},
+                                 "model": {"weights": str(tiny_backbone)},
+                                 "finetune": {"max_steps": 6, "micro_batch": 16},
+                                 "al": {"seed_size": 10, "per_round": 5, "budget": 10}, "eval_batch_size": 128})
+    (root / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    return cfg, root, run_active_learning(cfg, root / "reference", log=None)
+
+
+@pytest.mark.parametrize("point", ["loop:trained:1", "loop:evaluated:1", "loop:scored:1", "loop:before_record:1",
+                                   "record:rounds_written:1", "record:rounds_written:2", "loop:trained:0"])
+def test_run_killed_at_each_stage_resumes_to_the_same_record(uninterrupted, point, tmp_path):
+    cfg, root, reference = uninterrupted
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    _killed([str(script), str(root / "cfg.json"), str(tmp_path / "run")], point, tmp_path)
+    _same_record(run_active_learning(cfg, tmp_path / "run", log=None), reference)
+
+
+@pytest.mark.parametrize("point", ["probe:scored:1", "probe:before_record:2", "record:rounds_written:4"])
+def test_probe_killed_at_each_stage_resumes_to_the_same_record(tiny_backbone, tmp_path, point):
+    from toolkit.config import ALConfig
+    from toolkit.probe import run_probe
+
+    kw = dict(weights=str(tiny_backbone), dataset_params={**TINY_DATA, "cache_dir": str(tmp_path / "data")},
+              root=tmp_path / "f", log=None)
+    pool, test = (extract_features("toy_resnet", "toyworld", s, **kw) for s in ("train", "test"))
+    al = ALConfig(strategy="least_confidence", seed_size=10, per_round=5, budget=20)
+    reference = run_probe(pool, {"test": test}, tmp_path / "reference", al=al, seed=1)
+    script = tmp_path / "probe.py"
+    script.write_text("import sys\nfrom toolkit.config import ALConfig\nfrom toolkit.probe import run_probe\n"
+                      "run_probe(sys.argv[1], {'test': sys.argv[2]}, sys.argv[3], seed=1, al=ALConfig("
+                      "strategy='least_confidence', seed_size=10, per_round=5, budget=20))\n")
+    _killed([str(script), str(pool), str(test), str(tmp_path / "run")], point, tmp_path)
+    _same_record(run_probe(pool, {"test": test}, tmp_path / "run", al=al, seed=1), reference)
+
+
+@pytest.mark.parametrize("point", ["extract:chunk_written:0", "extract:chunk_written:2", "extract:before_verify:0"])
+def test_extraction_killed_at_each_stage_resumes_to_the_same_cache(tiny_backbone, tmp_path, point):
+    kw = dict(weights=str(tiny_backbone), dataset_params={**TINY_DATA, "cache_dir": str(tmp_path / "data")},
+              chunk_rows=50, log=None)
+    reference = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "a", **kw)
+    script = tmp_path / "extract.py"
+    script.write_text("import sys, json\nfrom toolkit.features import extract_features\n"
+                      "extract_features('toy_resnet', 'toyworld', 'test', root=sys.argv[1], **json.loads(sys.argv[2]))\n")
+    _killed([str(script), str(tmp_path / "b"), json.dumps(kw)], point, tmp_path)
+    path = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "b", **kw)
+    a, b = open_cache(reference), open_cache(path)
+    assert np.array_equal(a.embeddings, b.embeddings) and a.fingerprint == b.fingerprint
