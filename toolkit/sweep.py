@@ -153,8 +153,8 @@ class Sweep:
         if stale:
             lines = "; ".join(f"{n} ({', '.join(f[:4])})" for n, f in list(stale.items())[:3])
             raise ValueError(f"{self.out} holds {len(stale)} run(s) made with other settings: {lines}"
-                             f"{' ...' if len(stale) > 3 else ''}. Rerun with the settings they were made with, "
-                             f"or give another output folder (--out).")
+                             f"{f' and {len(stale) - 3} more' if len(stale) > 3 else ''}. Rerun with the settings "
+                             f"they were made with, or give another output folder (--out).")
         todo = []
         for name in self.cfgs:
             if _is_finished(self.run_dir(name)):
