@@ -60,3 +60,26 @@ def test_toy_pretrained_loads_checkpoint(tiny_backbone, monkeypatch):
 def test_hub_unreachable_gives_clear_error():
     with pytest.raises(RuntimeError, match="weights=PATH"):
         create_model("timm_test_resnet", weights="pretrained", num_classes=2)
+
+
+def test_head_runs_in_float32_under_autocast():
+    from toolkit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny_bit", weights="random", num_classes=3, zero_head=False).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, z = model(x), model.embed(x)
+    assert z.dtype == torch.bfloat16  # the backbone did run in bf16
+    assert logits.dtype == torch.float32  # the head did not
+    torch.testing.assert_close(logits, torch.nn.functional.linear(z.float(), model.head.weight, model.head.bias))
+
+
+def test_compute_dtype_is_part_of_the_cache_fingerprint():
+    from toolkit.features import compute_dtype, make_fingerprint
+    from toolkit.data import create_dataset
+
+    ds = create_dataset("toyworld", "test", n_train=8, n_val=4, n_test=8, cache_dir=None)
+    kw = dict(model="toy_resnet", weights="w", layer="penultimate", dataset=ds, transform="t")
+    assert compute_dtype(torch.device("cpu")) == "float32" and compute_dtype(torch.device("cuda")) != "float32"
+    assert make_fingerprint(**kw, compute="float32") != make_fingerprint(**kw, compute="bfloat16-autocast")

@@ -39,11 +39,20 @@ def describe_weights(weights: str, model: torch.nn.Module, seed: int) -> str:
     return f"{'pretrained' if weights == 'pretrained' else 'file'}:{weights_digest(model.backbone)}"
 
 
-def make_fingerprint(*, model: str, weights: str, layer: str, dataset: GroupedDataset, transform: str) -> dict:
+def make_fingerprint(*, model: str, weights: str, layer: str, dataset: GroupedDataset, transform: str,
+                     compute: str = "float32") -> dict:
+    """What produced a cache. `compute` is the backbone's arithmetic: a bf16-autocast GPU
+    extraction and a float32 CPU one give different embeddings, so they never share a
+    cache, and a partial cache never resumes on the other kind of device."""
     params = {k: v for k, v in dataset.params.items() if k != "cache_dir"}
     return {"model": model, "weights": weights, "layer": layer, "dataset": dataset.name,
             "dataset_params": json.loads(json.dumps(params)), "split": dataset.split, "transform": transform,
-            "toolkit_version": __version__}
+            "compute": compute, "toolkit_version": __version__}
+
+
+def compute_dtype(device: torch.device) -> str:
+    """The arithmetic `finetune.autocast` gives on `device`."""
+    return "bfloat16-autocast" if device.type == "cuda" else "float32"
 
 
 def fingerprint_digest(fp: dict) -> str:
@@ -160,6 +169,7 @@ def extract_features(
     torch.manual_seed(seed)
     model = create_model(model_name, weights=weights, num_classes=ds.num_classes).to(device).eval()
     fp = make_fingerprint(model=model_name, weights=describe_weights(weights, model, seed), layer=layer,
+                          compute=compute_dtype(device),
                           dataset=ds, transform="uint8/127.5-1 (BiT [-1, 1])")
     path = Path(out) if out is not None else default_cache_path(fp, root)
     if path.exists():

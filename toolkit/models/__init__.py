@@ -38,7 +38,11 @@ class Classifier(nn.Module):
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+        # the head in float32 even under autocast: bf16 logits come in steps of 0.03-0.06,
+        # which ties acquisition scores (ties then go to dataset order) and argmax (class 0)
+        z = self.embed(x)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self.head(z.float())
 
 
 @dataclass(frozen=True)
