@@ -168,8 +168,7 @@ def test_random_crop_layout_trains_on_crops_and_evaluates_whole_images(tmp_path)
     x_eval, _ = rand.get_batch(np.arange(4))
     x_train, _ = rand.get_batch(np.arange(4), train=True)
     assert x_eval.shape[-1] == 32 and x_train.shape[-1] == 40
-    expected = torch.nn.functional.interpolate(rand.prepare(rand.images[:4]) if False else
-                                               (rand.images[:4].float() / 127.5 - 1), size=(32, 32),
+    expected = torch.nn.functional.interpolate(rand.images[:4].float() / 127.5 - 1, size=(32, 32),
                                                mode="bilinear", align_corners=False)
     torch.testing.assert_close(x_eval, expected)  # evaluation: the whole image resized, not a centre crop
     g = torch.Generator().manual_seed(0)
@@ -274,5 +273,5 @@ def test_readme_fidelity_table_is_the_generated_one():
 
 def test_camelyon17_preset_follows_the_strict_small_image_rule():
     assert resolve_config("camelyon17").data.params["resolution"] == 480
-    assert resolve_config("vit_b16" if False else "waterbirds-vit-b16").model.name == "vit_b16"
+    assert resolve_config("waterbirds-vit-b16").model.name == "vit_b16"
 
