@@ -57,7 +57,8 @@ def cmd_extract(args) -> None:
     params = parse_overrides(args.param) if args.param else {}
     path = extract_features(args.model, args.dataset, args.split, weights=args.weights, dataset_params=params,
                             layer=args.layer, out=args.out, dtype=args.dtype, compression=args.compression,
-                            device=args.device, seed=args.seed)
+                            device=args.device, seed=args.seed, loader_workers=args.loader_workers,
+                            batch_size=args.batch_size)
     print(path)
 
 
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--compression", default=None, choices=[None, "gzip", "lzf"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--loader-workers", type=int, default=0, help="processes decoding batches (persist across chunks)")
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="torch seed for random weights")
     p.set_defaults(func=cmd_extract)
 

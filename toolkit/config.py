@@ -79,6 +79,7 @@ class RunConfig:
     threads: int | None = None  # torch threads; None = leave torch's default
     eval_batch_size: int = 512
     loader_workers: int = 0  # processes gathering inference batches (pinned on CUDA)
+    deterministic: bool = False  # CUDA: deterministic kernels, slower (repro.set_deterministic); CPU runs always are
     checkpoint_rounds: list = field(default_factory=list)  # save the finetuned model after these rounds
     notes: str = ""
     protocol: str = "toolkit"  # "paper_code": every row of the fidelity table as the paper's code runs it

@@ -26,7 +26,7 @@ import torch
 from . import __version__
 from .faults import kill_point
 from .data import GroupedDataset, create_dataset
-from .finetune import autocast, iterate_batches
+from .finetune import infer
 from .models import create_model, weights_digest
 
 LAYERS = ("penultimate",)
@@ -151,6 +151,7 @@ def extract_features(
     chunk_rows: int = 1024,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    loader_workers: int = 0,
     seed: int = 0,
     stop_after_chunks: int | None = None,
     log=print,
@@ -185,11 +186,11 @@ def extract_features(
             return path
         return _write_cache(model, ds, fp, path, partial, dtype=dtype, compression=compression,
                             chunk_rows=chunk_rows, batch_size=batch_size, device=device,
-                            stop_after_chunks=stop_after_chunks, log=log)
+                            workers=loader_workers, stop_after_chunks=stop_after_chunks, log=log)
 
 
 def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, compression, chunk_rows: int,
-                 batch_size: int, device, stop_after_chunks: int | None, log) -> Path:
+                 batch_size: int, device, stop_after_chunks: int | None, log, workers: int = 0) -> Path:
     n = len(ds)
     _check_free_space(path.parent, n * model.head.in_features * np.dtype(dtype).itemsize)
     if partial.exists() and not _readable(partial):
@@ -232,7 +233,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
             if stop_after_chunks is not None and done >= stop_after_chunks:
                 return partial
             hi = min(lo + chunk_rows, n)
-            emb = _embed(model, ds, np.arange(lo, hi), device, batch_size).astype(dtype)
+            emb = _embed(model, ds, np.arange(lo, hi), device, batch_size, workers).astype(dtype)
             _write_chunk(f, lo, hi, emb)
             kill_point(f"extract:chunk_written:{lo // chunk_rows}")  # rows written, progress not yet recorded
             if "chunk_sha256" in f:  # caches begun before verification have none
@@ -294,10 +295,7 @@ def _verify_written(partial: Path) -> None:
                   f"device; HDF5 only warns). The partial cache was deleted; free space and extract again.")
 
 
-@torch.inference_mode()
-def _embed(model, ds: GroupedDataset, positions: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
-    out = []
-    for _, x in iterate_batches(ds, positions, device=device, batch_size=batch_size):
-        with autocast(device):
-            out.append(model.embed(x).float().cpu().numpy())
-    return np.concatenate(out)
+def _embed(model, ds: GroupedDataset, positions: np.ndarray, device: torch.device, batch_size: int,
+           workers: int = 0) -> np.ndarray:
+    return np.concatenate([e for _, e in infer(model.embed, ds, positions, device=device, batch_size=batch_size,
+                                               workers=workers)])

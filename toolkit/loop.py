@@ -23,7 +23,7 @@ from .finetune import finetune, make_optimizer, maybe_compile, predict_logits
 from .metrics import EXTRA_METRICS, group_key, group_metrics, group_shares
 from .models import create_model
 from .record import PoolOutputWriter, RunRecord, RunWriter, load_run
-from .repro import resolve_device, round_rng, round_torch_seed
+from .repro import resolve_device, round_rng, round_torch_seed, set_deterministic
 
 
 def acquisition_sizes(al: ALConfig) -> list[int]:
@@ -235,6 +235,8 @@ def _run(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        set_deterministic(True)
     get_acquisition(cfg.al.strategy)  # fail fast on an unknown name
     t_load = time.perf_counter()
     data_params = cfg.data_params()

@@ -1,7 +1,9 @@
 """Device resolution and derived random streams. Randomness is passed in, never global."""
 from __future__ import annotations
 
+import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
     return device
+
+
+def set_deterministic(enabled: bool) -> None:
+    """CUDA's deterministic mode (`deterministic: true` in a run's config).
+
+    On CUDA, cuDNN's weight gradients, adaptive pooling's backward and the NLL loss are
+    nondeterministic by default, so two runs of one config (or a resumed run) may part ways
+    after a few rounds. This mode picks deterministic kernels (slower; torch warns where one
+    has none) and cuBLAS's fixed workspace. CPU runs are deterministic either way."""
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    if enabled:
+        if torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+            warnings.warn("deterministic mode: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG was set, so cuBLAS "
+                          "may stay nondeterministic; set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting Python")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def round_rng(seed: int, round_index: int, stream: int = 0) -> np.random.Generator:

@@ -75,19 +75,27 @@ def run_one(cfg: RunConfig, run_dir: str) -> str:
     return "done"
 
 
-def _safe_run_one(cfg: RunConfig, run_dir: str, gpu: int | None = None) -> tuple[str, str | None]:
-    """Pool worker: placement is set on the process, not in the config, so a run keeps the
-    same config (and can resume) whichever launcher runs it next."""
+def _safe_run_one(cfg: RunConfig, run_dir: str) -> tuple[str, str | None]:
+    """Pool worker: placement is set on the process (`init_worker`), not in the config, so a
+    run keeps the same config (and can resume) whichever launcher runs it next."""
     import torch
 
-    if gpu is not None:
-        torch.cuda.set_device(gpu)  # device "auto"/"cuda" then means this GPU
-    elif cfg.threads is None:
+    if cfg.threads is None and not torch.cuda.is_available():
         torch.set_num_threads(1)  # one thread per process: steadier than sharing cores
     try:
         return run_one(cfg, run_dir), None
     except Exception:  # reported in the index; the other runs go on
         return "failed", traceback.format_exc(limit=8)
+
+
+def init_worker(parent: int | None = None, gpus=None) -> None:
+    """Pool worker initializer: dies with its parent (`die_with_parent`), and with `gpus`
+    (a queue of GPU indices, one per worker) binds this worker to one GPU for its life, by
+    CUDA_VISIBLE_DEVICES before CUDA starts. Handing GPUs out per task would let the pool's
+    free worker take a task meant for another GPU: two runs on one GPU while another idles."""
+    die_with_parent(parent)
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get(timeout=60))
 
 
 def die_with_parent(parent: int | None = None) -> None:
@@ -179,16 +187,19 @@ class Sweep:
         todo = self.todo()
         self._prepare(todo)
         n_gpus = torch.cuda.device_count()
-        workers = workers or (n_gpus if n_gpus else (os.cpu_count() or 1))
+        workers = max(1, min(workers or n_gpus or os.cpu_count() or 1, len(todo) or 1))
         for name in todo:
             self._set(name, "running")
         results = {}
-        with cf.ProcessPoolExecutor(max(1, min(workers, len(todo) or 1)), mp_context=mp.get_context("spawn"),
-                                    initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = {}
-            for i, name in enumerate(todo):
-                gpu = i % n_gpus if n_gpus else None
-                futures[pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name)), gpu)] = name
+        ctx = mp.get_context("spawn")
+        gpus = None
+        if n_gpus:  # each worker bound to one GPU, spread evenly (one per GPU by default)
+            gpus = ctx.Queue()
+            for i in range(workers):
+                gpus.put(i % n_gpus)
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                                    initargs=(os.getpid(), gpus)) as pool:
+            futures = {pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name))): name for name in todo}
             for fut in cf.as_completed(futures):
                 status, error = fut.result()
                 self._set(futures[fut], status, error)

@@ -13,6 +13,18 @@ def _faiss():
     return faiss
 
 
+_GPU_RESOURCES = None
+
+
+def _gpu_resources():
+    """One faiss GPU resources object per process: each holds its own streams and a
+    scratch allocation of several hundred MB, so a new one per fit wastes both."""
+    global _GPU_RESOURCES
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = _faiss().StandardGpuResources()
+    return _GPU_RESOURCES
+
+
 class NeighbourIndex:
     """k-nearest-neighbour search (L2) over embeddings.
 
@@ -30,15 +42,18 @@ class NeighbourIndex:
         faiss = _faiss()
         X = np.ascontiguousarray(embeddings, dtype=np.float32)
         d = X.shape[1]
+        gpu = self.use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         if len(X) <= self.exact_threshold:
             index = faiss.IndexFlatL2(d)
         else:
             nlist = self.nlist or int(4 * np.sqrt(len(X)))
             index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        if gpu:  # moved before training, so the IVF's k-means runs on the GPU too
+            index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
+        if not index.is_trained:
             index.train(X)
+        if hasattr(index, "nprobe"):
             index.nprobe = self.nprobe
-        if self.use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
         index.add(X)
         self.index_, self.ids_ = index, np.asarray(ids)
         return self

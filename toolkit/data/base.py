@@ -71,6 +71,10 @@ class GroupedDataset:
                 f"found range [{labels.min()}, {labels.max()}]"
             )
 
+    def __getstate__(self) -> dict:
+        # loaders (finetune._loader) hold worker processes: never pickled with the data
+        return {k: v for k, v in self.__dict__.items() if k != "_loaders"}
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -137,12 +141,28 @@ class TextDataset(GroupedDataset):
     pad_id: int = 1
 
     def __getitem__(self, i: int):
-        return self.prepare(self.images[i:i + 1]), int(self.labels[i]), int(self.ids[i])
+        return self.prepare(self.trim(self.images[i:i + 1])), int(self.labels[i]), int(self.ids[i])
+
+    def get_batch(self, positions, device=None, *, train: bool = False):
+        """As `GroupedDataset.get_batch`, trimmed on the host before the copy: the trim length
+        read from a CUDA tensor would wait for the device on every batch."""
+        pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
+        x, y = self.trim(self.images[pos]), self._labels_tensor[pos]
+        if device is not None:
+            x, y = to_device(x, device), to_device(y, device)
+        return self.prepare(x, train=train), y
+
+    def raw_batch(self, positions: np.ndarray) -> torch.Tensor:
+        return self.trim(super().raw_batch(positions))
+
+    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Cut the padding columns after the batch's longest row (on the host)."""
+        length = max(1, int((tokens != self.pad_id).sum(1).max())) if len(tokens) else 1
+        return tokens[:, :length]
 
     def prepare(self, tokens: torch.Tensor, *, train: bool = False) -> dict[str, torch.Tensor]:
-        mask = tokens != self.pad_id
-        length = max(1, int(mask.sum(1).max())) if len(tokens) else 1
-        return {"input_ids": tokens[:, :length].long(), "attention_mask": mask[:, :length].long()}
+        """Token ids, already trimmed (`trim`), -> the model's inputs; no host read."""
+        return {"input_ids": tokens.long(), "attention_mask": (tokens != self.pad_id).long()}
 
 
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
