@@ -65,7 +65,7 @@ def _peak_gb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
 
 
-def time_finetune(net, model, pool, device, *, micro_batch: int, warmup_steps: int, steps: int) -> dict:
+def time_finetune(net, model, pool, device, *, micro_batch: int | str, warmup_steps: int, steps: int) -> dict:
     """Images/s of finetuning after `warmup_steps` (cuDNN autotuning, compilation), peak
     memory, and host syncs per step."""
     labelled = np.arange(min(PAPER["seed"] + PAPER["budget"], len(pool)))  # the last round's labelled set
@@ -83,9 +83,9 @@ def time_finetune(net, model, pool, device, *, micro_batch: int, warmup_steps: i
     cfg.max_steps = 3
     with count_host_syncs(device, device_roots(model, pool.images, pool._labels_tensor)) as syncs:
         finetune(net, pool, labelled, cfg, device=device, seed=2)
-    return {"micro_batch": micro_batch, "images_per_s": steps * PAPER["batch"] / secs, "warmup_s": warmup_s,
-            "data_share": out["data_seconds"] / secs, "peak_gb": _peak_gb(device), "syncs_per_step": syncs.n / 3,
-            "sync_sites": sorted(set(syncs.where))[:8]}
+    return {"requested": micro_batch, "micro_batch": out["micro_batch"], "images_per_s": steps * PAPER["batch"] / secs,
+            "warmup_s": warmup_s, "data_share": out["data_seconds"] / secs, "peak_gb": _peak_gb(device),
+            "syncs_per_step": syncs.n / 3, "sync_sites": sorted(set(syncs.where))[:8]}
 
 
 def time_inference(net, model, pool, device, *, batch_size: int, workers: int, rows: int) -> dict:
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="bit_m_r50x1")
     ap.add_argument("--resolution", type=int, default=480)
     ap.add_argument("--pool", type=int, default=PAPER["pool"])
-    ap.add_argument("--micro-batches", default="8,32", help="finetuning micro-batch sizes to time (divide 32)")
+    ap.add_argument("--micro-batches", default="8,auto",
+                    help="finetuning micro-batch sizes to time (divisors of 32, or auto)")
     ap.add_argument("--warmup-steps", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--eval-batch", type=int, default=256)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.tiny:
         args.model, args.resolution, args.pool, args.warmup_steps, args.steps = "tiny_bit", 32, 64, 1, 2
-        args.eval_batch, args.eval_rows, args.micro_batches = 16, 64, "8,32"
+        args.eval_batch, args.eval_rows = 16, 64
     device = resolve_device(args.device)
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -150,13 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
         model = create_model(args.model, weights="random", num_classes=2).to(device)
         net = maybe_compile(model, compiled)
         tag = "compiled" if compiled else "eager"
-        ft = [time_finetune(net, model, pool, device, micro_batch=int(m), warmup_steps=args.warmup_steps,
-                            steps=args.steps) for m in args.micro_batches.split(",")]
+        ft = [time_finetune(net, model, pool, device, micro_batch=m if m == "auto" else int(m),
+                            warmup_steps=args.warmup_steps, steps=args.steps) for m in args.micro_batches.split(",")]
         inf = time_inference(net, model, pool, device, batch_size=args.eval_batch, workers=args.workers,
                              rows=args.eval_rows)
         result[tag] = {"finetune": ft, **inf}
         for f in ft:
-            print(f"[{tag}] finetune micro-batch {f['micro_batch']:2d}: {f['images_per_s']:8.1f} img/s, "
+            print(f"[{tag}] finetune micro-batch {f['requested']} -> {f['micro_batch']:2d}: {f['images_per_s']:8.1f} img/s, "
                   f"warm-up {f['warmup_s']:.1f} s, data {f['data_share']:.0%} of step time, "
                   f"peak {f['peak_gb'] or 0:.1f} GB, {f['syncs_per_step']:.2f} host syncs/step {f['sync_sites']}")
         for name in ("extract", "score"):

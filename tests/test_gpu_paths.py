@@ -157,3 +157,29 @@ def test_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
     assert est["eval_s"] == pytest.approx(65 * (1199 + 5794) / rate)
     assert est["score_s"] == pytest.approx(sum(4795 - (40 + 5 * r) for r in range(64)) / rate)
     assert est["run_s"] == pytest.approx(est["train_s"] + est["eval_s"] + est["score_s"])
+
+
+def test_auto_micro_batch_takes_the_largest_divisor_that_fits():
+    from toolkit.finetune import choose_micro_batch
+
+    tried = []
+    assert choose_micro_batch(32, lambda m: tried.append(m) or m <= 10) == 8
+    assert tried == [32, 16, 8]  # divisors of 32 only, largest first
+    assert choose_micro_batch(12, lambda m: m <= 5) == 4
+    with pytest.raises(RuntimeError, match="not even a micro-batch of 1"):
+        choose_micro_batch(4, lambda m: False)
+
+
+def test_auto_micro_batch_on_cpu_is_the_whole_batch_and_is_recorded(pool):
+    from toolkit.config import resolve_config
+
+    assert resolve_config("toy", ["finetune.micro_batch=auto"]).finetune.micro_batch == "auto"
+    with pytest.raises(ValueError, match="micro_batch' must be >= 1 or 'auto'"):
+        resolve_config("toy", ["finetune.micro_batch=big"])
+    out = {}
+    for micro in ("auto", 16):
+        torch.manual_seed(0)
+        model = create_model("toy_resnet", weights="random", num_classes=2)
+        cfg = FinetuneConfig(max_steps=2, batch_size=16, micro_batch=micro, flip=False)
+        out[micro] = finetune(model, pool, np.arange(32), cfg, device=torch.device("cpu"), seed=0)
+    assert out["auto"]["micro_batch"] == 16 and out["auto"]["final_loss"] == out[16]["final_loss"]

@@ -155,7 +155,7 @@ _RANGES = {
     ("al", "max_resampled_share"): (lambda v: 0 < v <= 1, "in (0, 1]"),
     ("finetune", "base_lr"): (lambda v: v > 0, "> 0"),
     ("finetune", "batch_size"): (lambda v: v >= 1, ">= 1"),
-    ("finetune", "micro_batch"): (lambda v: v >= 1, ">= 1"),
+    ("finetune", "micro_batch"): (lambda v: v == "auto" or (isinstance(v, int) and v >= 1), ">= 1 or 'auto'"),
     ("finetune", "max_steps"): (lambda v: v is None or v >= 1, "null or >= 1"),
     ("finetune", "loss_window"): (lambda v: v >= 1, ">= 1"),
     ("finetune", "schedule_scale"): (lambda v: v > 0, "> 0"),
