@@ -58,6 +58,44 @@ def test_streamed_images_equal_decoded_ones(wilds_root, tmp_path):
     assert len(list(tmp_path.rglob("*.npy"))) == 1
 
 
+def test_disk_decoded_images_equal_streamed_ones_and_resume_from_nothing_half_written(wilds_root, tmp_path,
+                                                                                      monkeypatch):
+    """in_memory='disk' (#15 item 6): decoded once into a memory map, equal to streaming;
+    a decode killed part-way leaves only a temporary file, which the next load replaces."""
+    from toolkit.data import image_files
+    from toolkit.data.image_files import DiskImages
+
+    lazy = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, in_memory=False)
+    real = image_files.FileImages.__getitem__
+    calls = []
+
+    def dies_on_second_chunk(self, index):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a kill mid-decode
+        return real(self, index)
+
+    monkeypatch.setattr(image_files.FileImages, "__getitem__", dies_on_second_chunk)
+    monkeypatch.setattr(image_files.decode_to_disk, "__defaults__", (8,))  # chunks of 8: 3 for 24 images
+    with pytest.raises(KeyboardInterrupt):
+        create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=str(tmp_path),
+                       in_memory="disk")
+    assert [p.name.startswith(".") for p in tmp_path.rglob("*.npy")] == [True]  # only the temporary file
+    monkeypatch.setattr(image_files.FileImages, "__getitem__", real)
+    disk = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=str(tmp_path),
+                          in_memory="disk")
+    assert isinstance(disk.images, DiskImages) and disk.images.shape == (24, 3, 32, 32)
+    assert [p.name.startswith(".") for p in tmp_path.rglob("*.npy")] == [False]  # the stale one is gone
+    pos = np.array([3, 0, 17, 3])
+    assert torch.equal(disk.get_batch(pos)[0], lazy.get_batch(pos)[0])
+    assert torch.equal(lazy.images[pos], torch.stack([lazy.images[int(i)] for i in pos]))  # threads keep order
+    import pickle
+
+    assert torch.equal(pickle.loads(pickle.dumps(disk.images))[pos], disk.images[pos])  # for loader workers
+    with pytest.raises(ValueError, match="in_memory must be true, false, 'auto' or 'disk'"):
+        create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, in_memory="ram")
+
+
 def test_missing_release_says_where_and_what(tmp_path, wilds_root):
     with pytest.raises(FileNotFoundError, match="iwildcam_v2.0/.*metadata.csv.*get_dataset\\('iwildcam'"):
         create_dataset("iwildcam", "train", root=str(tmp_path))

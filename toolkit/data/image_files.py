@@ -93,14 +93,88 @@ class FileImages:
         if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.dim() == 0):
             return torch.from_numpy(np.ascontiguousarray(self._one(int(index)).transpose(2, 0, 1)))
         positions = np.asarray(index).reshape(-1)
-        batch = np.stack([self._one(i) for i in positions]) if len(positions) else \
-            np.empty((0, self.resolution, self.resolution, 3), np.uint8)
+        decoded = list(_decoders().map(self._one, positions)) if len(positions) > 1 else [self._one(i) for i in positions]
+        batch = np.stack(decoded) if decoded else np.empty((0, self.resolution, self.resolution, 3), np.uint8)
         return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+
+
+_DECODERS: tuple[int, object] | None = None
+
+
+def _decoders():
+    """Threads that decode a batch's images in parallel (PIL releases the GIL while it
+    decodes and resizes): a training step on streamed data then waits for its slowest
+    image, not the sum of all. One pool per process (a forked loader worker makes its own)."""
+    global _DECODERS
+    if _DECODERS is None or _DECODERS[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _DECODERS = (os.getpid(), ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="decode"))
+    return _DECODERS[1]
+
+
+class DiskImages:
+    """Decoded uint8 images in an .npy file, memory-mapped: indexed like an images tensor,
+    read at memory speed once the pages are cached, and shared by every process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.array = np.load(self.path, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if torch.is_tensor(index):
+            index = index.numpy()
+        return torch.from_numpy(np.ascontiguousarray(self.array[index]))
+
+    def __getstate__(self) -> dict:  # loader workers reopen the map rather than pickling pages
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
+
+def decode_to_disk(images: FileImages, path: Path, chunk: int = 256) -> DiskImages:
+    """Decode every image once into `path` (an .npy memory map), chunk by chunk, under a
+    temporary name renamed at the end: a killed decode leaves no file a reader takes as whole."""
+    if not path.exists():
+        import shutil
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        needed = len(images) * 3 * images.resolution ** 2
+        free = shutil.disk_usage(path.parent).free
+        if needed > free:
+            raise OSError(f"decoding {len(images)} images to {path} needs {needed / 2**30:.1f} GiB, "
+                          f"{free / 2**30:.1f} GiB free; free space or set cache_dir elsewhere")
+        for stale in path.parent.glob(f".{path.name}.tmp*"):
+            stale.unlink()
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
+        for lo in range(0, len(images), chunk):
+            out[lo:lo + chunk] = images[np.arange(lo, min(lo + chunk, len(images)))].numpy()
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    return DiskImages(path)
 
 
 def materialise(images: FileImages, cache_path: Path | None, in_memory: bool | str = "auto"):
     """The decoded images as one uint8 tensor (read from / written to `cache_path`), or the
-    lazy `images` themselves when `in_memory` is False, or "auto" and they exceed 4 GiB."""
+    lazy `images` themselves when `in_memory` is False, or "auto" and they exceed 4 GiB;
+    "disk": decoded once into a memory-mapped file beside `cache_path` (for pools too big for
+    memory that a GPU trains on: no decoding in the step loop; 3 x resolution^2 bytes each)."""
+    if in_memory not in (True, False, "auto", "disk"):
+        raise ValueError(f"in_memory must be true, false, 'auto' or 'disk', got {in_memory!r}")
+    if in_memory == "disk":
+        if cache_path is None:
+            raise ValueError("in_memory='disk' needs a cache_dir to decode into")
+        return decode_to_disk(images, cache_path.with_name(cache_path.stem + "-disk.npy"))
     n_bytes = len(images) * 3 * images.resolution ** 2
     if in_memory is False or (in_memory == "auto" and n_bytes > IN_MEMORY_LIMIT_BYTES):
         return images

@@ -95,7 +95,8 @@ def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: 
         root: the folder holding the release folder (e.g. ROOT/iwildcam_v2.0/).
         resolution, resize: BiT resize-and-crop for images (see image_files.bit_sizes).
         crop: "centre" or "random" (BiT's and the paper's code's crops; see `crop_layout`).
-        in_memory: True, False, or "auto" (stream from files above 4 GiB decoded).
+        in_memory: True, False, "auto" (stream from files above 4 GiB decoded), or "disk" (decode
+            once into a memory-mapped file; see image_files.materialise).
         tokenizer, max_length: Amazon only: the model's tokenizer (hub id or local folder)
             and the truncation length.
     """
