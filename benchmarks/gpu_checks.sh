@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # What a session lent a GPU runs (../shared/GPU-CHECKS.md), from the repository root:
 #   bash benchmarks/gpu_checks.sh OUT_DIR [STAGE ...]
-# Stages (default: all, in this order): env cuda_vs_cpu paper_scale compile_toy compile_bit stream.
+# Stages (default: all, in this order): env cuda_vs_cpu paper_scale compile_toy compile_bit stream decode.
 # Each stage's output goes to OUT_DIR/<stage>.log (and .json where the script writes one).
 # Needs the toy backbone in cache/toy_backbone (carry it) for cuda_vs_cpu.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [STAGE ...]}
 shift
 mkdir -p "$out"
-stages=${*:-env cuda_vs_cpu paper_scale compile_toy compile_bit stream}
+stages=${*:-env cuda_vs_cpu paper_scale compile_toy compile_bit stream decode}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=".:${PYTHONPATH:-}"
 py=${PYTHON:-python3}
 for stage in $stages; do
@@ -34,9 +34,10 @@ PY
     paper_scale) timeout 420 $py benchmarks/gpu_paper_scale.py --json "$out/paper_scale.json" 2>&1 | tee "$out/paper_scale.log" ;;
     compile_toy) timeout 300 $py benchmarks/gpu_paper_scale.py --model toy_resnet --resolution 64 --compile \
                    --json "$out/compile_toy.json" 2>&1 | tee "$out/compile_toy.log" ;;
-    compile_bit) timeout 540 $py benchmarks/gpu_paper_scale.py --compile --micro-batches 32 --steps 20 \
+    compile_bit) timeout 540 $py benchmarks/gpu_paper_scale.py --compile --micro-batches auto --steps 20 \
                    --json "$out/compile_bit.json" 2>&1 | tee "$out/compile_bit.log" ;;
     stream) timeout 300 $py benchmarks/stream_scoring.py --dir /tmp 2>&1 | tee "$out/stream.log" ;;
+    decode) $py benchmarks/decode_threads.py 2>&1 | tee "$out/decode.log" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

@@ -103,6 +103,9 @@ def time_inference(net, model, pool, device, *, batch_size: int, workers: int, r
         run()
         _sync(device)
         out[name] = {"images_per_s": len(positions) / (time.perf_counter() - t0), "peak_gb": _peak_gb(device)}
+        with count_host_syncs(device, device_roots(model, pool.images)) as syncs:
+            run()
+        out[name]["syncs_per_batch"] = syncs.n / -(-len(positions) // batch_size)
     return out
 
 
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"peak {f['peak_gb'] or 0:.1f} GB, {f['syncs_per_step']:.2f} host syncs/step {f['sync_sites']}")
         for name in ("extract", "score"):
             print(f"[{tag}] {name:8s} batch {args.eval_batch}: {inf[name]['images_per_s']:8.1f} img/s, "
-                  f"peak {inf[name]['peak_gb'] or 0:.1f} GB")
+                  f"peak {inf[name]['peak_gb'] or 0:.1f} GB, {inf[name]['syncs_per_batch']:.2f} host syncs/batch")
         best_ft = max(f["images_per_s"] for f in ft)
         result[tag]["estimate"] = est = estimate(best_ft, inf["score"]["images_per_s"], inf["score"]["images_per_s"],
                                                  args.grid_runs)
