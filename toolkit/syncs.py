@@ -11,6 +11,7 @@ and every host read of a marked tensor counts. Tests check the CUDA paths this w
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator
@@ -83,7 +84,9 @@ def count_host_syncs(device: torch.device | str, roots: Iterable[torch.Tensor] =
             finally:
                 torch.cuda.set_sync_debug_mode(previous)
         for w in caught:
-            if "synchroniz" in str(w.message):
+            # the first switch of the mode in a process reports itself (torch/cuda/__init__.py,
+            # set_sync_debug_mode; seen with torch 2.11 on an H100): not the counted code's sync
+            if "synchroniz" in str(w.message) and not w.filename.endswith(os.path.join("torch", "cuda", "__init__.py")):
                 count.add(f"{w.filename}:{w.lineno}")
         return
     with _DeviceEmulation(roots, count):
