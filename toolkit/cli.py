@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -184,6 +185,7 @@ def argv_is_cli() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="altk", description="Why pretrained models are good active learners.")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (log lines stay)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="toy world: pretrained vs unpretrained x uncertainty vs random")
@@ -306,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
+    if args.quiet:
+        os.environ["ALTK_QUIET"] = "1"
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

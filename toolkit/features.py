@@ -27,6 +27,7 @@ from . import __version__
 from .faults import kill_point
 from .data import GroupedDataset, create_dataset
 from .finetune import infer
+from .progress import progress
 from .models import create_model, weights_digest
 
 LAYERS = ("penultimate",)
@@ -229,10 +230,14 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
         if start and log:
             log(f"[extract] resuming {partial.name} at row {start}/{n}")
         t0, done = time.perf_counter(), 0
+        bar = progress(total=n, desc=f"extract {ds.name}/{ds.split}", unit="img")
+        bar.update(start)
         for lo in range(start, n, chunk_rows):
             if stop_after_chunks is not None and done >= stop_after_chunks:
+                bar.close()
                 return partial
             hi = min(lo + chunk_rows, n)
+            bar.update(hi - lo)
             emb = _embed(model, ds, np.arange(lo, hi), device, batch_size, workers).astype(dtype)
             _write_chunk(f, lo, hi, emb)
             kill_point(f"extract:chunk_written:{lo // chunk_rows}")  # rows written, progress not yet recorded
@@ -241,6 +246,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
             f.attrs["rows_done"] = hi
             f.flush()
             done += 1
+        bar.close()
     kill_point("extract:before_verify:0")
     _verify_written(partial)  # a write the disk dropped (full disk: h5py only warns) must not pass as complete
     with h5py.File(partial, "a") as f:

@@ -23,6 +23,7 @@ from .finetune import finetune, make_optimizer, maybe_compile, predict_logits
 from .metrics import EXTRA_METRICS, group_key, group_metrics, group_shares
 from .models import create_model
 from .record import PoolOutputWriter, RunRecord, RunWriter, load_run
+from .progress import progress
 from .repro import resolve_device, round_rng, round_torch_seed, set_deterministic
 
 
@@ -166,13 +167,16 @@ def score_pool(model, pool: GroupedDataset, candidates: np.ndarray, k: int, stra
         if outputs is None:
             return top.result()
     done = 0
+    bar = progress(total=len(candidates), desc="score pool", unit="img", leave=False)
     for pos, logits in predict_logits(model, pool, candidates, device=device, batch_size=batch_size, workers=workers):
+        bar.update(len(pos))
         scores = score_logits(strategy, logits) if needs_model else random_scores[done:done + len(pos)]
         if needs_model:
             top.update(scores, pos)
         if outputs is not None:
             outputs.write(pool.ids[pos], scores, logits)
         done += len(pos)
+    bar.close()
     if outputs is not None:
         outputs.close()
     return top.result()
@@ -278,6 +282,8 @@ def _run(
     seed_rows = dataset_rows(pool, labelled)
 
     n_rounds = len(sizes) + 1
+    bar = progress(total=n_rounds, desc=f"rounds of {Path(out_dir).name}", unit="round")
+    bar.update(writer.completed_rounds)
     for r in range(writer.completed_rounds, n_rounds):
         if max_rounds is not None and r >= max_rounds:
             break
@@ -323,8 +329,10 @@ def _run(
         say(f"  round {r}/{n_rounds - 1} labels={row['n_labels']:4d} steps={train['steps']:3d} "
             f"acc={main.get('accuracy', float('nan')):.3f} worst={main.get('worst_group', float('nan')):.3f} "
             f"({t3 - t0:.1f}s)")
+        bar.update(1)
         if on_round_end is not None:
             on_round_end(r)
+    bar.close()
     if writer.completed_rounds == n_rounds:  # also repairs a state.json that a kill left behind
         writer.write_state(finished=True)
     return load_run(out_dir)

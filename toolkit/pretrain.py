@@ -32,6 +32,7 @@ from .data.base import normalize
 from .data.render import SHAPES, TEXTURES, render
 from .data.toyworld import ToyWorldParams
 from .models.toy import ToyResNet
+from .progress import progress
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, recipe.steps, recipe.warmup_steps))
         gen = torch.Generator().manual_seed(recipe.seed)
         model.train()
-        for step in range(recipe.steps):
+        for step in progress(range(recipe.steps), desc="pretrain toy backbone", unit="step"):
             idx = torch.randint(0, len(images), (recipe.batch_size,), generator=gen)
             x, mask = images[idx], targets["mask"][idx]
             if recipe.dihedral:

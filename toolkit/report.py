@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import io
 import re
 from pathlib import Path
@@ -18,10 +19,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .analysis import (final_summary, label_efficiency_table, learning_curves, tidy_rounds,
+from .analysis import (default_split, final_summary, label_efficiency_table, learning_curves, tidy_rounds,
                        relative_upsampling, upsampling_over_rounds, upsampling_ratios, upsampling_summary)
 from .figures import (embedding_map_figure, learning_curve_figure, separability_figure, upsampling_figure,
                       _PALETTE)
+from .progress import progress
 from .record import RunRecord, load_run
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -64,15 +66,6 @@ class _Page:
     def render(self) -> str:
         return f"<!doctype html><html><head><meta charset='utf-8'><style>{_CSS}</style></head><body>" \
                + "\n".join(self.parts) + "</body></html>"
-
-
-def _split_prefix(tidy: pd.DataFrame) -> str:
-    """The paper's split where the runs have it: its headline numbers (Fig. 2) are on the
-    validation split; then test; then any evaluated split."""
-    for split in ("val", "test"):
-        if f"{split}/accuracy" in tidy.columns:
-            return split
-    return next(c.split("/")[0] for c in tidy.columns if c.endswith("/accuracy") and not c.startswith("train"))
 
 
 def _pool_features(rec: RunRecord):
@@ -197,6 +190,23 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
         page.raw("".join(rows))
 
 
+def explorer_section(page: _Page, records: list[RunRecord]) -> None:
+    """The pool explorer (`explore.explorer_html`): the first uncertainty run of each weights
+    kind, side by side on one map of the pretrained run's pool embedding."""
+    from .explore import PoolView, explorer_html
+
+    pools = {json.dumps(r.config["config"].get("data"), sort_keys=True, default=str) for r in records}
+    if len(pools) > 1:
+        page.note("Pool explorer skipped: the runs do not share one pool.")
+        return
+    view = PoolView(records).fit()
+    page.h2("Explore the pool: what each run acquired, round by round (paper Fig. 13)")
+    page.note(f"Map: t-SNE of {view.map_run_}'s pool embedding ({len(view.points_)} points: a sample of the pool and "
+              "every acquired point). Stars: acquired up to the slider's round. Hover a point for its image and "
+              "facts; click it for its nearest neighbours in the full embedding (those on the map).")
+    page.raw(explorer_html(view))
+
+
 def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "Active-learning report",
                  representation: bool = True, figures_dir: str | Path | None = None,
                  figure_format: str = "pdf", split: str | None = None) -> Path:
@@ -206,12 +216,16 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     paper's Fig. 2, else test). With `figures_dir`, every figure of the page is also
     written there as a static `figure_format` file (pdf/png/svg; `figures.save_static`),
     numbered in page order."""
-    records = [load_run(d) for d in run_dirs]
-    if not records:
+    if not run_dirs:
         raise ValueError("no run directories given")
+    bar = progress(total=len(run_dirs) + 5, desc="report", unit="step")  # the runs, then 5 parts of the page
+    records = []
+    for d in run_dirs:
+        records.append(load_run(d))
+        bar.update(1)
     tidy = tidy_rounds(records)
     if split is None:
-        split = _split_prefix(tidy)
+        split = default_split(tidy)
     elif f"{split}/accuracy" not in tidy.columns:
         have = sorted({c.split("/")[0] for c in tidy.columns if c.endswith("/accuracy")})
         raise ValueError(f"the runs were not evaluated on split {split!r}; they have: {', '.join(have)}")
@@ -231,9 +245,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     for m in metrics:
         compact[m] = [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(fin[m], fin[m + "_low"], fin[m + "_high"])]
     page.table(compact)
+    bar.update(1)
     page.h2("Learning curves: pretrained vs unpretrained, uncertainty vs random (paper Fig. 2, 7)")
     for m in metrics[:2] + metrics[3:]:
         page.figure(learning_curve_figure(learning_curves(tidy, m), title=m, y_label=m.split("/")[1]))
+    bar.update(1)
     page.h2("Label efficiency")
     page.note("Labels random sampling needs for its final value / labels least-confidence needs to reach it "
               "(mean curves; bootstrap 95% CI over seeds). n/a: random does not improve on the seed set. "
@@ -243,6 +259,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     eff = pd.concat([label_efficiency_table(tidy, m, labels_counted=c) for m in eff_metrics
                      for c in ("all", "acquired")], ignore_index=True)
     page.table(eff)
+    bar.update(1)
     page.h2("What gets acquired (paper Fig. 4, 11, 12)")
     ratios = upsampling_ratios(records)
     if len(ratios):
@@ -268,8 +285,12 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
                           xaxis_title="examples acquired so far", yaxis_title="upsampling ratio",
                           template="plotly_white", width=800, height=450)
         page.figure(fig)
+    bar.update(1)
     if representation:
         representation_sections(page, records)
+        explorer_section(page, records)
+    bar.update(1)
+    bar.close()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis import tidy_rounds
+from .progress import progress
 from .config import RunConfig, resolve_config
 from .record import load_run, write_atomic
 
@@ -94,6 +95,7 @@ def init_worker(parent: int | None = None, gpus=None) -> None:
     CUDA_VISIBLE_DEVICES before CUDA starts. Handing GPUs out per task would let the pool's
     free worker take a task meant for another GPU: two runs on one GPU while another idles."""
     die_with_parent(parent)
+    os.environ["ALTK_QUIET"] = "1"  # one overall bar, the parent's: workers' bars would interleave
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get(timeout=60))
 
@@ -200,11 +202,14 @@ class Sweep:
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                                     initargs=(os.getpid(), gpus)) as pool:
             futures = {pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name))): name for name in todo}
+            bar = progress(total=len(futures), desc=f"runs of {self.out.name}", unit="run")
             for fut in cf.as_completed(futures):
+                bar.update(1)
                 status, error = fut.result()
                 self._set(futures[fut], status, error)
                 results[futures[fut]] = status
-                print(f"[sweep] {futures[fut]}: {status}", flush=True)
+                bar.write(f"[sweep] {futures[fut]}: {status}")
+            bar.close()
         return results
 
     def launch_submitit(self, *, cluster: str | None = None, folder: str | Path | None = None,

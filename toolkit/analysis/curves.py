@@ -29,6 +29,15 @@ def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def default_split(tidy: pd.DataFrame) -> str:
+    """The paper's split where the runs have it: its headline numbers (Fig. 2) are on the
+    validation split; then test; then any evaluated split."""
+    for split in ("val", "test"):
+        if f"{split}/accuracy" in tidy.columns:
+            return split
+    return next(c.split("/")[0] for c in tidy.columns if c.endswith("/accuracy") and not c.startswith("train"))
+
+
 def learning_curves(tidy: pd.DataFrame, metric: str, *, by: list[str] = ARM_COLUMNS,
                     method: str = "t") -> pd.DataFrame:
     """Mean and CI of `metric` across seeds at each label count, per arm."""

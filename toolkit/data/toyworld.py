@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..progress import progress
 from .base import GroupedDataset
 from .render import LAND_HUES, SHAPES, TEXTURES, WATER_HUES, render
 
@@ -162,12 +163,14 @@ def generate_split(params: ToyWorldParams, split: str) -> tuple[np.ndarray, pd.D
         families = [np.array([TEXTURES.index(t) for t in f]) for f in params.place_textures]
         textures = np.where(place == 0, families[0][rng.integers(0, len(families[0]), n)],
                             families[1][rng.integers(0, len(families[1]), n)])
-    images = np.concatenate([
-        render(shape_ids[i:i + 512], hues[i:i + 512], textures[i:i + 512], rng,
-               image_size=params.image_size, nuisance=params.nuisance,
-               object_size=params.object_size)[0]
-        for i in range(0, n, 512)
-    ])
+    chunks = []
+    with progress(total=n, desc=f"render toy world {split}", unit="img", leave=False) as bar:
+        for i in range(0, n, 512):
+            chunks.append(render(shape_ids[i:i + 512], hues[i:i + 512], textures[i:i + 512], rng,
+                                 image_size=params.image_size, nuisance=params.nuisance,
+                                 object_size=params.object_size)[0])
+            bar.update(len(chunks[-1]))
+    images = np.concatenate(chunks)
     ids = _ID_OFFSET[split] + np.arange(n)
     table = pd.DataFrame(
         {"y": y, "place": place, "shape": shape_names, "texture": np.array(TEXTURES)[textures], "hue": hues},

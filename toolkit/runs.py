@@ -1,0 +1,115 @@
+"""A folder of runs, for notebooks: from run records to the paper's tables and figures in
+three lines, e.g.
+
+    runs = toolkit.load_runs("cache/demo/runs")
+    runs.summary()
+    runs.figure("learning_curves")
+
+Thin wrappers: every method calls the analysis or figure function it names, on the runs'
+tidy table, with the paper's defaults (the validation split when the runs have it).
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis import (default_split, final_summary, label_efficiency_table, learning_curves, tidy_rounds,
+                       upsampling_ratios, upsampling_summary)
+from .record import RunRecord, load_run
+
+FIGURES = ("learning_curves", "upsampling")
+
+
+def _run_dirs(path: Path) -> list[Path]:
+    """A run folder itself, a folder of runs, or a sweep or demo folder (with runs/ inside)."""
+    if (path / "rounds.jsonl").exists():
+        return [path]
+    if (path / "runs").is_dir():
+        path = path / "runs"
+    return sorted(p for p in path.iterdir() if (p / "rounds.jsonl").exists()) if path.is_dir() else []
+
+
+def load_runs(*paths: str | Path) -> "Runs":
+    """The run records under `paths` (run folders, folders of runs, sweep or demo folders)."""
+    dirs = [d for p in paths for d in _run_dirs(Path(p))]
+    if not dirs:
+        raise FileNotFoundError(f"no run records (folders with rounds.jsonl) under {', '.join(map(str, paths))}; "
+                                f"make some with ./run demo or altk run")
+    return Runs([load_run(d) for d in dirs])
+
+
+class Runs:
+    """Run records and the paper's views of them (see the module's doc)."""
+
+    def __init__(self, records: list[RunRecord]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, name: str) -> RunRecord:
+        for rec in self.records:
+            if rec.name == name:
+                return rec
+        raise KeyError(f"no run {name!r}; runs: {', '.join(r.name for r in self.records)}")
+
+    def __repr__(self) -> str:
+        arms = self.tidy.groupby(["weights", "strategy"])["run"].nunique()
+        return f"Runs({len(self)} runs on the {self.split} split: " + ", ".join(
+            f"{w}/{s} x{n}" for (w, s), n in arms.items()) + ")"
+
+    @cached_property
+    def tidy(self) -> pd.DataFrame:
+        """Every round of every run, one row each (`analysis.tidy_rounds`)."""
+        return tidy_rounds(self.records)
+
+    @property
+    def split(self) -> str:
+        return default_split(self.tidy)
+
+    def _metric(self, metric: str) -> str:
+        return metric if "/" in metric else f"{self.split}/{metric}"
+
+    def summary(self, metrics: tuple[str, ...] = ("worst_group", "accuracy")) -> pd.DataFrame:
+        """Mean [95% CI] at the final budget per arm (`analysis.final_summary`)."""
+        return final_summary(self.tidy, [self._metric(m) for m in metrics])
+
+    def curves(self, metric: str = "worst_group") -> pd.DataFrame:
+        """Mean [CI] per label count per arm (`analysis.learning_curves`)."""
+        return learning_curves(self.tidy, self._metric(metric))
+
+    def efficiency(self, metric: str = "accuracy", labels_counted: str = "all") -> pd.DataFrame:
+        """Label efficiency of least confidence over random (`analysis.label_efficiency_table`)."""
+        return label_efficiency_table(self.tidy, self._metric(metric), labels_counted=labels_counted)
+
+    def upsampling(self) -> pd.DataFrame:
+        """Acquired share / pool share per group, mean [CI] (`analysis.upsampling_summary`)."""
+        return upsampling_summary(upsampling_ratios(self.records))
+
+    def figure(self, name: str, metric: str = "worst_group"):
+        """A plotly figure: "learning_curves" (of `metric`) or "upsampling"."""
+        from .figures import learning_curve_figure, upsampling_figure
+
+        if name == "learning_curves":
+            m = self._metric(metric)
+            return learning_curve_figure(self.curves(m), title=m, y_label=m.split("/")[1])
+        if name == "upsampling":
+            return upsampling_figure(self.upsampling())
+        raise ValueError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
+
+    def report(self, out: str | Path, **kwargs) -> Path:
+        """The HTML report of these runs (`report.build_report`)."""
+        from .report import build_report
+
+        return build_report([r.path for r in self.records], out, **kwargs)
+
+    def explore(self, **kwargs):
+        """The pool explorer widget over these runs (`explore.Explorer`)."""
+        from .explore import Explorer
+
+        return Explorer(self.records, **kwargs)
