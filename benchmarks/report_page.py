@@ -50,7 +50,7 @@ def measure(page: Path) -> dict:
         probe = Path(tmp) / "probe.html"
         probe.write_text(page.read_text().replace("</body>", PROBE))
         t0 = time.perf_counter()
-        out = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
+        out = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--dump-dom", probe.as_uri()],
                              capture_output=True, text=True, timeout=300)
         wall = time.perf_counter() - t0
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', out.stdout, re.S)
@@ -70,10 +70,10 @@ def screenshot(page: Path, png: Path, width: int = 1100, height: int = 760) -> N
     body = text[start:text.index("</body>")]
     with tempfile.TemporaryDirectory() as tmp:
         alone = Path(tmp) / "explorer.html"
-        alone.write_text(head + "</style></head><body>" + (plotly_js.group(0) if plotly_js else "") + body
+        alone.write_text(head + "#probe-result{display:none}</style></head><body>" + (plotly_js.group(0) if plotly_js else "") + body
                          + PROBE.replace("</body>", "") + "</body></html>")
         png.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--hide-scrollbars",
                         f"--window-size={width},{height}", f"--screenshot={png.resolve()}", alone.as_uri()],
                        capture_output=True, timeout=300, check=True)
 

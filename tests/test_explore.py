@@ -112,6 +112,13 @@ def test_explorer_widget_slider_hover_and_click(in_root):
     assert ex.thumb.value[:4] == b"\x89PNG"
     ex._click(acquired, types.SimpleNamespace(point_inds=[2]))
     assert len(ex.neighbour_box.children) == 4
+    # the message a browser's hover sends (plotly's js2py points callback), through plotly's dispatch
+    other = int(acquired.customdata[4])
+    ex.figures[0]._js2py_pointsCallback = {
+        "event_type": "plotly_hover", "device_state": None, "selector": None,
+        "points": {"trace_indexes": [len(ex.figures[0].data) - 1], "point_indexes": [4], "xs": [0.0], "ys": [0.0]}}
+    assert f"id {other}" in ex.info.value
+    pid = other
     ex._hover(acquired, types.SimpleNamespace(point_inds=[]))  # leaving the points changes nothing
     assert f"id {pid}" in ex.info.value
     with pytest.raises(ValueError, match="unknown run"):
@@ -153,7 +160,7 @@ window.addEventListener('load', function(){ setTimeout(function(){
     broken: Array.from(document.images).filter(function(i){return i.src && i.complete && i.naturalWidth === 0;}).length});
   document.body.appendChild(out); }, 1500); });
 </script></body>"""))
-    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--enable-logging=stderr", "--v=0",
                           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120)
     errors = [line for line in out.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "error" in line)]

@@ -24,6 +24,32 @@ import pandas as pd
 
 from .record import RunRecord
 
+# The report's explorer: hover shows a point's thumbnail and facts, click lists its neighbours.
+# T: id -> thumbnail data URI, F: id -> facts, N: id -> neighbour ids (filled in by explorer_html).
+_EXPLORER_JS = """<script>(function(){
+/*DATA*/
+const img = document.getElementById('explore-thumb'), info = document.getElementById('explore-info'),
+      nb = document.getElementById('explore-neighbours');
+function pointId(e) { return e.points && e.points.length ? e.points[0].customdata : null; }
+document.querySelectorAll('[id^=explore-]').forEach(function(d) {
+  if (!d.on) return;  // only the plotly maps
+  d.on('plotly_hover', function(e) {
+    const i = pointId(e); if (i === null) return;
+    if (T[i]) img.src = T[i];
+    info.textContent = F[i] || ('id ' + i);
+  });
+  d.on('plotly_click', function(e) {
+    const i = pointId(e); if (i === null) return;
+    nb.innerHTML = '';
+    (N[i] || []).forEach(function(n) {
+      const m = document.createElement('img'); m.className = 'thumb'; m.title = F[n] || n;
+      if (T[n]) m.src = T[n];
+      nb.appendChild(m);
+    });
+  });
+});
+})();</script>"""
+
 _GROUP_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
@@ -217,11 +243,12 @@ class Explorer:
             fig = go.FigureWidget()
             for i, (group, d) in enumerate(pts.groupby("group")):
                 fig.add_scattergl(x=d["x"], y=d["y"], customdata=d.index.to_numpy(), mode="markers", name=group,
-                                  marker=dict(size=4, opacity=0.45, color=_GROUP_COLOURS[i % len(_GROUP_COLOURS)]),
+                                  marker=dict(size=4, opacity=0.6, color=_GROUP_COLOURS[i % len(_GROUP_COLOURS)]),
                                   hoverinfo="none")
             fig.add_scatter(x=[], y=[], customdata=[], mode="markers", name="acquired",
                             marker=dict(symbol="star", size=10, color="black"), hoverinfo="none")
-            fig.update_layout(title=run, width=480, height=440, template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
+            fig.update_layout(title=run, width=480, height=440, template="plotly_white",
+                              margin=dict(l=10, r=10, t=40, b=10),
                               xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
             for trace in fig.data:
                 trace.on_hover(self._hover)
@@ -308,7 +335,7 @@ def explorer_html(view: PoolView, runs: list[str] | None = None, *, max_thumbnai
         fig = go.Figure()
         for i, (group, d) in enumerate(pts.groupby("group")):
             fig.add_scattergl(x=d["x"], y=d["y"], customdata=d.index.to_numpy(), mode="markers", name=group,
-                              marker=dict(size=4, opacity=0.45, color=_GROUP_COLOURS[i % len(_GROUP_COLOURS)]),
+                              marker=dict(size=4, opacity=0.6, color=_GROUP_COLOURS[i % len(_GROUP_COLOURS)]),
                               hoverinfo="none")
         n_groups = len(fig.data)
         for r in range(view.rounds_ + 1):  # one trace per round, shown up to the slider's round
@@ -319,21 +346,16 @@ def explorer_html(view: PoolView, runs: list[str] | None = None, *, max_thumbnai
         steps = [dict(method="restyle", label=str(r),
                       args=[{"visible": [True] * n_groups + [k <= r for k in range(view.rounds_ + 1)]}])
                  for r in range(view.rounds_ + 1)]
-        fig.update_layout(title=f"{run}: acquired up to the slider's round", width=520, height=480,
+        fig.update_layout(title=run, width=520, height=480,
                           template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
                           xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False),
                           sliders=[dict(active=view.rounds_, steps=steps, currentvalue=dict(prefix="round "))])
-        parts.append(f"<div style='display:inline-block'>{fig.to_html(full_html=False, include_plotlyjs=False, div_id=f'explore-{j}')}</div>")
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"explore-{j}",
+                          config={"displayModeBar": False})
+        parts.append(f"<div style='display:inline-block'>{div}</div>")
     panel = ("<div style='display:flex;gap:1em;align-items:flex-start'><img id='explore-thumb' class='thumb' "
              "style='width:96px;height:96px'><div id='explore-info' class='note'>hover a point</div></div>"
              "<div id='explore-neighbours'></div>")
-    script = ("<script>(function(){const T=" + json.dumps(thumbs) + ",F=" + json.dumps(facts) + ",N=" + json.dumps(nbrs)
-              + ";const img=document.getElementById('explore-thumb'),info=document.getElementById('explore-info'),"
-              "nb=document.getElementById('explore-neighbours');"
-              "function id(e){return e.points&&e.points.length?e.points[0].customdata:null}"
-              "document.querySelectorAll('[id^=explore-]').forEach(function(d){if(!d.on)return;"
-              "d.on('plotly_hover',function(e){const i=id(e);if(i===null)return;if(T[i])img.src=T[i];info.textContent=F[i]||('id '+i)});"
-              "d.on('plotly_click',function(e){const i=id(e);if(i===null)return;nb.innerHTML='';(N[i]||[]).forEach(function(n){"
-              "const m=document.createElement('img');m.className='thumb';m.title=F[n]||n;if(T[n])m.src=T[n];nb.appendChild(m)})})})"
-              "})();</script>")
+    data = f"const T = {json.dumps(thumbs)}, F = {json.dumps(facts)}, N = {json.dumps(nbrs)};"
+    script = _EXPLORER_JS.replace("/*DATA*/", data)
     return "".join(parts) + panel + script
