@@ -96,6 +96,35 @@ def test_disk_decoded_images_equal_streamed_ones_and_resume_from_nothing_half_wr
         create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, in_memory="ram")
 
 
+def test_decoded_cache_follows_the_release_content_not_its_times(tmp_path):
+    """#13: a cache is reused only for unchanged content. An edit that keeps the file's
+    time makes a new cache (the old key, max mtime, reused the stale one); a copy of the
+    release with new times reuses the cache (the old key made a new one)."""
+    import os
+    import shutil
+
+    release = tmp_path / "a"
+    make_iwildcam(release)
+    caches = tmp_path / "cache"
+    load = lambda root: create_dataset("iwildcam", "train", root=str(root), resolution=32,  # noqa: E731
+                                       cache_dir=str(caches))
+    first = load(release)
+    assert len(list(caches.rglob("*.npy"))) == 1
+    copy = tmp_path / "b"
+    shutil.copytree(release, copy)  # new mtimes, same content
+    assert load(copy).params["content"] == first.params["content"]
+    assert len(list(caches.rglob("*.npy"))) == 1
+    meta = release / "iwildcam_v2.0" / "metadata.csv"
+    times = (meta.stat().st_atime, meta.stat().st_mtime)
+    table = pd.read_csv(meta)
+    table.loc[table["split"] == "train", "y"] = (table.loc[table["split"] == "train", "y"] + 1) % 3  # relabel
+    table.to_csv(meta, index=False)
+    os.utime(meta, times)  # the same time as before the edit
+    edited = load(release)
+    assert edited.params["content"] != first.params["content"]
+    assert len(list(caches.rglob("*.npy"))) == 2 and not np.array_equal(edited.labels, first.labels)
+
+
 def test_missing_release_says_where_and_what(tmp_path, wilds_root):
     with pytest.raises(FileNotFoundError, match="iwildcam_v2.0/.*metadata.csv.*get_dataset\\('iwildcam'"):
         create_dataset("iwildcam", "train", root=str(tmp_path))

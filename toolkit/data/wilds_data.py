@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +72,25 @@ def open_wilds(name: str, root: str | Path):
                          f"({type(err).__name__}: {err}). Expected {spec.layout}.") from err
 
 
+def release_key(release: Path) -> str:
+    """What a WILDS release holds, for cache keys (decoded images, tokens, and through the
+    dataset's params every feature cache): the bytes of its top-level files (the metadata,
+    and Amazon's reviews, text included) and the path and size of every file below them.
+    Image bytes are not read: that would be 40 GB per load for iWildCam. Times are not used,
+    so a copied release keeps its caches, and an edit that keeps a file's time still changes
+    the key. Costs one walk of the release per load."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in release.rglob("*") if p.is_file()):
+        h.update(path.relative_to(release).as_posix().encode() + b"\0")
+        if path.parent == release:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        else:
+            h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
 def _fingerprint(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -124,20 +142,22 @@ def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: 
                   class_names=class_names, group_columns=tuple(c for c in spec.group_columns),
                   extra_metrics=spec.extra_metrics)
     release = Path(ds.data_dir)
-    stamp = max(os.path.getmtime(p) for p in release.iterdir() if p.is_file())
+    content = release_key(release)
     if name == "amazon":
         tokens, pad_id = _tokenise(ds, rows, tokenizer, max_length, cache_dir,
                                    _fingerprint(name=name, split=split, n=len(rows), tok=tokenizer, L=max_length,
-                                                stamp=stamp))
-        return TextDataset(images=tokens, pad_id=pad_id,
-                           params={"root": str(release), "tokenizer": tokenizer, "max_length": max_length}, **common)
+                                                content=content))
+        return TextDataset(images=tokens, pad_id=pad_id, params={"root": str(release), "tokenizer": tokenizer,
+                                                                 "max_length": max_length, "content": content},
+                           **common)
     resize, resolution = bit_sizes(resolution, resize)
     stored, sizes = crop_layout(crop, resize, resolution)
-    cache_path = (Path(cache_dir) / name / f"{split}-{_fingerprint(split=split, n=len(rows), r=stored, s=resize, stamp=stamp)}.npy"
-                  if cache_dir is not None else None)
+    key = _fingerprint(split=split, n=len(rows), r=stored, s=resize, content=content)
+    cache_path = Path(cache_dir) / name / f"{split}-{key}.npy" if cache_dir is not None else None
     lazy = FileImages(_WildsReader(ds, rows), len(rows), resize, stored)
     return GroupedDataset(images=materialise(lazy, cache_path, in_memory),
-                          params={"root": str(release), "resolution": resolution, "resize": resize, "crop": crop},
+                          params={"root": str(release), "resolution": resolution, "resize": resize, "crop": crop,
+                                  "content": content},
                           **common, **sizes)
 
 
