@@ -89,3 +89,47 @@ def test_extraction_killed_at_each_stage_resumes_to_the_same_cache(tiny_backbone
     path = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "b", **kw)
     a, b = open_cache(reference), open_cache(path)
     assert np.array_equal(a.embeddings, b.embeddings) and a.fingerprint == b.fingerprint
+
+
+SWEEP_SCRIPT = """
+import json, sys
+from toolkit.config import config_from_dict
+from toolkit.sweep import Sweep
+if __name__ == "__main__":  # the pool's workers are spawned: they import this file
+    cfgs = {name: config_from_dict(c) for name, c in json.loads(open(sys.argv[1]).read()).items()}
+    sweep = Sweep(sys.argv[2], cfgs)
+    sweep.launch_local(workers=1)
+    sweep.aggregate()
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep_reference(uninterrupted, tmp_path_factory):
+    import dataclasses
+
+    cfg, root, _ = uninterrupted
+    cfgs = {f"s{seed}": dataclasses.replace(cfg, seed=seed) for seed in (0, 1)}
+    (root / "sweep.json").write_text(json.dumps({n: c.to_dict() for n, c in cfgs.items()}))
+    (root / "sweep.py").write_text(SWEEP_SCRIPT)
+    out = tmp_path_factory.mktemp("sweep-reference")
+    subprocess.run([sys.executable, str(root / "sweep.py"), str(root / "sweep.json"), str(out)], check=True,
+                   env={**os.environ, "ALTK_NO_PRETRAIN": "1"}, cwd=out, capture_output=True)
+    return root, out
+
+
+@pytest.mark.parametrize("point", ["sweep:run_returned:0", "sweep:aggregated:0"])
+def test_sweep_killed_in_its_bookkeeping_resumes_to_the_same_table(sweep_reference, point, tmp_path):
+    """The sweep's own process killed after a run returned (index not yet updated) or before
+    rounds.csv was written: the rerun finishes, marks every run done, and writes the table an
+    uninterrupted sweep writes; no temporary file is left behind."""
+    root, reference = sweep_reference
+    args = [str(root / "sweep.py"), str(root / "sweep.json"), str(tmp_path / "sweep")]
+    _killed(args, point, tmp_path)
+    subprocess.run([sys.executable, *args], check=True, env={**os.environ, "ALTK_NO_PRETRAIN": "1"}, cwd=tmp_path,
+                   capture_output=True)
+    index = json.loads((tmp_path / "sweep" / "index.json").read_text())
+    assert {n: v["status"] for n, v in index.items()} == {"s0": "done", "s1": "done"}
+    timing = lambda df: df.drop(columns=[c for c in df.columns if "seconds" in c or c.startswith("time")])  # noqa: E731
+    pd.testing.assert_frame_equal(timing(pd.read_csv(tmp_path / "sweep" / "rounds.csv")),
+                                  timing(pd.read_csv(reference / "rounds.csv")))
+    assert not list((tmp_path / "sweep").glob(".*tmp*"))

@@ -16,7 +16,7 @@ from .analysis import (final_summary, gain_summary, label_efficiency_table, lear
                        upsampling_ratios, upsampling_summary)
 from .config import RunConfig, resolve_config
 from .pretrain import ensure_toy_backbone
-from .record import load_run
+from .record import load_run, write_atomic
 from .sweep import Sweep
 
 WEIGHTS = ("pretrained", "random")
@@ -91,10 +91,10 @@ def run_demo(*, seeds: list[int], out: str | Path = "cache/demo", workers: int |
         raise RuntimeError(f"demo runs failed: {', '.join(failed)}; errors in {out / 'index.json'}")
     records = [load_run(out / "runs" / name) for name in cfgs]
     tidy = tidy_rounds(records)
-    tidy.to_csv(out / "rounds.csv", index=False)
-    final_summary(tidy, FINAL_METRICS).to_csv(out / "summary.csv", index=False)
+    write_atomic(out / "rounds.csv", tidy.to_csv(index=False))
+    write_atomic(out / "summary.csv", final_summary(tidy, FINAL_METRICS).to_csv(index=False))
     table = format_table(tidy, records, legend=legend)
-    (out / "summary.txt").write_text(table + "\n")
+    write_atomic(out / "summary.txt", table + "\n")
     from .figures import learning_curve_figure
 
     fig = learning_curve_figure(learning_curves(tidy, "test/worst_group"), title=f"{title}: worst-group test accuracy")

@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis import tidy_rounds
-from .progress import progress
 from .config import RunConfig, resolve_config
+from .faults import kill_point
+from .progress import progress
 from .record import load_run, write_atomic
 
 SHORTHANDS = {"seed": "seed", "seeds": "seed", "strategy": "al.strategy", "weights": "model.weights",
@@ -203,9 +204,10 @@ class Sweep:
                                     initargs=(os.getpid(), gpus)) as pool:
             futures = {pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name))): name for name in todo}
             bar = progress(total=len(futures), desc=f"runs of {self.out.name}", unit="run")
-            for fut in cf.as_completed(futures):
+            for i, fut in enumerate(cf.as_completed(futures)):
                 bar.update(1)
                 status, error = fut.result()
+                kill_point(f"sweep:run_returned:{i}")  # a run is done, the index not yet updated
                 self._set(futures[fut], status, error)
                 results[futures[fut]] = status
                 bar.write(f"[sweep] {futures[fut]}: {status}")
@@ -242,6 +244,7 @@ class Sweep:
         """Every round of every finished-or-partial run, one tidy table (also rounds.csv)."""
         records = [load_run(self.run_dir(n)) for n in self.cfgs if (self.run_dir(n) / "rounds.jsonl").exists()]
         tidy = tidy_rounds(records)
-        tidy.to_csv(self.out / "rounds.csv", index=False)
+        kill_point("sweep:aggregated:0")
+        write_atomic(self.out / "rounds.csv", tidy.to_csv(index=False))  # a reader never sees half a table
         return tidy
 
