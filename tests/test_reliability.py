@@ -25,3 +25,18 @@ def test_unreadable_cache_and_garbled_record_get_one_line_errors(tmp_path):
         f.write('{"round": 1, "n_lab\n')
     with pytest.raises(ValueError, match=r"rounds.jsonl, line 2: not a JSON round record"):
         load_run(tmp_path / "run")
+
+
+def test_a_missing_state_json_is_explained_and_rewritten_by_the_rerun(tiny_cfg, tmp_path):
+    """Issue #13 item 10: a run that lost state.json (a kill or a full disk between a round's
+    two files) is explained by load_run, and the rerun of its command rewrites it."""
+    from toolkit.loop import run_active_learning
+    from toolkit.record import load_run
+
+    reference = run_active_learning(tiny_cfg, tmp_path / "ref", log=None)
+    run_active_learning(tiny_cfg, tmp_path / "run", log=None)
+    (tmp_path / "run" / "state.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing state.json. Rerun the command that made it"):
+        load_run(tmp_path / "run")
+    again = run_active_learning(tiny_cfg, tmp_path / "run", log=None)
+    assert again.status == "finished" and again.acquisitions.equals(reference.acquisitions)

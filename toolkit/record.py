@@ -218,6 +218,9 @@ def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
     needed = ["config.yaml", "meta.json", "rounds.jsonl", "state.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]
+    if missing == ["state.json"]:  # killed (or a full disk) between a round's two files
+        raise FileNotFoundError(f"{run_dir} is not a complete run record: missing state.json. Rerun the command "
+                                f"that made it: the run resumes and rewrites state.json from rounds.jsonl")
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a complete run record: missing {', '.join(missing)}")
     header = yaml.safe_load((run_dir / "config.yaml").read_text())
