@@ -201,3 +201,17 @@ def test_quiet_flag_turns_bars_off(monkeypatch, tmp_path):
     with pytest.raises(SystemExit):  # a command that fails after parsing: no run records there
         main(["--quiet", "report", str(tmp_path), "--out", str(tmp_path / "r.html")])
     assert not bars_enabled()
+
+
+def test_progress_is_a_widget_in_a_jupyter_kernel(tmp_path):
+    """tqdm.auto in a real kernel: the bar is an ipywidgets view, not text on stderr."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os\nos.environ.pop('ALTK_QUIET', None)\nfrom toolkit.progress import progress, bars_enabled\n"
+        "print(bars_enabled())\nfor _ in progress(range(3), desc='demo'):\n    pass")])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    assert outputs[0]["text"].strip() == "True"  # a kernel counts as someone watching
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
