@@ -44,7 +44,7 @@ def main() -> None:
                          ("decoder threads", lambda: images[pos])):
             t0 = time.perf_counter()
             for _ in range(args.repeats):
-                out = fn()
+                fn()
             timings[name] = (time.perf_counter() - t0) / args.repeats
             print(f"{name:16s}: {timings[name] * 1000:7.1f} ms per batch of {args.images}")
         same = torch.equal(torch.stack([images[int(i)] for i in pos]), images[pos])

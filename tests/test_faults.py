@@ -12,7 +12,6 @@ import pytest
 
 from toolkit.features import extract_features, open_cache
 from toolkit.loop import run_active_learning
-from toolkit.record import load_run
 from conftest import TINY_DATA
 
 SCRIPT = """

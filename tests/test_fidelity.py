@@ -1,7 +1,6 @@
 """Paper fidelity (issue #12): each of the paper code's behaviours offered as an option,
 the protocol switch that applies them all, and the checks on weights files and resampled pools.
 None of these needs the `wilds` package."""
-import warnings
 
 import numpy as np
 import pandas as pd

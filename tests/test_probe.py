@@ -114,7 +114,6 @@ def test_a_kill_between_rounds_and_state_leaves_no_run_stuck(caches, tmp_path):
 
 
 def test_probe_demo_tiny(tiny_backbone, tmp_path, monkeypatch):
-    import shutil
 
     from toolkit.probe_demo import run_probe_demo
 
