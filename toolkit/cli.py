@@ -104,12 +104,12 @@ def cmd_run(args) -> None:
 
 def cmd_report(args) -> None:
     from .report import build_report
+    from .runs import run_dirs
 
-    dirs = []
-    for d in args.runs:  # a run directory, a folder of them (cache/demo/runs), or a sweep folder
-        p = Path(d)
-        p = p / "runs" if (p / "index.json").exists() and (p / "runs").is_dir() else p
-        dirs += sorted(x for x in p.iterdir() if (x / "rounds.jsonl").exists()) if not (p / "rounds.jsonl").exists() else [p]
+    # a run directory, a folder of them (cache/demo/runs), or a sweep or demo folder
+    dirs = [d for p in args.runs for d in run_dirs(Path(p))]
+    if not dirs:
+        raise FileNotFoundError(f"no run records (folders with rounds.jsonl) under {', '.join(args.runs)}")
     print(build_report(dirs, args.out, representation=not args.no_representation, figures_dir=args.figures,
                        figure_format=args.figure_format, split=args.split))
 

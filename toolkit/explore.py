@@ -135,7 +135,7 @@ class PoolView:
                                     index=pd.Index(cache.ids[sample], name="id"))
         self.rounds_ = int(max((a["round"].max() for a in self.acquired_.values() if len(a)), default=0))
         self.index_ = NeighbourIndex().fit(self.embeddings_, cache.ids)
-        self.ids_ = np.asarray(cache.ids)
+        self.ids_, self.row_of_ = np.asarray(cache.ids), row
         return self
 
     def _coords(self, cache, sample: np.ndarray) -> np.ndarray:
@@ -177,25 +177,29 @@ class PoolView:
     def neighbours(self, point_id: int, k: int | None = None) -> pd.DataFrame:
         """The point's k nearest pool points in the full embedding (itself excluded)."""
         k = k or self.k
-        row = int(np.flatnonzero(self.ids_ == point_id)[0])
+        row = self.row_of_[point_id]
         dist, ids = self.index_.query(self.embeddings_[row:row + 1], k + 1)
         keep = ids[0] != point_id
-        ids, dist = ids[0][keep][:k], dist[0][keep][:k]
-        rows = np.searchsorted(self.ids_, ids) if np.all(np.diff(self.ids_) > 0) else \
-            np.array([np.flatnonzero(self.ids_ == i)[0] for i in ids])
-        return pd.DataFrame({"id": ids, "distance": dist, "row": rows})
+        return pd.DataFrame({"id": ids[0][keep][:k], "distance": dist[0][keep][:k]})
 
     def thumbnail(self, point_id: int, size: int | None = None, fmt: str = "png") -> bytes | None:
         """The point's image as `thumbnail_bytes` (None for probe runs, which have no images)."""
         if self.images_ is None:
             return None
-        row = int(np.flatnonzero(self.ids_ == point_id)[0])
-        return thumbnail_bytes(self.images_[row], size or self.thumb_px, fmt)
+        return thumbnail_bytes(self.images_[self.row_of_[point_id]], size or self.thumb_px, fmt)
 
     def group_of(self, point_id: int) -> str:
         if point_id in self.points_.index:
             return str(self.points_.at[point_id, "group"])
         return ""
+
+
+def _add_groups(fig, points: pd.DataFrame) -> None:
+    """The map's points, one trace per group, each point's id as its customdata."""
+    for i, (group, d) in enumerate(points.groupby("group")):
+        fig.add_scattergl(x=d["x"], y=d["y"], customdata=d.index.to_numpy(), mode="markers", name=group,
+                          marker=dict(size=4, opacity=0.6, color=_GROUP_COLOURS[i % len(_GROUP_COLOURS)]),
+                          hoverinfo="none")
 
 
 def _default_runs(view: PoolView, runs: list[str] | None) -> list[str]:
@@ -241,10 +245,7 @@ class Explorer:
         pts = view.points_
         for run in self.runs:
             fig = go.FigureWidget()
-            for i, (group, d) in enumerate(pts.groupby("group")):
-                fig.add_scattergl(x=d["x"], y=d["y"], customdata=d.index.to_numpy(), mode="markers", name=group,
-                                  marker=dict(size=4, opacity=0.6, color=_GROUP_COLOURS[i % len(_GROUP_COLOURS)]),
-                                  hoverinfo="none")
+            _add_groups(fig, pts)
             fig.add_scatter(x=[], y=[], customdata=[], mode="markers", name="acquired",
                             marker=dict(symbol="star", size=10, color="black"), hoverinfo="none")
             fig.update_layout(title=run, width=480, height=440, template="plotly_white",
@@ -333,10 +334,7 @@ def explorer_html(view: PoolView, runs: list[str] | None = None, *, max_thumbnai
     parts = []
     for j, run in enumerate(runs):
         fig = go.Figure()
-        for i, (group, d) in enumerate(pts.groupby("group")):
-            fig.add_scattergl(x=d["x"], y=d["y"], customdata=d.index.to_numpy(), mode="markers", name=group,
-                              marker=dict(size=4, opacity=0.6, color=_GROUP_COLOURS[i % len(_GROUP_COLOURS)]),
-                              hoverinfo="none")
+        _add_groups(fig, pts)
         n_groups = len(fig.data)
         for r in range(view.rounds_ + 1):  # one trace per round, shown up to the slider's round
             a = view.acquired_upto(run, r)

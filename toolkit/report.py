@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import io
 import re
 from pathlib import Path
 
@@ -92,11 +91,10 @@ def _smallest_group(rec: RunRecord) -> int:
 
 
 def _thumb(img_chw) -> str:
-    from PIL import Image
+    from .explore import thumbnail_bytes
 
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(img_chw).transpose(1, 2, 0)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    png = thumbnail_bytes(img_chw, np.asarray(img_chw).shape[-1])  # full size, lossless
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: int = 20, map_points: int = 1200,

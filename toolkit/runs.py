@@ -22,7 +22,7 @@ from .record import RunRecord, load_run
 FIGURES = ("learning_curves", "upsampling")
 
 
-def _run_dirs(path: Path) -> list[Path]:
+def run_dirs(path: Path) -> list[Path]:
     """A run folder itself, a folder of runs, or a sweep or demo folder (with runs/ inside)."""
     if (path / "rounds.jsonl").exists():
         return [path]
@@ -33,7 +33,7 @@ def _run_dirs(path: Path) -> list[Path]:
 
 def load_runs(*paths: str | Path) -> "Runs":
     """The run records under `paths` (run folders, folders of runs, sweep or demo folders)."""
-    dirs = [d for p in paths for d in _run_dirs(Path(p))]
+    dirs = [d for p in paths for d in run_dirs(Path(p))]
     if not dirs:
         raise FileNotFoundError(f"no run records (folders with rounds.jsonl) under {', '.join(map(str, paths))}; "
                                 f"make some with ./run demo or altk run")
