@@ -16,11 +16,11 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import numpy as np
 import torch
-
 from gpu_paper_scale import synthetic_pool
-from toolkit.finetune import FinetuneConfig, finetune
+
+from toolkit._util.repro import resolve_device, set_deterministic
+from toolkit.al.finetune import FinetuneConfig, finetune
 from toolkit.models import create_model, weights_digest
-from toolkit.repro import resolve_device, set_deterministic
 
 
 def trained(name: str, pool, device, steps: int):

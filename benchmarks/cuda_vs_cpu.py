@@ -20,8 +20,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA start
 import numpy as np
 import torch
 
+from toolkit.al.loop import run_active_learning
 from toolkit.config import resolve_config
-from toolkit.loop import run_active_learning
 
 
 def summarise(record) -> dict:

@@ -24,7 +24,7 @@ def child(n: int, root: str) -> None:
     import torch
 
     from toolkit.data import create_dataset
-    from toolkit.features import _embed, extract_features
+    from toolkit.features.cache import _embed, extract_features
     from toolkit.models import create_model
 
     torch.set_num_threads(1)

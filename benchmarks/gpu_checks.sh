@@ -19,7 +19,7 @@ for stage in $stages; do
         $py -c "import sys, torch, timm; print(sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
         $py - <<'PY'
 import torch
-from toolkit.syncs import count_host_syncs
+from toolkit._util.syncs import count_host_syncs
 x = torch.ones(1 << 20)
 with count_host_syncs("cuda") as pageable:
     x.to("cuda")

@@ -8,7 +8,7 @@ ones) and a synthetic pool of 4,795 random uint8 images held in memory, so JPEG 
 not counted. Runs the toolkit's own `finetune` (the paper's recipe: SGD, batch 32 in
 micro-batches, flips and 16 px translations, the BiT-HyperRule's first steps), feature
 extraction and pool scoring, and measures for each: images per second, peak GPU memory,
-and for finetuning the host syncs per step (`toolkit.syncs`). With --compile, finetuning
+and for finetuning the host syncs per step (`toolkit._util.syncs`). With --compile, finetuning
 and scoring again through `torch.compile`, with the compile time.
 
 From the rates it estimates one paper run: 65 rounds (a seed set of 40, then 64 rounds of
@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from toolkit._util.repro import resolve_device
+from toolkit._util.syncs import count_host_syncs, device_roots
+from toolkit.al.finetune import FinetuneConfig, finetune, maybe_compile
+from toolkit.al.loop import score_pool
 from toolkit.data.base import GroupedDataset
-from toolkit.features import _embed
-from toolkit.finetune import FinetuneConfig, finetune, maybe_compile
-from toolkit.loop import score_pool
+from toolkit.features.cache import _embed
 from toolkit.models import create_model
-from toolkit.repro import resolve_device
-from toolkit.syncs import count_host_syncs, device_roots
 
 PAPER = {"seed": 40, "per_round": 5, "budget": 320, "max_steps": 500, "batch": 32, "val": 1199, "test": 5794,
          "pool": 4795}

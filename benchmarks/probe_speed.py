@@ -1,4 +1,4 @@
-"""Probe-only AL speed: toolkit.probe vs scikit-activeml + scikit-learn, same features, same run.
+"""Probe-only AL speed: toolkit.features.probe vs scikit-activeml + scikit-learn, same features, same run.
 
     .venv/bin/python benchmarks/probe_speed.py [--seeds 3] [--rounds 64]
 
@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from toolkit._util.repro import round_rng
+from toolkit.al.protocol import draw_seed_set
 from toolkit.config import ALConfig
-from toolkit.features import FeatureCache
-from toolkit.loop import draw_seed_set
-from toolkit.probe import run_probe
-from toolkit.repro import round_rng
+from toolkit.features.cache import FeatureCache
+from toolkit.features.probe import run_probe
 
 
 def make_pool(n: int, d: int, rng: np.random.Generator, id_offset: int = 0) -> FeatureCache:
@@ -42,10 +42,10 @@ def make_pool(n: int, d: int, rng: np.random.Generator, id_offset: int = 0) -> F
 
 
 def skactiveml_loop(pool: FeatureCache, seed: int, rounds: int, per_round: int, seed_size: int) -> list[int]:
-    from sklearn.linear_model import LogisticRegression
     from skactiveml.classifier import SklearnClassifier
     from skactiveml.pool import UncertaintySampling
     from skactiveml.utils import MISSING_LABEL
+    from sklearn.linear_model import LogisticRegression
 
     X = pool.embeddings
     X = (X - X.mean(0)) / (X.std(0) + 1e-6)
@@ -97,7 +97,7 @@ def main() -> None:
             print(f"seed {seed}: toolkit {ours_t[-1]:.2f}s  skactiveml+sklearn {base_t[-1]:.2f}s  "
                   f"acquired-id overlap {overlaps[-1]:.1%}  first-round picks same set: {set(ours[:5]) == set(theirs[:5])}")
     print(f"\npool {args.n} x {args.dim}, {args.rounds} rounds of 5, 1 thread (torch and BLAS):")
-    print(f"  toolkit.probe          {np.mean(ours_t):.2f} s/seed")
+    print(f"  toolkit.features.probe          {np.mean(ours_t):.2f} s/seed")
     print(f"  skactiveml + sklearn   {np.mean(base_t):.2f} s/seed")
     print(f"  speed-up               {np.mean(base_t) / np.mean(ours_t):.1f}x")
     print(f"  (baseline with BLAS's default threads: {np.mean(base_default_t):.2f} s/seed, "

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import torch
 
-from toolkit.probe import LinearProbe, score_cache_streaming
+from toolkit.features.probe import LinearProbe, score_cache_streaming
 
 
 def rss_mb() -> float:

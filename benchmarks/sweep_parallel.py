@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolkit.pretrain import ensure_toy_backbone
+from toolkit.al.sweep import Sweep, expand_grid, parse_grid
+from toolkit.models.pretrain import ensure_toy_backbone
 from toolkit.record import load_run
-from toolkit.sweep import Sweep, expand_grid, parse_grid
 
 SMALL = ["data.params.n_train=800", "data.params.n_test=400", "al.per_round=10", "al.budget=20"]
 

@@ -12,10 +12,17 @@ torch.set_num_threads(1)
 TINY_DATA = {"n_train": 240, "n_val": 40, "n_test": 160}
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test writes its default paths under its own folder: ALTK_CACHE = tmp_path/cache."""
+    monkeypatch.setenv("ALTK_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
     """A briefly pretrained toy backbone (not a good one: the loop, not the effect, is under test)."""
-    from toolkit.pretrain import PretrainRecipe, pretrain_toy
+    from toolkit.models.pretrain import PretrainRecipe, pretrain_toy
 
     path = tmp_path_factory.mktemp("backbone") / "toy_resnet.pt"
     pretrain_toy(path, PretrainRecipe(n_images=600, steps=30, batch_size=32, warmup_steps=5), log_every=0)
@@ -41,8 +48,8 @@ def install_backbone(backbone, root):
     pretrains the real one (minutes) inside a test."""
     import shutil
 
-    from toolkit.models import TOY_CHECKPOINT
+    from toolkit.models.pretrain import toy_checkpoint
 
-    target = root / TOY_CHECKPOINT
+    target = toy_checkpoint()  # under ALTK_CACHE, which `isolated_cache` points into the test's folder
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(backbone, target)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from toolkit import acquisition as acq
+from toolkit.al import acquisition as acq
 
 PROBS = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5]])
 

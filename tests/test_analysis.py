@@ -35,8 +35,8 @@ def test_separability_needs_enough_per_group():
 
 
 def test_tsne_map_keeps_clusters_apart_and_is_seeded():
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
 
     X, y, s = _clusters(n_per=50, d=30)
     groups = 2 * y + s
@@ -69,7 +69,7 @@ def test_neighbourhood_table():
 
 
 def _figures():
-    from toolkit import figures
+    from toolkit.report import figures
 
     curves = pd.DataFrame({"weights": ["pretrained"] * 3 + ["random"] * 3, "strategy": "least_confidence",
                            "n_labels": [10, 20, 30] * 2, "mean": [0.5, 0.6, 0.7, 0.5, 0.5, 0.5],
@@ -90,7 +90,7 @@ def _figures():
 def test_matplotlib_redraw_has_the_figure_content():
     import matplotlib.pyplot as plt
 
-    from toolkit.static import to_matplotlib
+    from toolkit.report.static import to_matplotlib
 
     figs = _figures()
     ax = to_matplotlib(figs["curve"]).axes[0]
@@ -111,7 +111,7 @@ def test_matplotlib_redraw_has_the_figure_content():
 
 @pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")])
 def test_static_export_without_a_browser(tmp_path, suffix, magic):
-    from toolkit.figures import save_static
+    from toolkit.report.figures import save_static
 
     for name, fig in _figures().items():
         out = save_static(fig, tmp_path / f"{name}{suffix}", engine="matplotlib")
@@ -122,7 +122,7 @@ def test_static_export_without_a_browser(tmp_path, suffix, magic):
 def test_static_export_auto_falls_back_when_no_browser(tmp_path, monkeypatch):
     import plotly.graph_objects as go
 
-    from toolkit.figures import save_static
+    from toolkit.report.figures import save_static
 
     def no_browser(self, *a, **k):
         raise RuntimeError("Kaleido requires Google Chrome to be installed.")
@@ -141,7 +141,7 @@ def test_static_export_auto_falls_back_when_no_browser(tmp_path, monkeypatch):
 def test_unsupported_trace_is_refused_not_misdrawn():
     import plotly.graph_objects as go
 
-    from toolkit.static import to_matplotlib
+    from toolkit.report.static import to_matplotlib
 
     with pytest.raises(NotImplementedError, match="heatmap"):
         to_matplotlib(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])))

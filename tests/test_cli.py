@@ -1,8 +1,8 @@
 import pytest
+from conftest import TINY_DATA
 
 from toolkit.cli import main
 from toolkit.record import load_run
-from conftest import TINY_DATA
 
 
 def _sets(tiny_backbone, tmp_path):
@@ -47,4 +47,4 @@ def test_altk_extract_and_probe(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "20 labels" in out and "test/worst_group=" in out
     rec = load_run(tmp_path / "runs" / "least_confidence-s1")
-    assert rec.config["config"]["mode"] == "probe" and rec.config["config"]["model"]["name"] == "timm_test_resnet"
+    assert rec.mode == "probe" and rec.model == "timm_test_resnet"

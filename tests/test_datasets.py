@@ -1,13 +1,14 @@
 import torch
+
 """Real-dataset loaders on tiny copies generated in the releases' on-disk formats."""
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from toolkit.al.loop import run_active_learning
 from toolkit.config import resolve_config
 from toolkit.data import create_dataset
-from toolkit.loop import run_active_learning
 
 
 def make_waterbirds(root, n_per_group=(12, 4, 4, 12), splits=(0, 1, 2), subfolder=""):
@@ -93,8 +94,8 @@ def test_preset_two_rounds_on_tiny_copy(preset, tmp_path):
 
 def test_extract_and_probe_on_tiny_waterbirds(tmp_path):
     from toolkit.config import ALConfig
-    from toolkit.features import extract_features
-    from toolkit.probe import run_probe
+    from toolkit.features.cache import extract_features
+    from toolkit.features.probe import run_probe
 
     root = make_waterbirds(tmp_path / "wb")
     params = {"root": str(root), "resolution": 32, "cache_dir": str(tmp_path / "c")}

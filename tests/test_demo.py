@@ -1,7 +1,7 @@
 import pandas as pd
-
-from toolkit.demo import run_demo
 from conftest import TINY_DATA, install_backbone
+
+from toolkit.experiments.demo import run_demo
 
 
 def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):

@@ -9,15 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from toolkit.al.loop import run_active_learning
 from toolkit.analysis import final_summary, label_efficiency_table, learning_curves, tidy_rounds
-from toolkit.loop import run_active_learning
 
 
 @pytest.fixture(scope="module")
 def runs_dir(tiny_backbone, tmp_path_factory):
     """Three tiny runs on one pool: pretrained least confidence and random, unpretrained least confidence."""
-    from toolkit.config import resolve_config
     from conftest import TINY_DATA
+
+    from toolkit.config import resolve_config
 
     root = tmp_path_factory.mktemp("explore")
     base = resolve_config("toy", {
@@ -28,7 +29,7 @@ def runs_dir(tiny_backbone, tmp_path_factory):
         "eval_batch_size": 128,
     })
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)  # feature caches (for the map) go under ./cache
+        mp.setenv("ALTK_CACHE", str(root / "cache"))  # feature caches (for the map) go under root/cache
         for name, weights, strategy in (("pre-lc", str(tiny_backbone), "least_confidence"),
                                         ("pre-random", str(tiny_backbone), "random"),
                                         ("unpre-lc", "random", "least_confidence")):
@@ -40,7 +41,7 @@ def runs_dir(tiny_backbone, tmp_path_factory):
 
 @pytest.fixture
 def in_root(runs_dir, monkeypatch):
-    monkeypatch.chdir(runs_dir)
+    monkeypatch.setenv("ALTK_CACHE", str(runs_dir / "cache"))
     return runs_dir
 
 
@@ -56,7 +57,7 @@ def test_load_runs_in_three_lines_wraps_the_analyses(in_root):
     fig = runs.figure("learning_curves")
     assert len(fig.data) > 0 and fig.layout.title.text == "test/worst_group"
     assert runs.figure("upsampling").data
-    assert runs["unpre-lc"].config["config"]["model"]["weights"] == "random"
+    assert runs["unpre-lc"].weights == "random"
     with pytest.raises(ValueError, match="unknown figure 'tsne'; valid: learning_curves, upsampling"):
         runs.figure("tsne")
     with pytest.raises(KeyError, match="no run 'x'; runs: pre-lc"):
@@ -67,8 +68,8 @@ def test_load_runs_in_three_lines_wraps_the_analyses(in_root):
 
 
 def test_pool_view_points_neighbours_and_cached_map(in_root):
-    from toolkit.explore import PoolView
     from toolkit.record import load_run
+    from toolkit.report.explore import PoolView
 
     records = [load_run(in_root / "runs" / n) for n in ("pre-lc", "pre-random", "unpre-lc")]
     view = PoolView(records, max_points=100, k=5).fit()
@@ -126,7 +127,7 @@ def test_explorer_widget_slider_hover_and_click(in_root):
 
 
 def _report(in_root):
-    from toolkit.report import build_report
+    from toolkit.report.html import build_report
 
     return build_report(sorted((in_root / "runs").iterdir()), in_root / "report.html")
 
@@ -176,7 +177,7 @@ window.addEventListener('load', function(){ setTimeout(function(){
 
 
 def test_progress_bars_show_only_where_watched(tiny_cfg, tmp_path, monkeypatch, capsys):
-    from toolkit.progress import bars_enabled
+    from toolkit._util.progress import bars_enabled
 
     monkeypatch.delenv("ALTK_QUIET", raising=False)
     monkeypatch.delenv("ALTK_PROGRESS", raising=False)
@@ -193,8 +194,8 @@ def test_progress_bars_show_only_where_watched(tiny_cfg, tmp_path, monkeypatch, 
 
 
 def test_quiet_flag_turns_bars_off(monkeypatch, tmp_path):
+    from toolkit._util.progress import bars_enabled
     from toolkit.cli import main
-    from toolkit.progress import bars_enabled
 
     monkeypatch.setenv("ALTK_PROGRESS", "1")
     monkeypatch.setenv("ALTK_QUIET", "0")  # so that monkeypatch restores it after main() sets it
@@ -209,7 +210,7 @@ def test_progress_is_a_widget_in_a_jupyter_kernel(tmp_path):
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os\nos.environ.pop('ALTK_QUIET', None)\nfrom toolkit.progress import progress, bars_enabled\n"
+        "import os\nos.environ.pop('ALTK_QUIET', None)\nfrom toolkit._util.progress import progress, bars_enabled\n"
         "print(bars_enabled())\nfor _ in progress(range(3), desc='demo'):\n    pass")])
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = nb.cells[0].outputs

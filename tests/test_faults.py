@@ -9,15 +9,15 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
-from toolkit.features import extract_features, open_cache
-from toolkit.loop import run_active_learning
 from conftest import TINY_DATA
+
+from toolkit.al.loop import run_active_learning
+from toolkit.features.cache import extract_features, open_cache
 
 SCRIPT = """
 import json, sys
 from toolkit.config import config_from_dict
-from toolkit.loop import run_active_learning
+from toolkit.al.loop import run_active_learning
 run_active_learning(config_from_dict(json.loads(open(sys.argv[1]).read())), sys.argv[2], log=None)
 """
 
@@ -61,7 +61,7 @@ def test_run_killed_at_each_stage_resumes_to_the_same_record(uninterrupted, poin
 @pytest.mark.parametrize("point", ["probe:scored:1", "probe:before_record:2", "record:rounds_written:4"])
 def test_probe_killed_at_each_stage_resumes_to_the_same_record(tiny_backbone, tmp_path, point):
     from toolkit.config import ALConfig
-    from toolkit.probe import run_probe
+    from toolkit.features.probe import run_probe
 
     kw = dict(weights=str(tiny_backbone), dataset_params={**TINY_DATA, "cache_dir": str(tmp_path / "data")},
               root=tmp_path / "f", log=None)
@@ -69,7 +69,7 @@ def test_probe_killed_at_each_stage_resumes_to_the_same_record(tiny_backbone, tm
     al = ALConfig(strategy="least_confidence", seed_size=10, per_round=5, budget=20)
     reference = run_probe(pool, {"test": test}, tmp_path / "reference", al=al, seed=1)
     script = tmp_path / "probe.py"
-    script.write_text("import sys\nfrom toolkit.config import ALConfig\nfrom toolkit.probe import run_probe\n"
+    script.write_text("import sys\nfrom toolkit.config import ALConfig\nfrom toolkit.features.probe import run_probe\n"
                       "run_probe(sys.argv[1], {'test': sys.argv[2]}, sys.argv[3], seed=1, al=ALConfig("
                       "strategy='least_confidence', seed_size=10, per_round=5, budget=20))\n")
     _killed([str(script), str(pool), str(test), str(tmp_path / "run")], point, tmp_path)
@@ -82,7 +82,7 @@ def test_extraction_killed_at_each_stage_resumes_to_the_same_cache(tiny_backbone
               chunk_rows=50, log=None)
     reference = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "a", **kw)
     script = tmp_path / "extract.py"
-    script.write_text("import sys, json\nfrom toolkit.features import extract_features\n"
+    script.write_text("import sys, json\nfrom toolkit.features.cache import extract_features\n"
                       "extract_features('toy_resnet', 'toyworld', 'test', root=sys.argv[1], **json.loads(sys.argv[2]))\n")
     _killed([str(script), str(tmp_path / "b"), json.dumps(kw)], point, tmp_path)
     path = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "b", **kw)
@@ -93,7 +93,7 @@ def test_extraction_killed_at_each_stage_resumes_to_the_same_cache(tiny_backbone
 SWEEP_SCRIPT = """
 import json, sys
 from toolkit.config import config_from_dict
-from toolkit.sweep import Sweep
+from toolkit.al.sweep import Sweep
 if __name__ == "__main__":  # the pool's workers are spawned: they import this file
     cfgs = {name: config_from_dict(c) for name, c in json.loads(open(sys.argv[1]).read()).items()}
     sweep = Sweep(sys.argv[2], cfgs)

@@ -2,11 +2,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DATA
 
 from toolkit.data import create_dataset
-from toolkit.features import extract_features, open_cache
+from toolkit.features.cache import extract_features, open_cache
 from toolkit.models import create_model
-from conftest import TINY_DATA
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_timm_model_extracts(params, tmp_path):
 
 
 def test_a_write_the_disk_dropped_fails_the_extraction(tiny_backbone, params, tmp_path, monkeypatch):
-    import toolkit.features as features
+    import toolkit.features.cache as features
 
     def drop_second_chunk(f, lo, hi, emb):  # what a full disk did: h5py warned, the rows stayed zero
         f["embeddings"][lo:hi] = np.zeros_like(emb) if lo == 50 else emb

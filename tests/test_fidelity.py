@@ -10,6 +10,7 @@ import torch
 from toolkit.config import resolve_config
 from toolkit.data import create_dataset
 
+
 def _to_bit_npz(model, path):
     """Write a timm ResNetV2 in the original BiT .npz naming (the inverse of timm's loader)."""
     hwio = lambda w: w.detach().numpy().transpose(2, 3, 1, 0) if w.ndim == 4 else w.detach().numpy()
@@ -96,7 +97,7 @@ def test_npz_from_a_larger_model_is_refused_by_name(tmp_path):
 def test_resampled_pool_refuses_a_budget_that_labels_most_of_it(tmp_path):
     from test_datasets import make_waterbirds
 
-    from toolkit.loop import run_active_learning
+    from toolkit.al.loop import run_active_learning
 
     root = make_waterbirds(tmp_path / "wb", n_per_group=(24, 4, 4, 24))
     ov = {"data": {"params": {"root": str(root), "resolution": 32, "cache_dir": None, "matched_fraction": 0.75},
@@ -113,9 +114,9 @@ def test_resampled_pool_refuses_a_budget_that_labels_most_of_it(tmp_path):
 
 
 def test_warmup_offset_and_size_rounding():
+    from toolkit.al.finetune import bit_hyperrule_lr
+    from toolkit.al.protocol import acquisition_sizes
     from toolkit.config import ALConfig
-    from toolkit.finetune import bit_hyperrule_lr
-    from toolkit.loop import acquisition_sizes
 
     assert bit_hyperrule_lr(0, 100) == 0.0  # BiT: step 0 trains at lr 0
     assert bit_hyperrule_lr(0, 100, warmup_offset=1) == pytest.approx(0.003 / 100)  # the paper's code
@@ -135,7 +136,7 @@ def _toy_pool(tiny_cfg):
 
 
 def test_last_micro_batch_stop_rule_reads_one_micro_batch_with_no_window(tiny_cfg):
-    from toolkit.finetune import FinetuneConfig, LossRatioStop, finetune
+    from toolkit.al.finetune import FinetuneConfig, LossRatioStop, finetune
     from toolkit.models import create_model
 
     stop = LossRatioStop(0.5, window=1)
@@ -158,7 +159,7 @@ def test_last_micro_batch_stop_rule_reads_one_micro_batch_with_no_window(tiny_cf
 def test_random_crop_layout_trains_on_crops_and_evaluates_whole_images(tmp_path):
     from test_datasets import make_waterbirds
 
-    from toolkit.finetune import augment
+    from toolkit.al.finetune import augment
 
     root = make_waterbirds(tmp_path / "wb")
     centre = create_dataset("waterbirds", "train", root=str(root), resolution=32, cache_dir=None)
@@ -204,12 +205,12 @@ def test_cifar_rare_classes_follow_the_run_seed_when_asked():
 def test_keep_optimizer_state_carries_momentum_and_resumes_exactly(tiny_cfg, tmp_path):
     from dataclasses import replace
 
-    from toolkit.loop import run_active_learning
+    from toolkit.al.loop import run_active_learning
 
     def drop_times(rec):
         return rec.rounds.drop(columns=[c for c in rec.rounds.columns if c.startswith("time/") or "seconds" in c])
 
-    from toolkit.finetune import finetune, make_optimizer
+    from toolkit.al.finetune import finetune, make_optimizer
     from toolkit.models import create_model
 
     # two rounds from the same initial weights: a kept optimiser starts round 2 with momentum

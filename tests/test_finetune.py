@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-
-from toolkit.data import create_dataset
-from toolkit.finetune import FinetuneConfig, LossRatioStop, bit_hyperrule_lr, bit_hyperrule_supports, finetune
-from toolkit.models import create_model, weights_digest
 from conftest import TINY_DATA
+
+from toolkit.al.finetune import FinetuneConfig, LossRatioStop, bit_hyperrule_lr, bit_hyperrule_supports, finetune
+from toolkit.data import create_dataset
+from toolkit.models import create_model, weights_digest
 
 
 @pytest.mark.parametrize("step,expected", [
@@ -100,7 +100,7 @@ def test_finetune_config_validation(tiny_pool):
 
 
 def test_device_batches_and_loader_workers_match_the_plain_path(tiny_pool):
-    from toolkit.finetune import iterate_batches, predict_logits
+    from toolkit.al.finetune import iterate_batches, predict_logits
 
     x_plain, y_plain = tiny_pool.get_batch(np.arange(10))
     x_dev, y_dev = tiny_pool.get_batch(np.arange(10), device="cpu")
@@ -117,7 +117,7 @@ def test_device_batches_and_loader_workers_match_the_plain_path(tiny_pool):
 
 @pytest.mark.slow  # compiling with inductor on this CPU: 75 s with a cold cache
 def test_compiled_model_trains_like_eager(tiny_pool):
-    from toolkit.finetune import maybe_compile
+    from toolkit.al.finetune import maybe_compile
 
     losses = {}
     for compiled in (False, True):

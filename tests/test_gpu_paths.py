@@ -10,13 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_DATA
 
+from toolkit._util.syncs import count_host_syncs, device_roots
+from toolkit.al.finetune import (
+    FinetuneConfig,
+    _gather_windows,
+    _slice_windows,
+    finetune,
+    iterate_batches,
+    prefetch_for_shm,
+)
 from toolkit.data import create_dataset
 from toolkit.data.base import TextDataset
-from toolkit.finetune import FinetuneConfig, _gather_windows, _slice_windows, finetune, iterate_batches, prefetch_for_shm
 from toolkit.models import create_model
-from toolkit.syncs import count_host_syncs, device_roots
-from conftest import TINY_DATA
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +108,7 @@ def test_sweep_workers_are_bound_to_one_gpu_each(tmp_path):
     script = tmp_path / "bind.py"
     script.write_text(
         "import concurrent.futures as cf, multiprocessing as mp, os, time, json\n"
-        "from toolkit.sweep import init_worker\n"
+        "from toolkit.al.sweep import init_worker\n"
         "def work(_):\n"
         "    time.sleep(0.3)\n"
         "    return os.getpid(), os.environ['CUDA_VISIBLE_DEVICES']\n"
@@ -121,8 +128,8 @@ def test_sweep_workers_are_bound_to_one_gpu_each(tmp_path):
 
 
 def test_deterministic_mode_is_a_config_key(monkeypatch):
+    from toolkit._util.repro import set_deterministic
     from toolkit.config import resolve_config
-    from toolkit.repro import set_deterministic
 
     assert resolve_config("toy", ["deterministic=true"]).deterministic is True
     with pytest.raises(ValueError, match="'deterministic' takes bool"):
@@ -160,7 +167,7 @@ def test_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
 
 
 def test_auto_micro_batch_takes_the_largest_divisor_that_fits():
-    from toolkit.finetune import choose_micro_batch
+    from toolkit.al.finetune import choose_micro_batch
 
     tried = []
     assert choose_micro_batch(32, lambda m: tried.append(m) or m <= 10) == 8

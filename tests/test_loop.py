@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from toolkit import loop as loop_mod
+from toolkit.al import loop as loop_mod
+from toolkit.al.loop import run_active_learning
+from toolkit.al.protocol import acquisition_sizes, draw_seed_set
 from toolkit.config import resolve_config
-from toolkit.loop import acquisition_sizes, draw_seed_set, run_active_learning
 from toolkit.models import create_model, weights_digest
 from toolkit.record import load_run
 
@@ -34,7 +35,7 @@ def test_record_contents(tiny_cfg, tmp_path):
                 "test/acc/y1_s0", "time/train_s", "train/steps"]:
         assert col in rec.rounds.columns
     assert rec.meta["pool_group_shares"]["y0_s0"] == pytest.approx(171 / 240)
-    assert rec.config["config"]["al"]["strategy"] == "least_confidence"
+    assert rec.strategy == "least_confidence"
 
 
 def test_same_seed_same_record_different_seed_differs(tiny_cfg, tmp_path):
@@ -132,7 +133,7 @@ def test_load_run_rejects_incomplete(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["least_confidence", "random"])
 def test_pool_outputs_hold_every_candidate_and_explain_the_picks(tiny_cfg, tmp_path, strategy):
-    from toolkit.acquisition import least_confidence
+    from toolkit.al.acquisition import least_confidence
 
     cfg = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, strategy=strategy, save_pool_outputs=True))
     run_active_learning(cfg, tmp_path / "run", max_rounds=1, log=None)  # killed after round 0 ...
@@ -172,6 +173,7 @@ def test_run_from_an_older_version_resumes_when_new_options_are_default(tiny_cfg
 
 def test_checkpoints_hold_the_finetuned_model_and_feed_stage_separability(tiny_cfg, tmp_path, monkeypatch):
     from toolkit.analysis.separability import separability_by_stage
+    from toolkit.features.pool import stage_caches
 
     monkeypatch.chdir(tmp_path)
     cfg = dataclasses.replace(tiny_cfg, checkpoint_rounds=[0, -1])
@@ -194,11 +196,11 @@ def test_checkpoints_hold_the_finetuned_model_and_feed_stage_separability(tiny_c
         assert weights_digest(full) == seen[r]  # the file is the model as finetuned in round r
         via_weights = create_model("toy_resnet", weights=str(path), num_classes=2)  # what extraction loads
         assert weights_digest(via_weights.backbone) == weights_digest(full.backbone)
-    table = separability_by_stage(rec, cv=2)
+    table = separability_by_stage(stage_caches(rec), cv=2)
     assert table["stage"].unique().tolist() == ["before finetuning", "after 10 labels", "after 20 labels"]
     assert set(table["group"]) == {"y0_s0", "y0_s1", "y1_s0", "y1_s1"} and table["group_probe"].between(0, 1).all()
     with pytest.raises(ValueError, match="checkpoint_rounds"):
-        separability_by_stage(run_active_learning(tiny_cfg, tmp_path / "plain", log=None))
+        stage_caches(run_active_learning(tiny_cfg, tmp_path / "plain", log=None))
 
 
 
@@ -215,7 +217,7 @@ def test_a_failed_start_does_not_block_the_corrected_command(tiny_cfg, tmp_path)
 def test_a_second_writer_is_refused_naming_the_holder(tiny_cfg, tmp_path):
     import os
 
-    from toolkit.locks import LockedError, exclusive
+    from toolkit._util.locks import LockedError, exclusive
 
     with exclusive(tmp_path / "run", "run", directory=True):  # another process's open run, as far as flock knows
         with pytest.raises(LockedError, match=rf"run .*run is being written by pid {os.getpid()} on .*, since"):

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from toolkit.metrics import (bootstrap_label_efficiency, group_metrics, label_efficiency, labels_to_reach,
-                             mean_ci)
+from toolkit.metrics import bootstrap_label_efficiency, group_metrics, label_efficiency, labels_to_reach, mean_ci
 
 
 def test_group_metrics_constructed():

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import install_backbone
 from safetensors.torch import save_file
 
-from toolkit import models
 from toolkit.models import create_model, list_models, weights_digest
 
 
@@ -48,7 +48,7 @@ def test_missing_weights_file():
 
 
 def test_toy_pretrained_loads_checkpoint(tiny_backbone, monkeypatch):
-    monkeypatch.setattr(models, "TOY_CHECKPOINT", tiny_backbone)
+    install_backbone(tiny_backbone, None)
     a = create_model("toy_resnet", weights="pretrained", num_classes=2)
     b = create_model("toy_resnet", weights=str(tiny_backbone), num_classes=2)
     saved = torch.load(tiny_backbone, map_location="cpu", weights_only=True)["backbone"]
@@ -76,8 +76,8 @@ def test_head_runs_in_float32_under_autocast():
 
 
 def test_compute_dtype_is_part_of_the_cache_fingerprint():
-    from toolkit.features import compute_dtype, make_fingerprint
     from toolkit.data import create_dataset
+    from toolkit.features.cache import compute_dtype, make_fingerprint
 
     ds = create_dataset("toyworld", "test", n_train=8, n_val=4, n_test=8, cache_dir=None)
     kw = dict(model="toy_resnet", weights="w", layer="penultimate", dataset=ds, transform="t")

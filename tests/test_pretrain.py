@@ -1,7 +1,7 @@
 """Pretraining of the toy backbone: deterministic, and its augmentation keeps targets aligned."""
 import torch
 
-from toolkit.pretrain import PretrainRecipe, dihedral, make_pretraining_data, pretrain_toy
+from toolkit.models.pretrain import PretrainRecipe, dihedral, make_pretraining_data, pretrain_toy
 
 
 def test_dihedral_moves_image_and_mask_together():

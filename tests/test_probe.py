@@ -2,13 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_DATA, install_backbone
 from sklearn.linear_model import LogisticRegression
 
 from toolkit.analysis import tidy_rounds, upsampling_ratios
 from toolkit.config import ALConfig
-from toolkit.features import extract_features
-from toolkit.probe import LinearProbe, run_probe
-from conftest import TINY_DATA, install_backbone
+from toolkit.features.cache import extract_features
+from toolkit.features.probe import LinearProbe, run_probe
 
 
 def test_linear_probe_matches_sklearn():
@@ -63,7 +63,7 @@ def test_probe_deterministic_per_seed_and_seed_dependent(caches, tmp_path):
 
 
 def test_probe_record_read_by_the_same_analyses(caches, tiny_cfg, tmp_path):
-    from toolkit.loop import run_active_learning
+    from toolkit.al.loop import run_active_learning
 
     pool, test = caches
     probe_rec = run_probe(pool, {"test": test}, tmp_path / "probe", al=AL, seed=0)
@@ -115,7 +115,7 @@ def test_a_kill_between_rounds_and_state_leaves_no_run_stuck(caches, tmp_path):
 
 def test_probe_demo_tiny(tiny_backbone, tmp_path, monkeypatch):
 
-    from toolkit.probe_demo import run_probe_demo
+    from toolkit.experiments.probe_demo import run_probe_demo
 
     monkeypatch.chdir(tmp_path)
     install_backbone(tiny_backbone, tmp_path)

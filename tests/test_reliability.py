@@ -13,7 +13,7 @@ def test_a_text_file_given_as_weights_is_named(tmp_path, suffix):
 
 
 def test_unreadable_cache_and_garbled_record_get_one_line_errors(tmp_path):
-    from toolkit.features import open_cache
+    from toolkit.features.cache import open_cache
     from toolkit.record import RunWriter, load_run
 
     (tmp_path / "c.h5").write_bytes(b"\x89HDF")  # truncated
@@ -30,7 +30,7 @@ def test_unreadable_cache_and_garbled_record_get_one_line_errors(tmp_path):
 def test_a_missing_state_json_is_explained_and_rewritten_by_the_rerun(tiny_cfg, tmp_path):
     """Issue #13 item 10: a run that lost state.json (a kill or a full disk between a round's
     two files) is explained by load_run, and the rerun of its command rewrites it."""
-    from toolkit.loop import run_active_learning
+    from toolkit.al.loop import run_active_learning
     from toolkit.record import load_run
 
     reference = run_active_learning(tiny_cfg, tmp_path / "ref", log=None)

@@ -1,8 +1,8 @@
 import re
 
+from toolkit.al.loop import run_active_learning
 from toolkit.cli import main
-from toolkit.loop import run_active_learning
-from toolkit.report import build_report
+from toolkit.report.html import build_report
 
 
 def test_report_has_every_section(tiny_cfg, tmp_path, monkeypatch):
@@ -23,7 +23,7 @@ def test_report_has_every_section(tiny_cfg, tmp_path, monkeypatch):
         assert heading in page
     assert page.count("plotly.js") >= 1 and len(re.findall(r"<img class='thumb'", page)) >= 9
     assert "src=\"https://cdn" not in page  # self-contained: works offline
-    monkeypatch.setattr("toolkit.figures._NO_BROWSER", [True])  # static files via matplotlib, as on a bare machine
+    monkeypatch.setattr("toolkit.report.figures._NO_BROWSER", [True])  # static files via matplotlib, as on a bare machine
     main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "r2.html"), "--no-representation",
           "--figures", str(tmp_path / "figs"), "--figure-format", "png"])
     page = (tmp_path / "r2.html").read_text()

@@ -1,13 +1,13 @@
 import json
 
 import pytest
+from conftest import TINY_DATA
 
+from toolkit.al.loop import run_active_learning
+from toolkit.al.sweep import Sweep, expand_grid, parse_grid
 from toolkit.cli import main
 from toolkit.config import config_from_dict
-from toolkit.loop import run_active_learning
 from toolkit.record import load_run
-from toolkit.sweep import Sweep, expand_grid, parse_grid
-from conftest import TINY_DATA
 
 
 def test_parse_and_expand_grid():
@@ -116,7 +116,7 @@ def test_pool_workers_die_with_a_killed_sweep(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
         "import concurrent.futures as cf, multiprocessing as mp, os, sys, time\n"
-        "from toolkit.sweep import die_with_parent\n"
+        "from toolkit.al.sweep import die_with_parent\n"
         "def work(path):\n"
         "    open(path, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"

@@ -1,9 +1,12 @@
 """The task suite: a seeded task distribution, and its aggregation on constructed run records."""
 import pytest
+from conftest import install_backbone
 
 from toolkit.analysis import curve_area
-from toolkit.analysis.task_suite import claim_shares, draw_tasks, run_task_suite, suite_table, task_row
+from toolkit.analysis.suite import claim_shares, suite_table, task_row
+from toolkit.data.toy_tasks import draw_tasks
 from toolkit.data.toyworld import ToyWorldParams, hue_overlap
+from toolkit.experiments.suite import run_task_suite
 from toolkit.record import RunWriter, load_run
 
 SHARES = {"y0_s0": 0.7, "y0_s1": 0.05, "y1_s0": 0.05, "y1_s1": 0.2}  # minority class y1; matched minority y1_s1
@@ -103,10 +106,10 @@ def test_partial_runs_do_not_count_and_a_seed_counts_once(tmp_path):
 
 def test_probe_suite_end_to_end(tmp_path, tiny_backbone, monkeypatch):
     """Two tiny tasks through the probe path, in-process; re-running resumes (nothing recomputed)."""
-    from toolkit import models
     from conftest import TINY_DATA
 
-    monkeypatch.setattr(models, "TOY_CHECKPOINT", tiny_backbone)
+
+    install_backbone(tiny_backbone, None)
     tasks = draw_tasks(2, seed=5)
     kw = dict(out=tmp_path / "suite", data={**TINY_DATA, "cache_dir": str(tmp_path / "data")},
               al={"seed_size": 10, "per_round": 5, "budget": 10}, feature_root=tmp_path / "features",
@@ -114,7 +117,7 @@ def test_probe_suite_end_to_end(tmp_path, tiny_backbone, monkeypatch):
     recs = run_task_suite(tasks, [0, 1], **kw)
     assert sorted(recs) == [t.name for t in tasks] and all(len(r) == 8 for r in recs.values())
     rec = recs[tasks[0].name][0]
-    assert rec.status == "finished" and rec.config["config"]["data"]["params"]["label_shapes"] == \
+    assert rec.status == "finished" and rec.run_config["data"]["params"]["label_shapes"] == \
         [list(f) for f in tasks[0].label_shapes]
     table = suite_table(recs, tasks)
     assert len(table) == 2 and table["pre_n_seeds"].tolist() == [2, 2]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from toolkit.data import create_dataset, list_datasets
-from toolkit.data.toyworld import generate_split, group_counts, ToyWorldParams
+from toolkit.data.toyworld import ToyWorldParams, generate_split, group_counts
 
 SMALL = dict(n_train=200, n_val=40, n_test=40)
 

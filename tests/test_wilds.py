@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from wilds_copies import make_amazon, make_camelyon17, make_fmow, make_iwildcam, make_tiny_roberta
 
+from toolkit.al.loop import run_active_learning
 from toolkit.config import load_preset, resolve_config
 from toolkit.data import create_dataset
-from toolkit.loop import run_active_learning
-from wilds_copies import make_amazon, make_camelyon17, make_fmow, make_iwildcam, make_tiny_roberta
 
 pytest.importorskip("wilds")
 
@@ -189,8 +189,8 @@ def test_amazon_preset_two_rounds_with_tiny_roberta(wilds_root, tiny_roberta, tm
 
 def test_text_and_image_caches_and_probe_on_tiny_copies(wilds_root, tiny_roberta, tmp_path):
     from toolkit.config import ALConfig
-    from toolkit.features import extract_features, open_cache
-    from toolkit.probe import run_probe
+    from toolkit.features.cache import extract_features, open_cache
+    from toolkit.features.probe import run_probe
 
     text = {"root": str(wilds_root), "tokenizer": str(tiny_roberta), "max_length": 32, "cache_dir": str(tmp_path / "c")}
     caches = {s: extract_features("roberta_large", "amazon", s, weights=str(tiny_roberta), dataset_params=text,
@@ -208,10 +208,9 @@ def test_text_and_image_caches_and_probe_on_tiny_copies(wilds_root, tiny_roberta
 
 
 def test_text_model_sources(tiny_roberta):
-    from toolkit.models import create_model
-    from toolkit.models.text import load_tokenizer
-
     from toolkit.data.base import TextDataset
+    from toolkit.data.tokenizers import load_tokenizer
+    from toolkit.models import create_model
 
     short = TextDataset(name="t", split="train", images=torch.tensor([[0, 5, 2, 1, 1], [0, 7, 8, 2, 1]]),
                         attributes=pd.DataFrame({"y": [0, 1]}), class_names=("a", "b"), pad_id=1)

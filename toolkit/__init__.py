@@ -1,19 +1,51 @@
 """altk: why pretrained models are good active learners (Tamkin et al.), reproduced and extended.
 
-For notebooks: `toolkit.load_runs(folder)` (see toolkit.runs) and `toolkit.Explorer`
-(toolkit.explore). Imported on first use, so `import toolkit` stays light.
+The public API, imported on first use so that `import toolkit` stays light:
+
+- models and data: `create_model`, `list_models`, `create_dataset`, `list_datasets`
+- runs: `resolve_config`, `run` (keywords for the common cases), `run_active_learning`
+- frozen features: `extract_features`, `open_cache`, `run_probe`
+- results: `load_run`, `load_runs` (a `Runs` folder view), `build_report`, `Explorer`, `PoolView`
+- errors: `AltkError` and its subclasses in `toolkit.errors`
+
+Example:
+    >>> import toolkit
+    >>> "toy_resnet" in toolkit.list_models()
+    True
 """
-__version__ = "0.1.0"
-__all__ = ["load_runs", "Runs", "Explorer", "PoolView"]
+from toolkit._util.version import __version__
+from toolkit.errors import (
+    AltkError,
+    CacheError,
+    ConfigError,
+    DataError,
+    LockedError,
+    MissingFileError,
+    ModelError,
+    OutputExistsError,
+    RecordError,
+)
+
+_LAZY = {
+    "create_model": "toolkit.models", "list_models": "toolkit.models",
+    "create_dataset": "toolkit.data", "list_datasets": "toolkit.data",
+    "resolve_config": "toolkit.config", "run": "toolkit.api", "run_active_learning": "toolkit.al.loop",
+    "extract_features": "toolkit.features.cache", "open_cache": "toolkit.features.cache",
+    "run_probe": "toolkit.features.probe",
+    "load_run": "toolkit.record", "load_runs": "toolkit.runs", "Runs": "toolkit.runs",
+    "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",
+}
+__all__ = ["__version__", *_LAZY, "AltkError", "CacheError", "ConfigError", "DataError", "LockedError",
+           "MissingFileError", "ModelError", "OutputExistsError", "RecordError"]
 
 
 def __getattr__(name: str):
-    if name in ("load_runs", "Runs"):
-        from . import runs
+    if name in _LAZY:
+        import importlib
 
-        return getattr(runs, name)
-    if name in ("Explorer", "PoolView"):
-        from . import explore
-
-        return getattr(explore, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+from toolkit._util.log import to_stdout
+from toolkit._util.paths import cache_path
+
 
 def _seeds(text: str) -> list[int]:
     """"0-2" -> [0, 1, 2]; "0,3,5" -> [0, 3, 5]."""
@@ -20,19 +23,20 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_demo(args) -> None:
-    out = args.out or ("cache/demo-real" if args.real else "cache/demo")
+    out = args.out or cache_path("demo-real" if args.real else "demo")
     if args.probe:
-        from .config import parse_overrides
-        from .probe_demo import REAL, run_probe_demo
+        from toolkit.config import parse_overrides
+        from toolkit.experiments.probe_demo import run_probe_demo
+        from toolkit.experiments.protocols import REAL
 
         world = {**REAL, "separability": True} if args.real else {}
-        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=out + "-probe",
+        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=f"{out}-probe",
                        al=parse_overrides(args.al) if args.al else None, **world)
         return
-    from .demo import run_demo
+    from toolkit.experiments.demo import run_demo
 
     if args.real:
-        from .probe_demo import REAL
+        from toolkit.experiments.protocols import REAL
 
         run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set,
                  preset="fashion-places", legend=REAL["legend"], title="Real images (EfficientNet-Lite0)")
@@ -41,7 +45,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_make_composite(args) -> None:
-    from .data.composite import cub_objects, make_composite, places_backgrounds, waterbirds_counts
+    from toolkit.data.composite import cub_objects, make_composite, places_backgrounds, waterbirds_counts
 
     counts = waterbirds_counts(args.n_train, args.matched_fraction, args.minority_fraction, args.n_val, args.n_test)
     out = make_composite(args.out, cub_objects(args.cub), places_backgrounds(args.places), counts=counts,
@@ -52,8 +56,8 @@ def cmd_make_composite(args) -> None:
 
 
 def cmd_extract(args) -> None:
-    from .config import parse_overrides
-    from .features import extract_features
+    from toolkit.config import parse_overrides
+    from toolkit.features.cache import extract_features
 
     params = parse_overrides(args.param) if args.param else {}
     path = extract_features(args.model, args.dataset, args.split, weights=args.weights, dataset_params=params,
@@ -64,14 +68,14 @@ def cmd_extract(args) -> None:
 
 
 def cmd_probe(args) -> None:
-    from .config import ALConfig
-    from .probe import run_probe
+    from toolkit.config import ALConfig
+    from toolkit.features.probe import run_probe
 
     al = ALConfig(strategy=args.strategy, seed_size=args.seed_size, per_round=args.per_round, budget=args.budget,
                   seed_set=args.seed_set, pool_subsample=args.pool_subsample)
     evals = dict(item.split("=", 1) if "=" in item else ("test", item) for item in args.eval_cache)
     for seed in _seeds(args.seeds):
-        out = Path(args.out) / f"{args.strategy}-s{seed}"
+        out = Path(args.out or cache_path("probe-runs")) / f"{args.strategy}-s{seed}"
         rec = run_probe(args.cache, evals, out, al=al, seed=seed, C=args.C)
         last = rec.rounds.iloc[-1]
         metrics = "  ".join(f"{k}={last[k]:.3f}" for k in rec.rounds.columns if k.endswith("/worst_group"))
@@ -79,12 +83,11 @@ def cmd_probe(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .models import TOY_CHECKPOINT
-    from .pretrain import PretrainRecipe, pretrain_toy
+    from toolkit.models.pretrain import PretrainRecipe, pretrain_toy, toy_checkpoint
 
     if args.target != "toy":
         raise SystemExit(f"altk pretrain: unknown target {args.target!r}; valid: toy")
-    out = Path(args.out or TOY_CHECKPOINT)
+    out = Path(args.out or toy_checkpoint())
     if out.exists() and not args.force:
         raise SystemExit(f"{out} exists; pass --force to retrain and replace it")
     given = {"steps": args.steps, "n_images": args.images, "threads": args.threads}
@@ -93,18 +96,18 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from .config import resolve_config
-    from .loop import run_active_learning
+    from toolkit.al.loop import run_active_learning
+    from toolkit.config import resolve_config
 
     cfg = resolve_config(args.preset, args.set)
-    out = args.out or f"cache/runs/{Path(args.preset).stem}-{cfg.model.weights}-{cfg.al.strategy}-s{cfg.seed}"
+    out = args.out or cache_path("runs", f"{Path(args.preset).stem}-{cfg.model.weights}-{cfg.al.strategy}-s{cfg.seed}")
     print(f"run record: {out}")
     run_active_learning(cfg, out)
 
 
 def cmd_report(args) -> None:
-    from .report import build_report
-    from .runs import run_dirs
+    from toolkit.report.html import build_report
+    from toolkit.runs import run_dirs
 
     # a run directory, a folder of them (cache/demo/runs), or a sweep or demo folder
     dirs = [d for p in args.runs for d in run_dirs(Path(p))]
@@ -115,7 +118,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .sweep import Sweep, expand_grid, parse_grid
+    from toolkit.al.sweep import Sweep, expand_grid, parse_grid
 
     sweep = Sweep(args.out, expand_grid(args.preset, parse_grid(args.grid), args.set))
     todo = sweep.todo()
@@ -142,9 +145,12 @@ def cmd_sweep(args) -> None:
 def cmd_suite(args) -> None:
     import shlex
 
-    from .analysis.task_suite import claim_shares, draw_tasks, format_suite, run_task_suite, suite_table
-    from .config import parse_overrides
-    from .report import build_suite_report
+    from toolkit.analysis.suite import claim_shares, suite_table
+    from toolkit.config import parse_overrides
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.suite import run_task_suite
+    from toolkit.report.html import build_suite_report
+    from toolkit.report.tables import format_suite
 
     tasks = draw_tasks(args.tasks, seed=args.task_seed)
     if args.only:
@@ -153,7 +159,7 @@ def cmd_suite(args) -> None:
             raise SystemExit(f"altk suite: unknown task(s) {', '.join(unknown)}; with --tasks {args.tasks} "
                              f"--task-seed {args.task_seed} the tasks are {tasks[0].name} .. {tasks[-1].name}")
         tasks = [t for t in tasks if t.name in args.only]
-    out = Path(args.out or f"cache/suite-{args.mode}")
+    out = Path(args.out or cache_path(f"suite-{args.mode}"))
     seeds = _seeds(args.seeds or ("0-9" if args.mode == "probe" else "0-2"))
     print(f"[suite] {len(tasks)} tasks x 4 arms x {len(seeds)} seeds, {args.mode} mode, in {out}", flush=True)
     # every option goes through: run_task_suite refuses those of the other mode instead of ignoring them
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget", type=int, default=320)
     p.add_argument("--pool-subsample", type=int, default=None)
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probe")
-    p.add_argument("--out", default="cache/probe-runs")
+    p.add_argument("--out", default=None, help="folder of run records (default: <cache>/probe-runs)")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("pretrain", help="pretrain the toy backbone on the broad synthetic task")
@@ -308,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
+    to_stdout()  # the library logs; the command shows its messages as plain lines
     if args.quiet:
         os.environ["ALTK_QUIET"] = "1"
     try:

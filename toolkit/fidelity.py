@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from toolkit._util.dicts import deep_update
+
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from toolkit.config import RunConfig
 
 # datasets whose loaders take `crop` (image files, WILDS images, CIFAR-10)
 CROP_DATASETS = ("waterbirds", "treeperson", "iwildcam", "camelyon17", "fmow", "cifar10")
@@ -193,12 +195,10 @@ ROWS: tuple[FidelityRow, ...] = (
 
 def paper_code_overrides(cfg: "RunConfig") -> dict:
     """The nested overrides that make `cfg` run as the paper's code does."""
-    from .config import _deep_update
-
     out: dict = {}
     for row in ROWS:
         if row.option and row.applies(cfg):
-            out = _deep_update(out, row.option)
+            out = deep_update(out, row.option)
     return out
 
 

@@ -20,13 +20,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 import yaml
 
-from . import __version__
-from .faults import kill_point
-from .repro import git_commit
+from toolkit._util.faults import kill_point
+from toolkit._util.version import __version__, git_commit
+from toolkit.errors import MissingFileError, RecordError
 
 TIMING_PREFIX = "time/"
 
@@ -84,7 +85,7 @@ class RunWriter:
             saved = yaml.safe_load(cfg_path.read_text())
             differ = _diff(saved.get("config", {}), config, defaults)
             if differ:
-                raise ValueError(
+                raise RecordError(
                     f"{self.dir} already holds a run with a different config (fields differ: "
                     f"{', '.join(differ)}). Resume with the same config, or choose another output directory."
                 )
@@ -186,6 +187,43 @@ class RunRecord:
     def name(self) -> str:
         return self.path.name
 
+    # Typed accessors: the resolved config is stored under config["config"], in one of two
+    # shapes (full runs: RunConfig.to_dict(); probe runs: mode "probe" with the caches).
+    @property
+    def run_config(self) -> dict:
+        """The resolved config the run was made with (a plain dict)."""
+        return self.config["config"]
+
+    @property
+    def mode(self) -> str:
+        """"full" (finetuning every round) or "probe" (a linear probe on cached features)."""
+        return self.run_config.get("mode", "full")
+
+    @property
+    def model(self) -> str:
+        return self.run_config["model"]["name"]
+
+    @property
+    def weights(self) -> str:
+        """"pretrained", "random", or the weights path or id the run started from."""
+        return str(self.run_config["model"]["weights"])
+
+    @property
+    def strategy(self) -> str:
+        return self.run_config["al"]["strategy"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.run_config["seed"])
+
+    @property
+    def dataset(self) -> str:
+        return self.run_config["data"]["name"]
+
+    @property
+    def data_params(self) -> dict:
+        return dict(self.run_config["data"].get("params") or {})
+
     def checkpoints(self) -> dict[int, Path]:
         """Round -> saved finetuned model (runs made with `checkpoint_rounds`)."""
         folder = self.path / "checkpoints"
@@ -198,7 +236,7 @@ class RunRecord:
 
         path = self.path / "pool_outputs" / f"round_{round_index:03d}.h5"
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: pool outputs are written only by runs with "
+            raise MissingFileError(f"{path} not found: pool outputs are written only by runs with "
                                     "al.save_pool_outputs=true, for rounds that acquired")
         with h5py.File(path, "r") as f:
             logits = f["logits"][:].astype("float32")
@@ -210,8 +248,24 @@ def _parse_round(line: str, path: Path, number: int) -> dict:
     try:
         return json.loads(line)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}, line {number}: not a JSON round record ({err.msg}); the file was edited or "
+        raise RecordError(f"{path}, line {number}: not a JSON round record ({err.msg}); the file was edited or "
                          f"damaged outside the toolkit. Restore it, or delete the run directory to run it again") from None
+
+
+def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per (run, round): run, model, weights, strategy, seed, n_labels and every metric."""
+    frames = []
+    for rec in records:
+        df = rec.rounds.copy()
+        df.insert(0, "run", rec.name)
+        df.insert(1, "model", rec.model)
+        df.insert(2, "weights", rec.run_config["model"]["weights"])
+        df.insert(3, "strategy", rec.strategy)
+        df.insert(4, "seed", rec.seed)
+        frames.append(df)
+    if not frames:
+        raise RecordError("no run records given")
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
@@ -219,10 +273,10 @@ def load_run(run_dir: str | Path) -> RunRecord:
     needed = ["config.yaml", "meta.json", "rounds.jsonl", "state.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]
     if missing == ["state.json"]:  # killed (or a full disk) between a round's two files
-        raise FileNotFoundError(f"{run_dir} is not a complete run record: missing state.json. Rerun the command "
+        raise MissingFileError(f"{run_dir} is not a complete run record: missing state.json. Rerun the command "
                                 f"that made it: the run resumes and rewrites state.json from rounds.jsonl")
     if missing:
-        raise FileNotFoundError(f"{run_dir} is not a complete run record: missing {', '.join(missing)}")
+        raise MissingFileError(f"{run_dir} is not a complete run record: missing {', '.join(missing)}")
     header = yaml.safe_load((run_dir / "config.yaml").read_text())
     meta = json.loads((run_dir / "meta.json").read_text())
     rows = [_parse_round(line, run_dir / "rounds.jsonl", i)

@@ -15,9 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import (default_split, final_summary, label_efficiency_table, learning_curves, tidy_rounds,
-                       upsampling_ratios, upsampling_summary)
-from .record import RunRecord, load_run
+from toolkit.analysis import (
+    default_split,
+    final_summary,
+    label_efficiency_table,
+    learning_curves,
+    tidy_rounds,
+    upsampling_ratios,
+    upsampling_summary,
+)
+from toolkit.errors import MissingFileError, RecordError
+from toolkit.record import RunRecord, load_run
 
 FIGURES = ("learning_curves", "upsampling")
 
@@ -35,7 +43,7 @@ def load_runs(*paths: str | Path) -> "Runs":
     """The run records under `paths` (run folders, folders of runs, sweep or demo folders)."""
     dirs = [d for p in paths for d in run_dirs(Path(p))]
     if not dirs:
-        raise FileNotFoundError(f"no run records (folders with rounds.jsonl) under {', '.join(map(str, paths))}; "
+        raise MissingFileError(f"no run records (folders with rounds.jsonl) under {', '.join(map(str, paths))}; "
                                 f"make some with ./run demo or altk run")
     return Runs([load_run(d) for d in dirs])
 
@@ -93,23 +101,23 @@ class Runs:
 
     def figure(self, name: str, metric: str = "worst_group"):
         """A plotly figure: "learning_curves" (of `metric`) or "upsampling"."""
-        from .figures import learning_curve_figure, upsampling_figure
+        from toolkit.report.figures import learning_curve_figure, upsampling_figure
 
         if name == "learning_curves":
             m = self._metric(metric)
             return learning_curve_figure(self.curves(m), title=m, y_label=m.split("/")[1])
         if name == "upsampling":
             return upsampling_figure(self.upsampling())
-        raise ValueError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
+        raise RecordError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
 
     def report(self, out: str | Path, **kwargs) -> Path:
         """The HTML report of these runs (`report.build_report`)."""
-        from .report import build_report
+        from toolkit.report.html import build_report
 
         return build_report([r.path for r in self.records], out, **kwargs)
 
     def explore(self, **kwargs):
         """The pool explorer widget over these runs (`explore.Explorer`)."""
-        from .explore import Explorer
+        from toolkit.report.explore import Explorer
 
         return Explorer(self.records, **kwargs)

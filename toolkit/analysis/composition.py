@@ -6,8 +6,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..metrics import mean_ci
-from ..record import RunRecord
+from toolkit.errors import RecordError
+from toolkit.metrics import mean_ci
+from toolkit.record import RunRecord
 
 
 def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = None,
@@ -20,13 +21,13 @@ def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = 
     `group_columns` (e.g. "category"). The "group" column then holds its values."""
     rows = []
     for rec in records:
-        cfg = rec.config["config"]
+        cfg = rec.run_config
         if attribute is None:
             shares, column = rec.meta.get("pool_group_shares") or {}, "group"
         else:
             known = rec.meta.get("pool_attribute_shares") or {}
             if attribute not in known:
-                raise ValueError(f"run {rec.name} records no pool shares for {attribute!r}; it has: "
+                raise RecordError(f"run {rec.name} records no pool shares for {attribute!r}; it has: "
                                  f"{', '.join(known) or 'none (a record from before attribute shares)'}")
             shares, column = known[attribute], attribute
         acq = rec.acquisitions

@@ -1,32 +1,15 @@
 """Learning curves across seeds, final-budget summaries, and label efficiency."""
 from __future__ import annotations
 
-from typing import Iterable
-
 import numpy as np
 import pandas as pd
 
-from ..metrics import bootstrap_label_efficiency, mean_ci
-from ..record import RunRecord
+from toolkit.errors import RecordError
+from toolkit.metrics import bootstrap_label_efficiency, mean_ci
+from toolkit.record import RunRecord, tidy_rounds  # noqa: F401  (tidy_rounds: re-exported)
 
 ARM_COLUMNS = ["model", "weights", "strategy"]
 
-
-def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per (run, round): run, model, weights, strategy, seed, n_labels and every metric."""
-    frames = []
-    for rec in records:
-        cfg = rec.config["config"]
-        df = rec.rounds.copy()
-        df.insert(0, "run", rec.name)
-        df.insert(1, "model", cfg["model"]["name"])
-        df.insert(2, "weights", cfg["model"]["weights"])
-        df.insert(3, "strategy", cfg["al"]["strategy"])
-        df.insert(4, "seed", cfg["seed"])
-        frames.append(df)
-    if not frames:
-        raise ValueError("no run records given")
-    return pd.concat(frames, ignore_index=True)
 
 
 def default_split(tidy: pd.DataFrame) -> str:
@@ -42,7 +25,7 @@ def learning_curves(tidy: pd.DataFrame, metric: str, *, by: list[str] = ARM_COLU
                     method: str = "t") -> pd.DataFrame:
     """Mean and CI of `metric` across seeds at each label count, per arm."""
     if metric not in tidy.columns:
-        raise ValueError(f"no metric {metric!r}; available: {', '.join(c for c in tidy.columns if '/' in c)}")
+        raise RecordError(f"no metric {metric!r}; available: {', '.join(c for c in tidy.columns if '/' in c)}")
     rows = []
     for key, g in tidy.groupby(by + ["n_labels"], sort=True):
         m, lo, hi = mean_ci(g[metric], method=method)
@@ -106,7 +89,7 @@ def paired_gains(tidy: pd.DataFrame, metric: str, *, method: str = "least_confid
         for (strategy, seed), r in g.groupby(["strategy", "seed"]):
             if strategy in (method, baseline):
                 if r["run"].nunique() > 1:
-                    raise ValueError(f"{strategy} seed {seed} has {r['run'].nunique()} runs "
+                    raise RecordError(f"{strategy} seed {seed} has {r['run'].nunique()} runs "
                                      f"({', '.join(r['run'].unique())}); a seed may count only once")
                 r = r.sort_values("n_labels")
                 runs[strategy, seed] = (curve_area(r["n_labels"], r[metric]), float(r[metric].iloc[-1]))
@@ -143,7 +126,7 @@ def label_efficiency_table(tidy: pd.DataFrame, metric: str, *, method: str = "le
     both sides). The paper does not say which its "5.8x" uses; the column
     `labels_counted` names the convention in the output."""
     if labels_counted not in LABEL_COUNTS:
-        raise ValueError(f"labels_counted must be one of {sorted(LABEL_COUNTS)}, got {labels_counted!r}")
+        raise RecordError(f"labels_counted must be one of {sorted(LABEL_COUNTS)}, got {labels_counted!r}")
     rows = []
     for key, g in tidy.groupby(by, sort=True):
         curves = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.decomposition import PCA
 
+from toolkit.errors import RecordError
+
 
 class EmbeddingMap:
     """Seeded 2-D map of embeddings.
@@ -21,7 +23,7 @@ class EmbeddingMap:
     def __init__(self, *, method: str = "tsne", pca_components: int | None = 50, perplexity: float = 30.0,
                  random_state: int = 0, n_jobs: int = 1) -> None:
         if method not in ("tsne", "umap"):
-            raise ValueError(f"unknown map method {method!r}; valid: 'tsne', 'umap'")
+            raise RecordError(f"unknown map method {method!r}; valid: 'tsne', 'umap'")
         self.method, self.pca_components, self.perplexity = method, pca_components, perplexity
         self.random_state, self.n_jobs = random_state, n_jobs
 

@@ -9,7 +9,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..metrics import group_key
+from toolkit.errors import RecordError
+from toolkit.metrics import group_key
 
 
 class GroupSeparability:
@@ -39,7 +40,7 @@ class GroupSeparability:
         targets = {"group": groups, "label": labels, "spurious": spurious}
         min_count = pd.Series(groups).value_counts().min()
         if min_count < self.cv:
-            raise ValueError(f"the smallest group has {min_count} examples; need at least cv={self.cv}")
+            raise RecordError(f"the smallest group has {min_count} examples; need at least cv={self.cv}")
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         scores, per_group = [], {}
         for name, y in targets.items():
@@ -55,32 +56,22 @@ class GroupSeparability:
         return self
 
 
-def separability_by_stage(record, *, split: str = "train", cv: int = 5, random_state: int = 0,
-                          feature_root: str = "cache/features", log=None) -> pd.DataFrame:
-    """Per-group probe accuracies of one run's embeddings at each stage of finetuning:
-    the initial weights ("before finetuning"), then every saved checkpoint ("after N
-    labels"; round 0 = the seed set). Needs a run made with `checkpoint_rounds`.
+def separability_by_stage(stages, *, cv: int = 5, random_state: int = 0) -> pd.DataFrame:
+    """Per-group probe accuracies of one run's embeddings at each stage of finetuning.
 
-    Embeddings are extracted into fingerprinted caches (reused on later calls). Returns
-    GroupSeparability.per_group_ rows with columns stage, round (-1 = initial) and n_labels.
+    Args:
+        stages: (round, stage, n_labels, cache) tuples, as `toolkit.features.pool.stage_caches`
+            gives them: the initial weights (round -1), then every saved checkpoint.
+        cv, random_state: as in `GroupSeparability`.
+
+    Returns:
+        GroupSeparability.per_group_ rows with columns stage, round (-1 = initial) and n_labels.
     """
-    from ..features import extract_features, open_cache
-
-    cfg = record.config["config"]
-    checkpoints = record.checkpoints()
-    if not checkpoints:
-        raise ValueError(f"run {record.name} saved no checkpoints; run it with checkpoint_rounds=[0, -1] "
-                         "(after the seed set and after the last round)")
-    labels_at = dict(zip(record.rounds["round"], record.rounds["n_labels"]))
-    stages = [(-1, "before finetuning", 0, cfg["model"]["weights"])]
-    stages += [(r, f"after {labels_at[r]} labels", int(labels_at[r]), str(p)) for r, p in checkpoints.items()]
     out = []
-    for round_index, stage, n_labels, weights in stages:
-        path = extract_features(cfg["model"]["name"], cfg["data"]["name"], split, weights=weights,
-                                dataset_params=cfg["data"]["params"], seed=cfg["seed"], root=feature_root, log=log)
-        cache = open_cache(path)
+    for round_index, stage, n_labels, cache in stages:
         if cache.spurious is None:
-            raise ValueError(f"{cfg['data']['name']} has no spurious attribute: group separability needs one")
+            raise RecordError(f"{cache.fingerprint.get('dataset')} has no spurious attribute: group separability "
+                              "needs one")
         sep = GroupSeparability(cv=cv, random_state=random_state).fit(cache.embeddings, cache.labels, cache.spurious)
         out.append(sep.per_group_.assign(stage=stage, round=round_index, n_labels=n_labels))
     return pd.concat(out, ignore_index=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from .base import GroupedDataset, normalize
-from .cifar import load_cifar10
-from .fashion_mnist import load_fashion_places
-from .metadata_images import load_metadata_images, load_treeperson, load_waterbirds
-from .toyworld import load_toyworld
-from .wilds_data import SPECS as _WILDS, load_wilds
+from toolkit.data.base import GroupedDataset, normalize
+from toolkit.data.cifar import load_cifar10
+from toolkit.data.fashion_mnist import load_fashion_places
+from toolkit.data.metadata_images import load_metadata_images, load_treeperson, load_waterbirds
+from toolkit.data.toyworld import load_toyworld
+from toolkit.data.wilds_data import SPECS as _WILDS
+from toolkit.data.wilds_data import load_wilds
+from toolkit.errors import DataError
 
 _REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
     "toyworld": load_toyworld,
@@ -28,11 +30,11 @@ def list_datasets() -> list[str]:
 def create_dataset(name: str, split: str, **params) -> GroupedDataset:
     """Build split `split` of dataset `name`; params are the dataset's own options."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
     valid = dataset_parameters(name)
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for dataset {name!r} "
+        raise DataError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for dataset {name!r} "
                          f"(data.params); valid: {', '.join(valid)}")
     return _REGISTRY[name](split, **params)
 
@@ -44,7 +46,7 @@ def dataset_parameters(name: str) -> list[str]:
     if name == "toyworld":  # its options are ToyWorldParams' fields
         from dataclasses import fields
 
-        from .toyworld import ToyWorldParams
+        from toolkit.data.toyworld import ToyWorldParams
 
         return ["cache_dir", *(f.name for f in fields(ToyWorldParams))]
     loader = _REGISTRY[name]

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from toolkit.errors import DataError
+
 
 @dataclass
 class GroupedDataset:
@@ -54,19 +56,19 @@ class GroupedDataset:
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.attributes):
-            raise ValueError(
+            raise DataError(
                 f"{self.name}/{self.split}: {len(self.images)} images but "
                 f"{len(self.attributes)} attribute rows; they must match one to one"
             )
         missing = {self.label_column, self.spurious_column, *self.group_columns} - set(self.attributes.columns) - {None}
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}/{self.split}: attribute table lacks column(s) {sorted(missing)}; "
                 f"it has {list(self.attributes.columns)}"
             )
         labels = self.attributes[self.label_column].to_numpy()
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
+            raise DataError(
                 f"{self.name}/{self.split}: labels must lie in [0, {self.num_classes - 1}], "
                 f"found range [{labels.min()}, {labels.max()}]"
             )

@@ -18,14 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .base import GroupedDataset
+from toolkit.data.base import GroupedDataset
+from toolkit.errors import DataError, MissingFileError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"cifar10: missing {path}. Expected torchvision's layout ROOT/cifar-10-batches-py/"
             f"{{data_batch_1..5, test_batch}}; get it with torchvision.datasets.CIFAR10(ROOT, download=True) "
             f"on a machine with internet, then pass data.params.root=ROOT."
@@ -46,15 +47,15 @@ def load_cifar10(split: str, *, root: str | Path, imbalanced: bool = False, cut_
     `resolution`; "random" is BiT's small-image train transform as the paper's code runs it
     (resize to 160/128 x resolution, random `resolution` crop; evaluation resizes to
     `resolution`). `seed` picks the rare classes and the val split."""
-    from .image_files import CROPS
+    from toolkit.data.image_files import CROPS
 
     if crop not in CROPS:
-        raise ValueError(f"cifar10: crop must be one of {', '.join(CROPS)}, got {crop!r}")
+        raise DataError(f"cifar10: crop must be one of {', '.join(CROPS)}, got {crop!r}")
     if split not in ("train", "val", "val_imbalanced", "test"):
-        raise ValueError(f"cifar10: unknown split {split!r}; valid splits: train, val, val_imbalanced, test")
+        raise DataError(f"cifar10: unknown split {split!r}; valid splits: train, val, val_imbalanced, test")
     if split == "val_imbalanced":
         if not imbalanced:
-            raise ValueError("cifar10: split 'val_imbalanced' exists only with imbalanced=true")
+            raise DataError("cifar10: split 'val_imbalanced' exists only with imbalanced=true")
         split, val_imbalanced = "val", True
     base = Path(root) / "cifar-10-batches-py"
     rare = rare_classes(seed) if imbalanced else []

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .metadata_images import SPLIT_CODES
+from toolkit.data.metadata_images import SPLIT_CODES
+from toolkit.errors import DataError, MissingFileError, OutputExistsError
 
 COMPOSITOR_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -80,9 +81,9 @@ class Nuisance:
         object.__setattr__(self, "crop", tuple(float(v) for v in self.crop))
         for name, (lo, hi) in (("scale", self.scale), ("crop", self.crop)):
             if not 0 < lo <= hi <= 1:
-                raise ValueError(f"Nuisance.{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
+                raise DataError(f"Nuisance.{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
         if not 0 <= self.tint <= 1:
-            raise ValueError(f"Nuisance.tint must lie in [0, 1], got {self.tint}")
+            raise DataError(f"Nuisance.tint must lie in [0, 1], got {self.tint}")
 
 
 # ---------------------------------------------------------------------------- one image
@@ -116,7 +117,7 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of the mask's support (> 0.5), bottom/right exclusive."""
     rows, cols = np.flatnonzero((mask > 0.5).any(1)), np.flatnonzero((mask > 0.5).any(0))
     if not len(rows):
-        raise ValueError("the object mask is empty: nothing to paste")
+        raise DataError("the object mask is empty: nothing to paste")
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
@@ -189,12 +190,12 @@ def waterbirds_counts(n_train: int, matched_fraction: float, minority_fraction: 
     """
     for name, value in (("matched_fraction", matched_fraction), ("minority_fraction", minority_fraction)):
         if not 0 <= value <= 1:
-            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+            raise DataError(f"{name} must lie in [0, 1], got {value}")
     if n_train < 0:
-        raise ValueError(f"n_train must be >= 0, got {n_train}")
+        raise DataError(f"n_train must be >= 0, got {n_train}")
     for name, value in (("n_val", n_val), ("n_test", n_test)):
         if value < 0 or value % 4:
-            raise ValueError(f"{name} must be a non-negative multiple of 4 (four equal groups), got {value}")
+            raise DataError(f"{name} must be a non-negative multiple of 4 (four equal groups), got {value}")
     n1 = int(round(n_train * minority_fraction))
     n0 = n_train - n1
     m0, m1 = int(round(n0 * matched_fraction)), int(round(n1 * matched_fraction))
@@ -205,13 +206,13 @@ def waterbirds_counts(n_train: int, matched_fraction: float, minority_fraction: 
 def _check_counts(counts: Mapping) -> dict[str, dict[tuple[int, int], int]]:
     unknown = set(counts) - set(SPLITS)
     if unknown:
-        raise ValueError(f"counts: unknown split(s) {sorted(unknown)}; valid splits: {', '.join(SPLITS)}")
+        raise DataError(f"counts: unknown split(s) {sorted(unknown)}; valid splits: {', '.join(SPLITS)}")
     out = {}
     for split in SPLITS:
         groups = {tuple(int(v) for v in g): int(n) for g, n in counts.get(split, {}).items()}
         bad = [g for g, n in groups.items() if g not in GROUPS or n < 0]
         if bad:
-            raise ValueError(f"counts[{split!r}]: groups must be (label, place) in {list(GROUPS)} with counts >= 0; "
+            raise DataError(f"counts[{split!r}]: groups must be (label, place) in {list(GROUPS)} with counts >= 0; "
                              f"got {bad}")
         out[split] = groups
     return out
@@ -229,7 +230,7 @@ def split_objects(objects: Mapping[int, Pool], counts: Mapping, seed: int) -> di
         order = rng.permutation(len(ids))
         need = [sum(n for (label, _), n in counts[s].items() if label == y) for s in SPLITS]
         if sum(need) > len(ids):
-            raise ValueError(f"label {y}: the counts need {sum(need)} objects ({dict(zip(SPLITS, need))}) but its "
+            raise DataError(f"label {y}: the counts need {sum(need)} objects ({dict(zip(SPLITS, need))}) but its "
                              f"pool has {len(ids)}; objects are never reused, so lower the counts")
         start = 0
         for s, n in zip(SPLITS, need):
@@ -265,16 +266,16 @@ def make_composite(out_dir: str | Path, objects: Mapping[int, Pool], backgrounds
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} already exists and is not empty; refusing to overwrite it. "
+        raise OutputExistsError(f"{out_dir} already exists and is not empty; refusing to overwrite it. "
                               f"Delete it or choose another out_dir.")
     counts = _check_counts(counts)
     missing = [f"objects[{y}]" for y in (0, 1) if y not in objects] + \
               [f"backgrounds[{p}]" for p in (0, 1) if p not in backgrounds]
     if missing:
-        raise ValueError(f"make_composite: missing pool(s) {missing}; need objects and backgrounds for 0 and 1")
+        raise DataError(f"make_composite: missing pool(s) {missing}; need objects and backgrounds for 0 and 1")
     empty = [f"backgrounds[{p}]" for p in (0, 1) if not backgrounds[p].ids]
     if empty:
-        raise ValueError(f"make_composite: {empty} has no images")
+        raise DataError(f"make_composite: {empty} has no images")
     assigned = split_objects(objects, counts, seed)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +330,7 @@ def _publish(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
     except OSError as err:
         if out_dir.exists():
-            raise FileExistsError(f"{out_dir} appeared while it was being written (another process?): {err}") from err
+            raise OutputExistsError(f"{out_dir} appeared while it was being written (another process?): {err}") from err
         raise
 
 
@@ -356,12 +357,12 @@ def cub_objects(cub_root: str | Path) -> dict[int, Pool]:
         root = root / "CUB_200_2011"
     needed = ["images.txt", "image_class_labels.txt", "classes.txt"]
     if any(not (root / f).exists() for f in needed):
-        raise FileNotFoundError(f"cub_objects: {root} lacks {[f for f in needed if not (root / f).exists()]}. "
+        raise MissingFileError(f"cub_objects: {root} lacks {[f for f in needed if not (root / f).exists()]}. "
                                 f"Expected the CUB_200_2011 layout (images.txt, image_class_labels.txt, classes.txt, "
                                 f"images/); get CUB_200_2011.tgz and segmentations.tgz from the Caltech-UCSD page.")
     seg_root = next((d for d in (root / "segmentations", root.parent / "segmentations") if d.is_dir()), None)
     if seg_root is None:
-        raise FileNotFoundError(f"cub_objects: no segmentations/ in {root} or {root.parent}; the masks come separately "
+        raise MissingFileError(f"cub_objects: no segmentations/ in {root} or {root.parent}; the masks come separately "
                                 f"(segmentations.tgz): extract it there.")
     def read(name: str) -> pd.Series:  # "<id> <value>" per line
         return pd.read_csv(root / name, sep=" ", header=None, names=["id", "value"], index_col="id")["value"]
@@ -402,7 +403,7 @@ def places_backgrounds(places_root: str | Path, land_categories: Sequence[str] =
             folder = root / category[0] / category
             found = sorted(p.relative_to(root).as_posix() for p in folder.glob("*.jpg")) if folder.is_dir() else []
             if not found:
-                raise FileNotFoundError(f"places_backgrounds: no .jpg in {folder} (category {category!r}). Expected "
+                raise MissingFileError(f"places_backgrounds: no .jpg in {folder} (category {category!r}). Expected "
                                         f"the Places365 layout ROOT/<first letter>/<category>/*.jpg under {root}.")
             ids += found
         pools[place] = Pool(tuple(ids), lambda rel: _rgb(root / rel))

@@ -29,9 +29,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .base import GroupedDataset
-from .composite import COMPOSITOR_VERSION, Nuisance, Pool, make_composite, waterbirds_counts
-from .metadata_images import MetadataLayout, load_metadata_images
+from toolkit._util.paths import default_dir
+from toolkit.data.base import GroupedDataset
+from toolkit.data.composite import COMPOSITOR_VERSION, Nuisance, Pool, make_composite, waterbirds_counts
+from toolkit.data.metadata_images import MetadataLayout, load_metadata_images
+from toolkit.errors import DataError, MissingFileError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -72,7 +74,7 @@ def find_fashion_mnist(root: str | Path | None = None, *, system_dirs: Sequence[
         if all(_idx_file(folder, stem) for pair in FILES.values() for stem in pair):
             return folder
     stems = ", ".join(stem for pair in FILES.values() for stem in pair)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"Fashion-MNIST not found; looked in: {', '.join(map(str, candidates)) or '(nowhere)'} for {stems} "
         f"(plain or .gz). Get it with `apt-get install dataset-fashion-mnist` (-> /usr/share/datasets/fashion-mnist), "
         f"or torchvision.datasets.FashionMNIST(ROOT, download=True) on a machine with internet, then pass "
@@ -94,7 +96,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file: bad magic number {raw[:4].hex() or '(empty)'}; expected "
+        raise DataError(f"{path}: not an IDX file: bad magic number {raw[:4].hex() or '(empty)'}; expected "
                          f"00 00 <type in {', '.join(f'{t:02x}' for t in IDX_TYPES)}> <ndim>, e.g. 00000803 for "
                          f"Fashion-MNIST images")
     ndim = raw[3]
@@ -102,7 +104,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(IDX_TYPES[raw[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - 4 - 4 * ndim != expected:
-        raise ValueError(f"{path}: header says shape {dims} of {dtype} ({expected} bytes) but the file holds "
+        raise DataError(f"{path}: header says shape {dims} of {dtype} ({expected} bytes) but the file holds "
                          f"{len(raw) - 4 - 4 * ndim} bytes of data; is it truncated?")
     return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(dims).astype(dtype.newbyteorder("="))
 
@@ -113,7 +115,7 @@ def read_fashion_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]
     for part, (image_stem, label_stem) in FILES.items():
         x, y = read_idx(_idx_file(folder, image_stem)), read_idx(_idx_file(folder, label_stem))
         if x.ndim != 3 or len(x) != len(y):
-            raise ValueError(f"{folder}: {image_stem} has shape {x.shape} and {label_stem} {y.shape}; expected "
+            raise DataError(f"{folder}: {image_stem} has shape {x.shape} and {label_stem} {y.shape}; expected "
                              f"(N, H, W) images and N labels")
         images.append(x.astype(np.uint8))
         labels.append(y.astype(np.int64))
@@ -156,7 +158,7 @@ def photo_path(name: str) -> Path:
         if path.is_file():
             return path
         looked.append(str(path.parent))
-    raise FileNotFoundError(f"background photo {name!r} not found; looked in: {'; '.join(looked)}. "
+    raise MissingFileError(f"background photo {name!r} not found; looked in: {'; '.join(looked)}. "
                             f"Install scikit-image (pip install scikit-image), or name other photos in place_photos.")
 
 
@@ -179,10 +181,10 @@ def _families(value, valid: Sequence[str] | None, what: str) -> tuple[tuple[str,
     try:
         a, b = (tuple(str(v) for v in family) for family in value)
     except (TypeError, ValueError):
-        raise ValueError(f"fashion_places: {what} must be two families of names, got {value!r}") from None
+        raise DataError(f"fashion_places: {what} must be two families of names, got {value!r}") from None
     unknown = [v for v in a + b if valid is not None and v not in valid]
     if unknown or not a or not b or set(a) & set(b):
-        raise ValueError(f"fashion_places: {what} = {value!r} must be two non-empty, disjoint families"
+        raise DataError(f"fashion_places: {what} = {value!r} must be two non-empty, disjoint families"
                          + (f"; unknown: {unknown}; valid: {', '.join(valid)}" if unknown else ""))
     return a, b
 
@@ -201,7 +203,7 @@ def load_fashion_places(split: str, *, root: str | Path | None = None, n_train: 
                         place_photos: Sequence[Sequence[str]] = PLACE_PHOTOS, size: int = 64,
                         object_scale: Sequence[float] = (0.35, 0.55), background_crop: Sequence[float] = (0.3, 0.7),
                         tint: float = 0.5, seed: int = 0, resolution: int | None = None,
-                        cache_dir: str | Path | None = "cache/datasets",
+                        cache_dir: str | Path | None = "auto",
                         in_memory: bool | str = "auto") -> GroupedDataset:
     """One split of the Fashion places world (label "y": family of `label_classes`; spurious
     "place": 0 natural, 1 built), composited once into `cache_dir/fashion_places-<fingerprint>/`.
@@ -224,7 +226,7 @@ def load_fashion_places(split: str, *, root: str | Path | None = None, n_train: 
         in_memory: passed to `load_metadata_images`.
     """
     if split not in ("train", "val", "test"):  # before a build that takes seconds
-        raise ValueError(f"fashion_places: unknown split {split!r}; valid splits: train, val, test")
+        raise DataError(f"fashion_places: unknown split {split!r}; valid splits: train, val, test")
     label_classes = _families(label_classes, CLASSES, "label_classes")
     place_photos = _families(place_photos, None, "place_photos")
     nuisance = Nuisance(scale=tuple(object_scale), crop=tuple(background_crop), tint=tint)
@@ -248,6 +250,7 @@ def load_fashion_places(split: str, *, root: str | Path | None = None, n_train: 
                        describe={"params": params, "sources": sources, "class_names": class_names,
                                  "place_names": PLACE_NAMES})
 
+    cache_dir = default_dir(cache_dir, "datasets")
     resolution = resolution or size
     load = dict(resolution=resolution, resize=resolution, in_memory=in_memory)
     if cache_dir is None:

@@ -9,6 +9,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from toolkit.errors import DataError
+
 IN_MEMORY_LIMIT_BYTES = 4 * 1024 ** 3  # larger splits stream from their files
 
 
@@ -28,7 +30,7 @@ def crop_layout(crop: str, resize: int, resolution: int) -> tuple[int, dict]:
     store the whole image at `resize`; training takes random `resolution` crops of it,
     evaluation and scoring resize the whole image to `resolution`."""
     if crop not in CROPS:
-        raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
+        raise DataError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
     if crop == "centre":
         return resolution, {}
     return resize, {"input_size": resolution, "train_crop": resolution}
@@ -53,7 +55,7 @@ def open_image(path: Path):
             im.load()
             return im
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise DataError(f"cannot read image {path}: {err}") from err
 
 
 class PathReader:
@@ -170,10 +172,10 @@ def materialise(images: FileImages, cache_path: Path | None, in_memory: bool | s
     "disk": decoded once into a memory-mapped file beside `cache_path` (for pools too big for
     memory that a GPU trains on: no decoding in the step loop; 3 x resolution^2 bytes each)."""
     if in_memory not in (True, False, "auto", "disk"):
-        raise ValueError(f"in_memory must be true, false, 'auto' or 'disk', got {in_memory!r}")
+        raise DataError(f"in_memory must be true, false, 'auto' or 'disk', got {in_memory!r}")
     if in_memory == "disk":
         if cache_path is None:
-            raise ValueError("in_memory='disk' needs a cache_dir to decode into")
+            raise DataError("in_memory='disk' needs a cache_dir to decode into")
         return decode_to_disk(images, cache_path.with_name(cache_path.stem + "-disk.npy"))
     n_bytes = len(images) * 3 * images.resolution ** 2
     if in_memory is False or (in_memory == "auto" and n_bytes > IN_MEMORY_LIMIT_BYTES):

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import GroupedDataset
-from .image_files import FileImages, PathReader, bit_sizes, crop_layout, materialise
+from toolkit._util.paths import default_dir
+from toolkit.data.base import GroupedDataset
+from toolkit.data.image_files import FileImages, PathReader, bit_sizes, crop_layout, materialise
+from toolkit.errors import DataError, MissingFileError
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -49,7 +51,7 @@ def find_root(layout: MetadataLayout, root: str | Path) -> Path:
     for sub in layout.subfolder_candidates:
         if (root / sub / "metadata.csv").exists():
             return root / sub
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{layout.name}: no metadata.csv under {root} (looked in: "
         f"{', '.join(str(root / s) for s in layout.subfolder_candidates)}). Expected layout: "
         f"ROOT/metadata.csv with columns {', '.join(REQUIRED)} (split 0 train, 1 val, 2 test) and the images at "
@@ -64,13 +66,13 @@ def read_metadata(layout: MetadataLayout, root: Path) -> pd.DataFrame:
     try:
         meta = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path} is empty; expected a header {', '.join(REQUIRED)} and one row per image") from None
+        raise DataError(f"{path} is empty; expected a header {', '.join(REQUIRED)} and one row per image") from None
     missing = [c for c in REQUIRED if c not in meta.columns]
     if missing:
-        raise ValueError(f"{path} lacks column(s) {missing}; it has {list(meta.columns)}. "
+        raise DataError(f"{path} lacks column(s) {missing}; it has {list(meta.columns)}. "
                          f"Expected {', '.join(REQUIRED)}")
     if meta.empty:
-        raise ValueError(f"{path} has a header but no rows")
+        raise DataError(f"{path} has a header but no rows")
     valid = {"y": range(len(layout.class_names)), "place": range(2), "split": sorted(SPLIT_CODES.values()),
              "img_id": None}
     for column, allowed in valid.items():
@@ -81,17 +83,17 @@ def read_metadata(layout: MetadataLayout, root: Path) -> pd.DataFrame:
         if bad.any():
             rows = meta.index[bad][:5].tolist()
             want = (f"integers in {min(allowed)}..{max(allowed)}" if allowed is not None else "integers")
-            raise ValueError(f"{path}: column {column!r} must hold {want}; rows {rows} hold "
+            raise DataError(f"{path}: column {column!r} must hold {want}; rows {rows} hold "
                              f"{meta.loc[bad, column].head(5).tolist()}")
         meta[column] = values.astype(np.int64)
     duplicated = meta["img_id"][meta["img_id"].duplicated(keep=False)]
     if len(duplicated):
-        raise ValueError(f"{path}: img_id must be unique; {sorted(set(duplicated.tolist()))[:5]} appear more than once")
+        raise DataError(f"{path}: img_id must be unique; {sorted(set(duplicated.tolist()))[:5]} appear more than once")
     return meta
 
 
 def load_metadata_images(layout: MetadataLayout, split: str, *, root: str | Path, resolution: int = 128,
-                         resize: int | None = None, cache_dir: str | Path | None = "cache/datasets",
+                         resize: int | None = None, cache_dir: str | Path | None = "auto",
                          in_memory: bool | str = "auto", matched_fraction: float | None = None,
                          resample_seed: int = 0, crop: str = "centre") -> GroupedDataset:
     """One split as a GroupedDataset (label column "y", spurious column "place").
@@ -103,14 +105,14 @@ def load_metadata_images(layout: MetadataLayout, split: str, *, root: str | Path
     of Waterbirds (see `resample_matched`). Other splits keep their own mix (a run passes
     the same options to every split)."""
     if split not in layout.splits:
-        raise ValueError(f"{layout.name}: unknown split {split!r}; valid splits: {', '.join(layout.splits)}")
+        raise DataError(f"{layout.name}: unknown split {split!r}; valid splits: {', '.join(layout.splits)}")
     resize, resolution = bit_sizes(resolution, resize)
     stored, sizes = crop_layout(crop, resize, resolution)
     root = find_root(layout, root)
     meta = read_metadata(layout, root)
     rows = meta[meta["split"] == SPLIT_CODES[split]].reset_index(drop=True)
     if rows.empty:
-        raise ValueError(f"{root / 'metadata.csv'} has no rows with split == {SPLIT_CODES[split]} ({split})")
+        raise DataError(f"{root / 'metadata.csv'} has no rows with split == {SPLIT_CODES[split]} ({split})")
     params = {"root": str(root.resolve()), "resolution": resolution, "resize": resize, "crop": crop}
     if matched_fraction is not None and split == "train":
         n_before = len(rows)
@@ -123,6 +125,7 @@ def load_metadata_images(layout: MetadataLayout, split: str, *, root: str | Path
     fp_src = json.dumps({**params, "name": layout.name, "split": split, "ids": rows["img_id"].tolist(),
                          "layout": "nchw"}, sort_keys=True)
     fp = hashlib.sha256(fp_src.encode()).hexdigest()[:16]
+    cache_dir = default_dir(cache_dir, "datasets")
     cache_path = Path(cache_dir) / layout.name / f"{split}-{fp}.npy" if cache_dir is not None else None
     images = materialise(FileImages(PathReader(root, rows["img_filename"].tolist()), len(rows), resize, stored),
                          cache_path, in_memory)
@@ -153,7 +156,7 @@ def resample_matched(rows: pd.DataFrame, fraction: float, *, seed: int = 0) -> p
     matched and min(u, m * (1 - f) / f) mismatched, so the class keeps as many rows as the
     target mix allows. Row order (and so ids) follows the original table."""
     if not 0 < fraction < 1:
-        raise ValueError(f"matched_fraction must lie in (0, 1), got {fraction}")
+        raise DataError(f"matched_fraction must lie in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     keep = []
     for y, g in rows.groupby("y", sort=True):
@@ -161,7 +164,7 @@ def resample_matched(rows: pd.DataFrame, fraction: float, *, seed: int = 0) -> p
         n_m = min(len(matched), int(np.floor(len(mismatched) * fraction / (1 - fraction) + 1e-9)))
         n_u = min(len(mismatched), int(np.floor(n_m * (1 - fraction) / fraction + 1e-9)))
         if n_m == 0 or n_u == 0:
-            raise ValueError(f"class {y}: cannot reach a matched fraction of {fraction} from {len(matched)} matched "
+            raise DataError(f"class {y}: cannot reach a matched fraction of {fraction} from {len(matched)} matched "
                              f"and {len(mismatched)} mismatched examples")
         keep += list(rng.choice(matched, n_m, replace=False)) + list(rng.choice(mismatched, n_u, replace=False))
     return rows.loc[sorted(keep)].reset_index(drop=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.errors import DataError
+
 SHAPES = (
     "circle", "square", "triangle", "ring", "bowtie", "plus", "star", "hexagon",
     "u_shape", "ellipse", "half_disc", "l_shape", "t_shape", "crescent",
@@ -77,7 +79,7 @@ def _shape_sdf(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.minimum(np.hypot(u - 0.5, v), np.hypot(u + 0.5, v)) - 0.38
     if kind == "gear":
         return r - (0.68 + 0.17 * np.sign(np.cos(8 * th)))
-    raise ValueError(f"unknown shape {kind!r}; valid shapes: {', '.join(SHAPES)}")
+    raise DataError(f"unknown shape {kind!r}; valid shapes: {', '.join(SHAPES)}")
 
 
 def _texture(kind_ids: np.ndarray, xx, yy, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ test have the four groups balanced, as in Waterbirds.
 
 Which shapes make each label and which hues (and, optionally, textures) make each place
 are parameters (`label_shapes`, `place_hues`, `place_textures`), so one world is a family
-of tasks (`toolkit.analysis.task_suite` draws from it); the defaults are the original task.
+of tasks (`toolkit.experiments.suite` draws from it); the defaults are the original task.
 """
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..progress import progress
-from .base import GroupedDataset
-from .render import LAND_HUES, SHAPES, TEXTURES, WATER_HUES, render
+from toolkit._util.paths import default_dir
+from toolkit._util.progress import progress
+from toolkit.data.base import GroupedDataset
+from toolkit.data.render import LAND_HUES, SHAPES, TEXTURES, WATER_HUES, render
+from toolkit.errors import DataError
 
 GENERATOR_VERSION = 1
 LABEL_SHAPES = (("triangle", "plus", "star"), ("circle", "ring", "hexagon"))
@@ -82,10 +84,10 @@ class ToyWorldParams:
         for name in ("matched_fraction", "eval_matched_fraction", "minority_fraction", "nuisance"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"toyworld: {name} must lie in [0, 1], got {value}")
+                raise DataError(f"toyworld: {name} must lie in [0, 1], got {value}")
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) < 4:
-                raise ValueError(f"toyworld: {name} must be at least 4, got {getattr(self, name)}")
+                raise DataError(f"toyworld: {name} must be at least 4, got {getattr(self, name)}")
         validate_task(self.label_shapes, self.place_hues, self.place_textures)
 
 
@@ -94,7 +96,7 @@ def _pair(value, kind) -> tuple:
         a, b = value
         return tuple(kind(v) for v in a), tuple(kind(v) for v in b)
     except (TypeError, ValueError):
-        raise ValueError(f"toyworld: expected two families (one per class or place), got {value!r}") from None
+        raise DataError(f"toyworld: expected two families (one per class or place), got {value!r}") from None
 
 
 def validate_task(label_shapes, place_hues, place_textures=None) -> None:
@@ -102,22 +104,22 @@ def validate_task(label_shapes, place_hues, place_textures=None) -> None:
     for k, family in enumerate(label_shapes):
         unknown = [s for s in family if s not in SHAPES]
         if unknown or not family:
-            raise ValueError(f"toyworld: label_shapes[{k}] = {list(family)} must be a non-empty list of known "
+            raise DataError(f"toyworld: label_shapes[{k}] = {list(family)} must be a non-empty list of known "
                              f"shapes; unknown: {unknown}; valid shapes: {', '.join(SHAPES)}")
     shared = set(label_shapes[0]) & set(label_shapes[1])
     if shared:
-        raise ValueError(f"toyworld: the two label families share {sorted(shared)}; a shape can make only one label")
+        raise DataError(f"toyworld: the two label families share {sorted(shared)}; a shape can make only one label")
     for k, (lo, hi) in enumerate(place_hues):
         if not (0.0 <= lo < 1.0 and lo < hi <= lo + 0.5):
-            raise ValueError(f"toyworld: place_hues[{k}] = ({lo}, {hi}) must satisfy 0 <= lo < 1 and "
+            raise DataError(f"toyworld: place_hues[{k}] = ({lo}, {hi}) must satisfy 0 <= lo < 1 and "
                              f"lo < hi <= lo + 0.5 (hue units; hi may pass 1 to wrap around red)")
     if hue_overlap(place_hues[0], place_hues[1]) > 0:
-        raise ValueError(f"toyworld: place_hues {place_hues} overlap; the two places need disjoint hue intervals")
+        raise DataError(f"toyworld: place_hues {place_hues} overlap; the two places need disjoint hue intervals")
     if place_textures is not None:
         for k, family in enumerate(place_textures):
             unknown = [t for t in family if t not in TEXTURES]
             if unknown or not family:
-                raise ValueError(f"toyworld: place_textures[{k}] = {list(family)} must be a non-empty list of "
+                raise DataError(f"toyworld: place_textures[{k}] = {list(family)} must be a non-empty list of "
                                  f"known textures; unknown: {unknown}; valid textures: {', '.join(TEXTURES)}")
 
 
@@ -141,7 +143,7 @@ def generate_split(params: ToyWorldParams, split: str) -> tuple[np.ndarray, pd.D
     """Render one split. Returns images (N, H, W, 3) uint8 and the attribute table."""
     params.validate()
     if split not in SPLITS:
-        raise ValueError(f"toyworld: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        raise DataError(f"toyworld: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     n = getattr(params, f"n_{split}")
     if split == "train":
         counts = group_counts(n, params.minority_fraction, params.matched_fraction)
@@ -190,7 +192,8 @@ def _plain(column: pd.Series) -> np.ndarray:
     return values.astype(str) if values.dtype == object or not np.issubdtype(values.dtype, np.number) else values
 
 
-def load_toyworld(split: str, *, cache_dir: str | Path | None = "cache/toyworld", **params) -> GroupedDataset:
+def load_toyworld(split: str, *, cache_dir: str | Path | None = "auto", **params) -> GroupedDataset:
+    cache_dir = default_dir(cache_dir, "toyworld")
     """The toy-world split, rendered once and cached on disk under its fingerprint."""
     p = ToyWorldParams(**params)
     p.validate()

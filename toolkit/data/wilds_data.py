@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .base import GroupedDataset, TextDataset
-from .image_files import FileImages, bit_sizes, crop_layout, materialise, save_array_atomic
+from toolkit._util.paths import default_dir
+from toolkit.data.base import GroupedDataset, TextDataset
+from toolkit.data.image_files import FileImages, bit_sizes, crop_layout, materialise, save_array_atomic
+from toolkit.errors import DataError, MissingFileError
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def open_wilds(name: str, root: str | Path):
         raise ImportError(f"{name} is read through the `wilds` package: pip install -e '.[wilds]'") from err
     root = Path(root)
     if not (root / spec.folder).is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{name}: no {spec.folder}/ under {root}. Expected the WILDS release: ROOT/{spec.folder}/ holding "
             f"{spec.layout}. Get it with `python -c \"import wilds; wilds.get_dataset('{spec.wilds_name}', "
             f"root_dir='ROOT', download=True)\"` (or https://wilds.stanford.edu/downloads), then pass "
@@ -68,7 +70,7 @@ def open_wilds(name: str, root: str | Path):
     try:
         return wilds.get_dataset(dataset=spec.wilds_name, root_dir=str(root), download=False)
     except (KeyError, ValueError) as err:  # a column the loader needs is missing, or an unknown value
-        raise ValueError(f"{name}: {root / spec.folder} does not look like the WILDS release "
+        raise DataError(f"{name}: {root / spec.folder} does not look like the WILDS release "
                          f"({type(err).__name__}: {err}). Expected {spec.layout}.") from err
 
 
@@ -100,12 +102,12 @@ def _attributes(ds, rows: np.ndarray, spec: WildsSpec) -> pd.DataFrame:
     table = pd.DataFrame(meta, columns=ds.metadata_fields, index=pd.Index(rows, name="id"))
     missing = [c for c in spec.group_columns if c not in table.columns]
     if missing:
-        raise ValueError(f"{spec.wilds_name}: metadata lacks {missing}; wilds gave {ds.metadata_fields}")
+        raise DataError(f"{spec.wilds_name}: metadata lacks {missing}; wilds gave {ds.metadata_fields}")
     return table[["y", *spec.group_columns]]
 
 
 def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: int = 128, resize: int | None = None,
-               cache_dir: str | Path | None = "cache/datasets", in_memory: bool | str = "auto",
+               cache_dir: str | Path | None = "auto", in_memory: bool | str = "auto",
                tokenizer: str = "roberta-large", max_length: int = 512, crop: str = "centre") -> GroupedDataset:
     """Split `split` of WILDS dataset `name` as a GroupedDataset (label column "y").
 
@@ -121,10 +123,10 @@ def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: 
     spec = SPECS[name]
     ds = open_wilds(name, root)
     if split not in ds.split_dict:
-        raise ValueError(f"{name}: unknown split {split!r}; valid splits: {', '.join(ds.split_dict)}")
+        raise DataError(f"{name}: unknown split {split!r}; valid splits: {', '.join(ds.split_dict)}")
     rows = np.flatnonzero(np.asarray(ds.split_array) == ds.split_dict[split])
     if len(rows) == 0:
-        raise ValueError(f"{name}: split {split!r} is empty in {Path(root) / spec.folder}")
+        raise DataError(f"{name}: split {split!r} is empty in {Path(root) / spec.folder}")
     attributes = _attributes(ds, rows, spec)
     n_classes = int(ds.n_classes)
     class_names = spec.class_names or tuple(str(c) for c in range(n_classes))
@@ -143,6 +145,7 @@ def load_wilds(name: str, split: str, *, root: str | Path = "data", resolution: 
                   extra_metrics=spec.extra_metrics)
     release = Path(ds.data_dir)
     content = release_key(release)
+    cache_dir = default_dir(cache_dir, "datasets")
     if name == "amazon":
         tokens, pad_id = _tokenise(ds, rows, tokenizer, max_length, cache_dir,
                                    _fingerprint(name=name, split=split, n=len(rows), tok=tokenizer, L=max_length,
@@ -173,7 +176,7 @@ class _WildsReader:
 
 def _tokenise(ds, rows: np.ndarray, tokenizer: str, max_length: int, cache_dir, fingerprint: str
               ) -> tuple[torch.Tensor, int]:
-    from ..models.text import load_tokenizer
+    from toolkit.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     path = Path(cache_dir) / "amazon" / f"tokens-{fingerprint}-v{len(tok)}.npy" if cache_dir is not None else None

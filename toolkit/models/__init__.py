@@ -13,10 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .packaged import EFFICIENTNET_LITE0, PackagedWeights, load_by_position, read_packaged
-from .toy import ToyResNet
-
-TOY_CHECKPOINT = Path("cache/toy_backbone/toy_resnet-v2.pt")  # v2: stride-2 last stage, 20 distinct shapes
+from toolkit.errors import MissingFileError, ModelError
+from toolkit.models.packaged import EFFICIENTNET_LITE0, PackagedWeights, load_by_position, read_packaged
+from toolkit.models.toy import ToyResNet
 
 
 class Classifier(nn.Module):
@@ -144,12 +143,12 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
             default init (the paper's code does so for its unpretrained arm).
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise ModelError(f"num_classes must be >= 1, got {num_classes}")
     spec = MODELS[name]
     if spec.hf_name is not None:
-        from .text import build_text_backbone
+        from toolkit.models.text import build_text_backbone
 
         backbone = build_text_backbone(spec.hf_name, weights)
         return Classifier(backbone, backbone.num_features, num_classes, name=name, weights=str(weights),
@@ -160,7 +159,7 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
     elif weights != "random":
         path = Path(weights)
         if not path.exists():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"weights {weights!r} for model {name!r}: no such file; pass 'pretrained', 'random' or "
                 f"an existing .safetensors/.pth/.pt/.npz file"
             )
@@ -170,9 +169,9 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
 
 def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
     if name == "toy_resnet":
-        from ..pretrain import ensure_toy_backbone
+        from toolkit.models.pretrain import ensure_toy_backbone
 
-        load_backbone_weights(backbone, ensure_toy_backbone(TOY_CHECKPOINT))  # pretrains on first use
+        load_backbone_weights(backbone, ensure_toy_backbone())  # pretrains on first use
         return
     if spec.packaged is not None and spec.packaged.locate() is not None:
         load_by_position(backbone, read_packaged(spec.packaged), spec.packaged.head_keys)
@@ -210,7 +209,7 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
     path = Path(path)
     if path.suffix == ".npz":
         if not hasattr(backbone, "load_pretrained"):
-            raise ValueError(f"{path}: .npz weights need a timm model with load_pretrained (BiT, ViT)")
+            raise ModelError(f"{path}: .npz weights need a timm model with load_pretrained (BiT, ViT)")
         load_npz_checked(backbone, path)
         return
     try:
@@ -221,14 +220,14 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors, pickle and zip each raise their own kinds
-        raise ValueError(f"{path} is not a readable {'safetensors' if path.suffix == '.safetensors' else 'PyTorch'} "
+        raise ModelError(f"{path} is not a readable {'safetensors' if path.suffix == '.safetensors' else 'PyTorch'} "
                          f"weights file ({type(err).__name__}: {str(err).splitlines()[0][:120]}); pass a "
                          f".safetensors, .pth/.pt or BiT .npz file") from None
     if isinstance(backbone, ToyResNet) and isinstance(state, dict) and "recipe" in state:
         # same parameter shapes, different strides: a v1 toy checkpoint would load silently
         saved = state.get("architecture", {"strides": [1, 2, 2, 1]})
         if saved != backbone.architecture():
-            raise ValueError(f"{path} is a toy backbone of another architecture ({saved}; this toolkit builds "
+            raise ModelError(f"{path} is a toy backbone of another architecture ({saved}; this toolkit builds "
                              f"{backbone.architecture()}). Pretrain one for it with `altk pretrain toy`.")
     for key in ("backbone", "state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -238,7 +237,7 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
     result = backbone.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not _head_key(k)]
     if result.missing_keys or unexpected:
-        raise ValueError(
+        raise ModelError(
             f"{path} does not match the architecture: missing keys {result.missing_keys[:8]}, "
             f"unexpected non-head keys {unexpected[:8]}. Was it saved from a different model?"
         )
@@ -252,8 +251,9 @@ def load_npz_checked(backbone: nn.Module, path: Path) -> None:
     architecture. timm reads only the keys the model needs, so a BiT-M-R101x1 file would
     load silently into R50x1 (its first 50 layers); here every key the file holds must be
     read, except the source's classifier, and a missing key is named."""
-    import numpy as np
     from unittest import mock
+
+    import numpy as np
 
     read: set[str] = set()
     missing: list[str] = []
@@ -280,11 +280,11 @@ def load_npz_checked(backbone: nn.Module, path: Path) -> None:
     except KeyError:
         if not missing:
             raise
-        raise ValueError(f"{path} does not match the architecture: missing key {missing[0]!r}. "
+        raise ModelError(f"{path} does not match the architecture: missing key {missing[0]!r}. "
                          f"Was it saved from a different model?") from None
     unread = sorted(k for k in keys - read if not any(h in k for h in _NPZ_HEAD))
     if unread:
-        raise ValueError(f"{path} does not match the architecture: {len(unread)} of its {len(keys)} arrays have no "
+        raise ModelError(f"{path} does not match the architecture: {len(unread)} of its {len(keys)} arrays have no "
                          f"place in {type(backbone).__name__} (e.g. {unread[:4]}). It was saved from a larger or "
                          f"different model: pick the registered model that matches the file.")
 

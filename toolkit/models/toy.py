@@ -6,8 +6,8 @@ finetuning batches behave (as BiT uses GroupNorm + weight standardisation).
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def _gn(channels: int) -> nn.GroupNorm:

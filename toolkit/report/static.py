@@ -2,7 +2,7 @@
 
 kaleido (plotly's exporter) drives a Chrome/Chromium binary, which a fresh machine may not
 have. This module redraws a plotly figure with matplotlib instead. It covers the trace
-and layout features that `toolkit.figures` uses (scatter lines/markers/stars, filled CI
+and layout features that `toolkit.report.figures` uses (scatter lines/markers/stars, filled CI
 bands, grouped bars, asymmetric error bars, horizontal reference lines, titles, axis
 ranges); anything else is refused by name rather than drawn wrongly.
 """

@@ -15,15 +15,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .acquisition import StreamingTopK, get_acquisition, score_logits
-from .config import ALConfig
-from .faults import kill_point
-from .features import FeatureCache, open_cache
-from .loop import (acquisition_sizes, attribute_shares, candidates, check_budget, dataset_rows, draw_seed_set,
-                   split_metrics)
-from .metrics import group_shares
-from .record import RunWriter, load_run, RunRecord
-from .repro import round_rng
+from toolkit._util.faults import kill_point
+from toolkit._util.repro import round_rng
+from toolkit.al.acquisition import StreamingTopK, get_acquisition, score_logits
+from toolkit.al.protocol import (
+    acquisition_sizes,
+    attribute_shares,
+    candidates,
+    check_budget,
+    dataset_rows,
+    draw_seed_set,
+    split_metrics,
+)
+from toolkit.config import ALConfig
+from toolkit.errors import CacheError, MissingFileError
+from toolkit.features.cache import FeatureCache, open_cache
+from toolkit.metrics import group_shares
+from toolkit.record import RunRecord, RunWriter, load_run
 
 
 class LinearProbe:
@@ -93,7 +101,7 @@ def _standardise(pool: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
 def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], out_dir: str | Path,
               **kwargs) -> RunRecord:
     """One probe-only active-learning run (see `_run_probe`), holding the run directory's lock."""
-    from .locks import exclusive
+    from toolkit._util.locks import exclusive
 
     with exclusive(Path(out_dir), "probe run", directory=True):
         return _run_probe(pool, evals, out_dir, **kwargs)
@@ -118,12 +126,12 @@ def _run_probe(
     from the same weights as an uninterrupted one: the same record. `max_rounds` stops
     after that many rounds in total (tests use it to simulate a kill)."""
     if not C > 0:
-        raise ValueError(f"the probe's C (inverse L2 strength) must be > 0, got {C}")
+        raise CacheError(f"the probe's C (inverse L2 strength) must be > 0, got {C}")
     pool = pool if isinstance(pool, FeatureCache) else open_cache(pool)
     evals = {s: (c if isinstance(c, FeatureCache) else open_cache(c)) for s, c in evals.items()}
     for split, c in evals.items():
         if Path(c.path).resolve() == Path(pool.path).resolve() and str(pool.path) != "<memory>":
-            raise ValueError(f"eval split {split!r} is the pool's own cache ({c.path}): evaluating on the pool "
+            raise CacheError(f"eval split {split!r} is the pool's own cache ({c.path}): evaluating on the pool "
                              f"would score the examples being labelled. Pass the cache of a held-out split.")
     get_acquisition(al.strategy)
     n = len(pool)
@@ -132,7 +140,7 @@ def _run_probe(
     fp = pool.fingerprint
     for split, c in evals.items():
         if (c.fingerprint["model"], c.fingerprint["weights"]) != (fp["model"], fp["weights"]):
-            raise ValueError(f"eval cache {c.path} was extracted with {c.fingerprint['model']}/"
+            raise CacheError(f"eval cache {c.path} was extracted with {c.fingerprint['model']}/"
                              f"{c.fingerprint['weights']}, the pool with {fp['model']}/{fp['weights']}")
     labels, spurious = pool.labels, pool.spurious
     shares = group_shares(labels, spurious) if spurious is not None else None
@@ -218,7 +226,7 @@ def save_probe_state(probe: LinearProbe, run_dir: Path, round_index: int) -> Non
 def load_probe_state(run_dir: Path, round_index: int, C: float) -> LinearProbe:
     path = _probe_state_path(run_dir, round_index)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the probe run cannot resume from round {round_index + 1} "
+        raise MissingFileError(f"{path} is missing: the probe run cannot resume from round {round_index + 1} "
                                 f"without the probe its last completed round fitted (the next fit's warm start). "
                                 f"Delete {run_dir} to start the run again.")
     with np.load(path) as f:

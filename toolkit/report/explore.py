@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .record import RunRecord
+from toolkit._util.paths import default_dir
+from toolkit.errors import RecordError
+from toolkit.record import RunRecord
 
 # The report's explorer: hover shows a point's thumbnail and facts, click lists its neighbours.
 # T: id -> thumbnail data URI, F: id -> facts, N: id -> neighbour ids (filled in by explorer_html).
@@ -89,32 +91,32 @@ class PoolView:
 
     def __init__(self, records: list[RunRecord], *, map_run: str | None = None, method: str = "tsne",
                  max_points: int = 1500, k: int = 8, thumb_px: int = 48, random_state: int = 0,
-                 cache_dir: str | Path | None = "cache/maps") -> None:
+                 cache_dir: str | Path | None = "auto") -> None:
         if not records:
-            raise ValueError("PoolView needs at least one run record")
+            raise RecordError("PoolView needs at least one run record")
         self.records, self.map_run, self.method = list(records), map_run, method
         self.max_points, self.k, self.thumb_px, self.random_state = max_points, k, thumb_px, random_state
-        self.cache_dir = cache_dir
+        self.cache_dir = default_dir(cache_dir, "maps")
 
     def _map_record(self) -> RunRecord:
         if self.map_run is not None:
             for rec in self.records:
                 if rec.name == self.map_run:
                     return rec
-            raise ValueError(f"no run {self.map_run!r} among {', '.join(r.name for r in self.records)}")
-        pretrained = [r for r in self.records if r.config["config"]["model"]["weights"] != "random"]
+            raise RecordError(f"no run {self.map_run!r} among {', '.join(r.name for r in self.records)}")
+        pretrained = [r for r in self.records if r.weights != "random"]
         return (pretrained or self.records)[0]
 
     def fit(self, cache=None, images=None) -> "PoolView":
         """Map the pool. `cache` (a FeatureCache) and `images` default to the map run's own
         pool embedding (extracted on first use) and dataset images."""
-        from .analysis.neighbours import NeighbourIndex
+        from toolkit.analysis.neighbours import NeighbourIndex
 
         rec = self._map_record()
         if cache is None:
-            from .report import _pool_features
+            from toolkit.features.pool import pool_features
 
-            cache, images = _pool_features(rec)
+            cache, images = pool_features(rec)
         self.map_run_ = rec.name
         self.embeddings_, self.images_ = np.asarray(cache.embeddings, dtype=np.float32), images
         self.class_names_ = tuple(cache.class_names)
@@ -140,8 +142,8 @@ class PoolView:
 
     def _coords(self, cache, sample: np.ndarray) -> np.ndarray:
         """The map of `sample`'s embeddings, read from or written to the map cache."""
-        from .analysis.maps import EmbeddingMap
-        from .features import fingerprint_digest
+        from toolkit.analysis.maps import EmbeddingMap
+        from toolkit.features.cache import fingerprint_digest
 
         key = hashlib.sha256(json.dumps([fingerprint_digest(cache.fingerprint), self.method, self.random_state,
                                          sample.tolist()]).encode()).hexdigest()[:16]
@@ -151,7 +153,7 @@ class PoolView:
         coords = EmbeddingMap(method=self.method, random_state=self.random_state).fit(
             np.asarray(cache.embeddings)[sample]).embedding_
         if path is not None:
-            from .data.image_files import save_array_atomic
+            from toolkit.data.image_files import save_array_atomic
 
             save_array_atomic(path, coords)
         return coords
@@ -206,13 +208,13 @@ def _default_runs(view: PoolView, runs: list[str] | None) -> list[str]:
     if runs is not None:
         unknown = [r for r in runs if r not in view.acquired_]
         if unknown:
-            raise ValueError(f"unknown run(s) {unknown}; runs: {', '.join(view.acquired_)}")
+            raise RecordError(f"unknown run(s) {unknown}; runs: {', '.join(view.acquired_)}")
         return list(runs)
     names = list(view.acquired_)
     # the first uncertainty run of each weights kind: pretrained vs unpretrained, as the paper compares
     chosen = {}
     for rec in view.records:
-        cfg = rec.config["config"]
+        cfg = rec.run_config
         if cfg["al"]["strategy"] != "random":
             chosen.setdefault(str(cfg["model"]["weights"]), rec.name)
     return list(chosen.values())[:2] or names[:2]

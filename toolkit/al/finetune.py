@@ -8,14 +8,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.base import GroupedDataset, to_device
+from toolkit.config import FinetuneConfig
+from toolkit.data.base import GroupedDataset, to_device
+from toolkit.errors import ConfigError
 
 
 def bit_hyperrule_supports(dataset_size: int) -> tuple[int, ...]:
@@ -60,7 +61,7 @@ class LossRatioStop:
 
     def __init__(self, ratio: float = 0.001, window: int = 5) -> None:
         if not 0 < ratio < 1:
-            raise ValueError(f"stop ratio must lie in (0, 1), got {ratio}")
+            raise ConfigError(f"stop ratio must lie in (0, 1), got {ratio}")
         self.ratio, self.window = ratio, window
         self.initial: float | None = None
         self.recent: deque[float] = deque(maxlen=window)
@@ -75,78 +76,6 @@ class LossRatioStop:
     @property
     def current(self) -> float:
         return float(np.mean(self.recent)) if self.recent else float("nan")
-
-
-@dataclass
-class FinetuneConfig:
-    """The BiT image recipe; the toy preset shrinks `schedule_scale` and `micro_batch`.
-
-    Args:
-        base_lr: peak learning rate (SGD, momentum 0.9).
-        batch_size: examples per optimisation step.
-        micro_batch: examples per forward pass (gradient accumulation); batch_size / micro_batch
-            passes per step. Exact with GroupNorm models (no batch statistics). "auto": the
-            largest divisor of batch_size whose step fits the device's memory (the whole batch
-            on the CPU); one pass instead of four is 2.15x faster for BiT-M-R50x1 at 480 px on an
-            H100 (README, GPU section). The chosen size is in each round's `train` record.
-        stop_ratio / loss_window: the LossRatioStop rule.
-        stop_loss: the loss the rule reads each step: "batch" (the whole batch's mean, over
-            `loss_window` steps; the toolkit's default) or "last_micro_batch" (the last
-            micro-batch's loss alone, every step, no window: the paper's code,
-            utils/train_test_common.py:278).
-        warmup_offset: 0 (BiT: lr = base * step / warm-up) or 1 (the paper's code: step + 1).
-        keep_optimizer_state: keep one optimiser (its momentum buffers) across AL rounds,
-            as the paper's code does (run.py:173, created once); False builds a fresh one
-            each round, which is what the paper's text describes (reset each round).
-        schedule_scale: multiplies every BiT-HyperRule boundary.
-        max_steps: hard cap on steps (None = the schedule's end).
-        augment_pad: random translation by up to this many pixels (reflect pad + crop); 0 = off.
-        flip: random horizontal flips.
-        weight_decay: SGD weight decay (BiT: 0).
-        optimizer: "sgd" (BiT: momentum 0.9) or "adamw" (the paper's RoBERTa recipe, with
-            `adam_betas` and `weight_decay`).
-        schedule: "bit_hyperrule" (warm-up and step decays; ends the run) or "constant"
-            (base_lr throughout; `max_steps` or the stop rule end the run).
-        compile: run the model through `torch.compile`, once per run (off by default: its
-            cost, ~75 s on the test CPU, needs many steps to repay; unmeasured on GPUs).
-    """
-
-    base_lr: float = 0.003
-    momentum: float = 0.9
-    batch_size: int = 32
-    micro_batch: int | str = 8
-    stop_ratio: float = 0.001
-    loss_window: int = 5
-    stop_loss: str = "batch"
-    warmup_offset: int = 0
-    keep_optimizer_state: bool = False
-    schedule_scale: float = 1.0
-    max_steps: int | None = None
-    augment_pad: int = 0
-    flip: bool = True
-    weight_decay: float = 0.0
-    optimizer: str = "sgd"
-    adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "bit_hyperrule"
-    compile: bool = False
-
-    def validate(self) -> None:
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"finetune.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("bit_hyperrule", "constant"):
-            raise ValueError(f"finetune.schedule must be 'bit_hyperrule' or 'constant', got {self.schedule!r}")
-        if self.schedule == "constant" and self.max_steps is None:
-            raise ValueError("finetune.schedule 'constant' needs finetune.max_steps (it has no end of its own)")
-        if self.stop_loss not in ("batch", "last_micro_batch"):
-            raise ValueError(f"finetune.stop_loss must be 'batch' or 'last_micro_batch', got {self.stop_loss!r}")
-        if self.warmup_offset not in (0, 1):
-            raise ValueError(f"finetune.warmup_offset must be 0 (BiT) or 1 (the paper's code), got {self.warmup_offset}")
-        if self.micro_batch == "auto":
-            return
-        if not isinstance(self.micro_batch, int) or self.micro_batch < 1:
-            raise ValueError(f"finetune.micro_batch must be an integer >= 1 or 'auto', got {self.micro_batch!r}")
-        if self.batch_size % self.micro_batch:
-            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch ({self.micro_batch})")
 
 
 def autocast(device: torch.device):
@@ -230,7 +159,7 @@ def finetune(
     see `make_optimizer` and `FinetuneConfig.keep_optimizer_state`."""
     cfg.validate()
     if len(positions) == 0:
-        raise ValueError("cannot finetune on an empty labelled set")
+        raise ConfigError("cannot finetune on an empty labelled set")
     positions = np.asarray(positions)
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,11 +42,3 @@ def round_rng(seed: int, round_index: int, stream: int = 0) -> np.random.Generat
 
 def round_torch_seed(seed: int, round_index: int) -> int:
     return int(round_rng(seed, round_index, stream=99).integers(0, 2**62))
-
-
-def git_commit(path: str | Path = ".") -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"

@@ -18,12 +18,27 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .analysis import (default_split, final_summary, label_efficiency_table, learning_curves, tidy_rounds,
-                       relative_upsampling, upsampling_over_rounds, upsampling_ratios, upsampling_summary)
-from .figures import (embedding_map_figure, learning_curve_figure, separability_figure, upsampling_figure,
-                      _PALETTE)
-from .progress import progress
-from .record import RunRecord, load_run
+from toolkit._util.progress import progress
+from toolkit.analysis import (
+    default_split,
+    final_summary,
+    label_efficiency_table,
+    learning_curves,
+    relative_upsampling,
+    tidy_rounds,
+    upsampling_over_rounds,
+    upsampling_ratios,
+    upsampling_summary,
+)
+from toolkit.errors import RecordError
+from toolkit.record import RunRecord, load_run
+from toolkit.report.figures import (
+    _PALETTE,
+    embedding_map_figure,
+    learning_curve_figure,
+    separability_figure,
+    upsampling_figure,
+)
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -52,7 +67,7 @@ class _Page:
         self.parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if self.first_figure else False))
         self.first_figure = False
         if self.figures_dir is not None:  # the same figure as a static file, for papers
-            from .figures import save_static
+            from toolkit.report.figures import save_static
 
             title = fig.layout.title.text or "figure"
             slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:60]
@@ -67,31 +82,13 @@ class _Page:
                + "\n".join(self.parts) + "</body></html>"
 
 
-def _pool_features(rec: RunRecord):
-    """(embeddings, ids, attributes, images or None) of the run's pool, from its cache."""
-    from .features import extract_features, open_cache
-
-    cfg = rec.config["config"]
-    if cfg.get("mode") == "probe":
-        cache = open_cache(cfg["data"]["pool_cache"])
-        images = None
-    else:
-        from .data import create_dataset
-
-        path = extract_features(cfg["model"]["name"], cfg["data"]["name"], "train", weights=cfg["model"]["weights"],
-                                dataset_params=cfg["data"]["params"], seed=cfg["seed"], log=None)
-        cache = open_cache(path)
-        images = create_dataset(cfg["data"]["name"], "train", **cfg["data"]["params"]).images
-    return cache, images
-
-
 def _smallest_group(rec: RunRecord) -> int:
     shares = rec.meta.get("pool_group_shares") or {}
     return max(2, round(min(shares.values()) * rec.meta["pool_size"])) if shares else 2
 
 
 def _thumb(img_chw) -> str:
-    from .explore import thumbnail_bytes
+    from toolkit.report.explore import thumbnail_bytes
 
     png = thumbnail_bytes(img_chw, np.asarray(img_chw).shape[-1])  # full size, lossless
     return "data:image/png;base64," + base64.b64encode(png).decode()
@@ -101,13 +98,14 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
                             seed: int = 0) -> None:
     """Separability, embedding maps and neighbourhoods, for one run per weights kind
     (the first least-confidence run of each)."""
-    from .analysis.maps import EmbeddingMap
-    from .analysis.neighbours import NeighbourIndex, neighbourhoods
-    from .analysis.separability import GroupSeparability
+    from toolkit.analysis.maps import EmbeddingMap
+    from toolkit.analysis.neighbours import NeighbourIndex, neighbourhoods
+    from toolkit.analysis.separability import GroupSeparability
+    from toolkit.features.pool import pool_features
 
     chosen: dict[str, RunRecord] = {}
     for rec in records:
-        cfg = rec.config["config"]
+        cfg = rec.run_config
         if cfg["al"]["strategy"] != "random" and len(rec.acquisitions):
             chosen.setdefault(str(cfg["model"]["weights"]), rec)
     if not chosen:
@@ -115,7 +113,7 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
         return
     per_group, maps = [], []
     for weights, rec in chosen.items():
-        cache, images = _pool_features(rec)
+        cache, images = pool_features(rec)
         if cache.spurious is None:
             continue
         label = f"{cache.fingerprint['model']} ({weights})"
@@ -147,14 +145,15 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
         page.note("Skipped: a group has fewer than 2 examples in the pool.")
     staged = [rec for rec in chosen.values() if rec.checkpoints()]
     if staged:
-        from .analysis.separability import separability_by_stage
+        from toolkit.analysis.separability import separability_by_stage
+        from toolkit.features.pool import stage_caches
 
         page.h2("Group separability before finetuning, after the seed set, after more labels")
         page.note("The same probes on the embeddings of the initial weights and of the models finetuned in the "
                   "rounds the runs saved (checkpoint_rounds).")
         for rec in staged:
-            weights = rec.config["config"]["model"]["weights"]
-            table = separability_by_stage(rec, cv=min(5, _smallest_group(rec)), random_state=seed)
+            weights = rec.weights
+            table = separability_by_stage(stage_caches(rec), cv=min(5, _smallest_group(rec)), random_state=seed)
             page.figure(separability_figure(table.assign(embedding=weights + ": " + table["stage"]),
                                             title=f"{weights} ({rec.name}): group probe by stage"))
             page.table(table[["stage", "n_labels", "group", "group_probe", "label_probe", "spurious_probe"]])
@@ -191,9 +190,9 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
 def explorer_section(page: _Page, records: list[RunRecord]) -> None:
     """The pool explorer (`explore.explorer_html`): the first uncertainty run of each weights
     kind, side by side on one map of the pretrained run's pool embedding."""
-    from .explore import PoolView, explorer_html
+    from toolkit.report.explore import PoolView, explorer_html
 
-    pools = {json.dumps(r.config["config"].get("data"), sort_keys=True, default=str) for r in records}
+    pools = {json.dumps(r.run_config.get("data"), sort_keys=True, default=str) for r in records}
     if len(pools) > 1:
         page.note("Pool explorer skipped: the runs do not share one pool.")
         return
@@ -215,7 +214,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     written there as a static `figure_format` file (pdf/png/svg; `figures.save_static`),
     numbered in page order."""
     if not run_dirs:
-        raise ValueError("no run directories given")
+        raise RecordError("no run directories given")
     bar = progress(total=len(run_dirs) + 5, desc="report", unit="step")  # the runs, then 5 parts of the page
     records = []
     for d in run_dirs:
@@ -226,7 +225,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
         split = default_split(tidy)
     elif f"{split}/accuracy" not in tidy.columns:
         have = sorted({c.split("/")[0] for c in tidy.columns if c.endswith("/accuracy")})
-        raise ValueError(f"the runs were not evaluated on split {split!r}; they have: {', '.join(have)}")
+        raise RecordError(f"the runs were not evaluated on split {split!r}; they have: {', '.join(have)}")
     metrics = [f"{split}/{m}" for m in ("worst_group", "mismatched", "balanced", "accuracy", "mismatched_pooled")
                if f"{split}/{m}" in tidy]
     if figures_dir is not None:
@@ -301,9 +300,9 @@ def build_suite_report(table: pd.DataFrame, out: str | Path, *, tasks_json: str 
                        command: str = "", title: str = "Robustness across toy-world tasks") -> Path:
     """The task suite's page: the claims, the aggregate, the gain-per-task figure, and every
     task with its parameters (each can be re-run alone with `altk suite --only NAME`)."""
-    from .analysis.task_suite import aggregate, claim_shares
-    from .figures import task_gain_figure
-    from .record import write_atomic
+    from toolkit.analysis.suite import aggregate, claim_shares
+    from toolkit.record import write_atomic
+    from toolkit.report.figures import task_gain_figure
 
     page = _Page(title)
     if command:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import tidy_rounds
-from .config import RunConfig, resolve_config
-from .faults import kill_point
-from .progress import progress
-from .record import load_run, write_atomic
+from toolkit._util.faults import kill_point
+from toolkit._util.log import info, to_stdout
+from toolkit._util.progress import progress
+from toolkit.config import RunConfig, resolve_config
+from toolkit.errors import ConfigError
+from toolkit.record import load_run, tidy_rounds, write_atomic
 
 SHORTHANDS = {"seed": "seed", "seeds": "seed", "strategy": "al.strategy", "weights": "model.weights",
               "model": "model.name"}
@@ -47,7 +48,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     grid = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"grid entry {item!r} must look like key=v1,v2 or key=0-15")
+            raise ConfigError(f"grid entry {item!r} must look like key=v1,v2 or key=0-15")
         key, text = item.split("=", 1)
         grid[SHORTHANDS.get(key, key)] = _values(text)
     return grid
@@ -70,10 +71,11 @@ def expand_grid(preset: str, grid: dict[str, list], overrides: list[str] | None 
 
 def run_one(cfg: RunConfig, run_dir: str) -> str:
     """Run (or resume) one run; returns "done" or raises. What every launcher executes."""
-    from .loop import run_active_learning
+    from toolkit.al.loop import run_active_learning
 
     name = Path(run_dir).name
-    run_active_learning(cfg, run_dir, log=lambda m: print(f"[{name}] {m.strip()}", flush=True))
+    to_stdout()  # a worker process or a cluster job: its log is its stdout
+    run_active_learning(cfg, run_dir, log=lambda m: info(f"[{name}] {m.strip()}"))
     return "done"
 
 
@@ -143,8 +145,8 @@ class Sweep:
         """Existing runs whose saved config differs from the requested one: name -> fields."""
         import yaml
 
-        from .config import RunConfig
-        from .record import config_diff
+        from toolkit.config import RunConfig
+        from toolkit.record import config_diff
 
         stale = {}
         for name, cfg in self.cfgs.items():
@@ -163,7 +165,7 @@ class Sweep:
         stale = self.stale_runs()
         if stale:
             lines = "; ".join(f"{n} ({', '.join(f[:4])})" for n, f in list(stale.items())[:3])
-            raise ValueError(f"{self.out} holds {len(stale)} run(s) made with other settings: {lines}"
+            raise ConfigError(f"{self.out} holds {len(stale)} run(s) made with other settings: {lines}"
                              f"{f' and {len(stale) - 3} more' if len(stale) > 3 else ''}. Rerun with the settings "
                              f"they were made with, or give another output folder (--out).")
         todo = []
@@ -179,7 +181,7 @@ class Sweep:
         """Shared inputs made once, before workers start: the toy backbone is pretrained
         here rather than by every worker that finds it missing."""
         if any(self.cfgs[n].model.name == "toy_resnet" and self.cfgs[n].model.weights == "pretrained" for n in todo):
-            from .pretrain import ensure_toy_backbone
+            from toolkit.models.pretrain import ensure_toy_backbone
 
             ensure_toy_backbone()
 

@@ -15,9 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-
-class LockedError(RuntimeError):
-    """Another live process is writing the same run or cache."""
+from toolkit.errors import LockedError  # noqa: F401  (raised here; defined with the others)
 
 
 @contextlib.contextmanager

@@ -23,12 +23,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
-from .faults import kill_point
-from .data import GroupedDataset, create_dataset
-from .finetune import infer
-from .progress import progress
-from .models import create_model, weights_digest
+from toolkit._util.faults import kill_point
+from toolkit._util.log import info
+from toolkit._util.paths import cache_path
+from toolkit._util.progress import progress
+from toolkit._util.version import __version__
+from toolkit.al.finetune import infer
+from toolkit.data import GroupedDataset, create_dataset
+from toolkit.errors import CacheError, MissingFileError
+from toolkit.models import create_model, weights_digest
 
 LAYERS = ("penultimate",)
 
@@ -98,21 +101,21 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
         hint = f" (an unfinished extraction is at {partial}; run the extraction again to resume)" if partial.exists() else ""
-        raise FileNotFoundError(f"no feature cache at {path}{hint}")
+        raise MissingFileError(f"no feature cache at {path}{hint}")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise ValueError(f"{path} is not a readable HDF5 feature cache ({str(err).splitlines()[0]}); extract it "
+        raise CacheError(f"{path} is not a readable HDF5 feature cache ({str(err).splitlines()[0]}); extract it "
                          f"again (`altk extract ...`) or pass the right file") from None
     if not f.attrs.get("complete", False):
         f.close()
-        raise ValueError(f"{path} is an unfinished extraction; run the extraction again to complete it")
+        raise CacheError(f"{path} is an unfinished extraction; run the extraction again to complete it")
     fp = json.loads(f.attrs["fingerprint"])
     if expect:
         differ = [k for k in expect if fp.get(k) != expect[k]]
         if differ:
             f.close()
-            raise ValueError(
+            raise CacheError(
                 f"{path} was built with different {', '.join(differ)}: "
                 + "; ".join(f"{k}: cache has {fp.get(k)!r}, asked for {expect[k]!r}" for k in differ)
                 + ". Extract a new cache for what you want instead of mixing features."
@@ -133,8 +136,9 @@ def _decode(values: np.ndarray) -> np.ndarray:
     return values.astype(str) if values.dtype.kind == "S" else values
 
 
-def default_cache_path(fp: dict, root: str | Path = "cache/features") -> Path:
-    return Path(root) / f"{fp['dataset']}-{fp['split']}-{fp['model']}-{fingerprint_digest(fp)}.h5"
+def default_cache_path(fp: dict, root: str | Path | None = None) -> Path:
+    """`<root>/<dataset>-<split>-<model>-<digest>.h5`; root defaults to the cache root's features/."""
+    return Path(root if root is not None else cache_path("features")) / f"{fp['dataset']}-{fp['split']}-{fp['model']}-{fingerprint_digest(fp)}.h5"
 
 
 def extract_features(
@@ -146,7 +150,7 @@ def extract_features(
     dataset_params: dict | None = None,
     layer: str = "penultimate",
     out: str | Path | None = None,
-    root: str | Path = "cache/features",
+    root: str | Path | None = None,
     dtype: str = "float16",
     compression: str | None = None,
     chunk_rows: int = 1024,
@@ -155,7 +159,7 @@ def extract_features(
     loader_workers: int = 0,
     seed: int = 0,
     stop_after_chunks: int | None = None,
-    log=print,
+    log=info,
 ) -> Path:
     """Extract `layer` embeddings of a dataset split into an HDF5 cache; returns its path.
 
@@ -163,9 +167,9 @@ def extract_features(
     finished cache exists. `stop_after_chunks` stops early (to test resuming).
     """
     if layer not in LAYERS:
-        raise ValueError(f"unknown layer {layer!r}; valid layers: {', '.join(LAYERS)}")
+        raise CacheError(f"unknown layer {layer!r}; valid layers: {', '.join(LAYERS)}")
     if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+        raise CacheError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     device = torch.device(device)
     ds = create_dataset(dataset_name, split, **(dataset_params or {}))
     torch.manual_seed(seed)
@@ -179,7 +183,7 @@ def extract_features(
         return path
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .locks import exclusive
+    from toolkit._util.locks import exclusive
 
     with exclusive(path, "feature cache"):
         if path.exists():  # another process finished it while this one waited for the lock
@@ -204,7 +208,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
         if "fingerprint" in f.attrs:
             saved = json.loads(f.attrs["fingerprint"])
             if saved != fp:
-                raise ValueError(f"{partial} is an unfinished extraction of something else (differs in "
+                raise CacheError(f"{partial} is an unfinished extraction of something else (differs in "
                                  f"{', '.join(_differing(saved, fp))}); delete it or choose another output")
         else:
             dim = model.head.in_features

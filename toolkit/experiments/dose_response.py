@@ -7,22 +7,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ALConfig
-from ..features import extract_features
-from ..metrics import mean_ci
-from ..probe import run_probe
+from toolkit._util.paths import cache_path
+from toolkit.config import ALConfig
+from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, WEIGHTS
+from toolkit.features.cache import extract_features
+from toolkit.features.probe import run_probe
+from toolkit.metrics import mean_ci
 
 
 def dose_response(
     fractions: list[float],
     seeds: list[int],
     *,
-    weights: list[str] = ("pretrained", "random"),
+    weights: list[str] = WEIGHTS,
     data: dict | None = None,
     al: dict | None = None,
     metric: str = "test/worst_group",
-    out: str | Path = "cache/dose-response",
-    feature_root: str | Path = "cache/features",
+    out: str | Path | None = None,
+    feature_root: str | Path | None = None,
     model: str = "toy_resnet",
 ) -> pd.DataFrame:
     """Probe-mode active learning at each matched-background fraction of the toy-world pool.
@@ -32,8 +34,9 @@ def dose_response(
     a 95% t-interval across seeds. The test split stays balanced (it does not depend on
     the fraction), so every point is measured on the same question.
     """
-    data = dict(data or {"n_train": 4000, "n_test": 1000})
-    al = dict(al or {"seed_size": 40, "per_round": 5, "budget": 60})
+    data = dict(data or PROBE_POOL)
+    al = dict(al or PROBE_AL)
+    out = Path(out) if out is not None else cache_path("dose-response")
     rows = []
     for w in weights:
         test = extract_features(model, "toyworld", "test", weights=w, dataset_params=data, root=feature_root, log=None)
@@ -43,7 +46,7 @@ def dose_response(
             finals = {}
             for strategy in ("least_confidence", "random"):
                 finals[strategy] = np.array([
-                    run_probe(pool, {"test": test}, Path(out) / f"{w}-{frac}-{strategy}-s{s}",
+                    run_probe(pool, {"test": test}, out / f"{w}-{frac}-{strategy}-s{s}",
                               al=ALConfig(strategy=strategy, **al), seed=s).rounds[metric].iloc[-1]
                     for s in seeds])
             gain, lo, hi = mean_ci(finals["least_confidence"] - finals["random"])

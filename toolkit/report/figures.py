@@ -4,6 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from toolkit.errors import RecordError
+
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 _NO_BROWSER: list[bool] = []  # set once kaleido found no browser: later figures go straight to matplotlib
 
@@ -117,7 +119,7 @@ def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto
     engine="kaleido" renders exactly what the HTML shows, but kaleido drives a
     Chrome/Chromium binary that a fresh machine may lack (`apt install chromium`, or
     `python -c "import kaleido; kaleido.get_chrome_sync()"`). engine="matplotlib" redraws
-    the figure without a browser (`toolkit.static`). "auto" (default) tries kaleido and
+    the figure without a browser (`toolkit.report.static`). "auto" (default) tries kaleido and
     falls back to matplotlib with a warning when no browser is found, so static export
     works after the README's set-up on any machine. The file appears complete or not at all.
     """
@@ -126,13 +128,13 @@ def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto
     import warnings
     from pathlib import Path
 
-    from toolkit.static import write_matplotlib
+    from toolkit.report.static import write_matplotlib
 
     if engine not in ("auto", "kaleido", "matplotlib"):
-        raise ValueError(f"engine must be 'auto', 'kaleido' or 'matplotlib', not {engine!r}")
+        raise RecordError(f"engine must be 'auto', 'kaleido' or 'matplotlib', not {engine!r}")
     path = Path(path)
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ValueError(f"static export writes .png, .pdf or .svg; got {path.name!r} (use fig.write_html for .html)")
+        raise RecordError(f"static export writes .png, .pdf or .svg; got {path.name!r} (use fig.write_html for .html)")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     tmp = Path(tmp)

@@ -28,11 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.base import normalize
-from .data.render import SHAPES, TEXTURES, render
-from .data.toyworld import ToyWorldParams
-from .models.toy import ToyResNet
-from .progress import progress
+from toolkit._util.log import info
+from toolkit._util.paths import cache_path
+from toolkit._util.progress import progress
+from toolkit.data.base import normalize
+from toolkit.data.render import SHAPES, TEXTURES, render
+from toolkit.data.toyworld import ToyWorldParams
+from toolkit.models.toy import ToyResNet
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)  # one thread is steadier than two under contention
     try:
-        print(f"[pretrain] rendering {recipe.n_images} images for the broad pretraining task", flush=True)
+        info(f"[pretrain] rendering {recipe.n_images} images for the broad pretraining task")
         t0 = time.time()
         images, targets = make_pretraining_data(recipe, recipe.n_images, stream=0)
         held_images, held_targets = make_pretraining_data(recipe, 1000, stream=1)
@@ -149,8 +151,8 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
                 with torch.inference_mode():
                     acc = (model(normalize(held_images[:500]))[0].argmax(1) == held_targets["shape"][:500]).float().mean()
                 model.train()
-                print(f"[pretrain] step {step + 1}/{recipe.steps} loss {loss.item():.3f} held-out shape accuracy "
-                      f"{float(acc):.3f} ({time.time() - t0:.0f}s)", flush=True)
+                info(f"[pretrain] step {step + 1}/{recipe.steps} loss {loss.item():.3f} held-out shape accuracy "
+                      f"{float(acc):.3f} ({time.time() - t0:.0f}s)")
         model.eval()
         with torch.inference_mode():
             s, h, t, _ = model(normalize(held_images))
@@ -162,7 +164,7 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
             "heldout_texture_acc": float((t.argmax(1) == held_targets["texture"]).float().mean()),
             "seconds": round(time.time() - t0, 1),
         }
-        print(f"[pretrain] done: {metrics}", flush=True)
+        info(f"[pretrain] done: {metrics}")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
         torch.save({"backbone": model.backbone.state_dict(), "architecture": model.backbone.architecture(),
@@ -174,15 +176,19 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
         torch.set_num_threads(threads)
 
 
+def toy_checkpoint() -> Path:
+    """Where the pretrained toy backbone lives: `<cache root>/toy_backbone/toy_resnet-v2.pt`
+    (v2: stride-2 last stage, 20 distinct shapes). See `toolkit._util.paths`."""
+    return cache_path("toy_backbone", "toy_resnet-v2.pt")
+
+
 def ensure_toy_backbone(path: str | Path | None = None) -> Path:
     """The cached toy backbone, pretrained once (with both cores of a laptop) if missing."""
-    from .models import TOY_CHECKPOINT
-
-    path = Path(path or TOY_CHECKPOINT)
+    path = Path(path or toy_checkpoint())
     if not path.exists() and os.environ.get("ALTK_NO_PRETRAIN"):
         raise RuntimeError(f"no toy backbone at {path}, and ALTK_NO_PRETRAIN is set (the test suite sets it so "
                            f"that no test pretrains the real backbone for minutes); install one there first")
     if not path.exists():
-        print(f"[pretrain] no toy backbone at {path}: pretraining it once (a few minutes)", flush=True)
+        info(f"[pretrain] no toy backbone at {path}: pretraining it once (a few minutes)")
         pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)))
     return path

@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit.errors import ConfigError
+
 
 def least_confidence(probs: np.ndarray) -> np.ndarray:
     """1 - max_y p(y|x): the paper's "uncertainty" (same order as -max_y p)."""
@@ -29,7 +31,7 @@ def margin(probs: np.ndarray) -> np.ndarray:
     """-(p_top1 - p_top2): a small margin between the two best classes scores high."""
     p = np.asarray(probs)
     if p.shape[1] < 2:
-        raise ValueError(f"margin needs at least 2 classes, got probs of shape {p.shape}")
+        raise ConfigError(f"margin needs at least 2 classes, got probs of shape {p.shape}")
     top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
     return -(top2[:, 1] - top2[:, 0])
 
@@ -61,7 +63,7 @@ def list_strategies() -> list[str]:
 def get_acquisition(name: str) -> tuple[str, Callable]:
     """(input kind, function) for a strategy name; an unknown name lists the valid ones."""
     if name not in STRATEGIES:
-        raise ValueError(f"unknown acquisition strategy {name!r}; valid names: {', '.join(list_strategies())}")
+        raise ConfigError(f"unknown acquisition strategy {name!r}; valid names: {', '.join(list_strategies())}")
     return STRATEGIES[name]
 
 
@@ -70,7 +72,7 @@ def score_logits(name: str, logits: np.ndarray, rng: np.random.Generator | None 
     kind, fn = get_acquisition(name)
     if kind == "none":
         if rng is None:
-            raise ValueError("random acquisition needs a numpy Generator (rng=...)")
+            raise ConfigError("random acquisition needs a numpy Generator (rng=...)")
         return fn(len(logits), rng)
     if kind == "logits":
         return fn(logits)
@@ -84,7 +86,7 @@ def select(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k highest scores, best first; ties go to the lower position."""
     scores = np.asarray(scores)
     if not 0 <= k <= len(scores):
-        raise ValueError(f"cannot select k={k} from {len(scores)} candidates")
+        raise ConfigError(f"cannot select k={k} from {len(scores)} candidates")
     order = np.lexsort((np.arange(len(scores)), -scores))
     return order[:k]
 
@@ -114,5 +116,5 @@ class StreamingTopK:
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, scores) of the top k seen, best first."""
         if self.seen < self.k:
-            raise ValueError(f"asked for the top {self.k} but only {self.seen} candidates were streamed")
+            raise ConfigError(f"asked for the top {self.k} but only {self.seen} candidates were streamed")
         return self.keys.copy(), self.scores.copy()

@@ -1,0 +1,1 @@
+"""Private helpers shared by every layer: locks, fault injection, progress, seeding, paths."""

@@ -1,0 +1,35 @@
+"""One cache root for everything the toolkit writes by default.
+
+`ALTK_CACHE` names it; without it, the checkout's `cache/` folder (beside `toolkit/`)
+when the toolkit runs from a clone, else `~/.cache/altk`. Every default path
+(the toy backbone, datasets, feature caches, demo outputs) is under it, so results do not
+depend on the working directory: a notebook in `notebooks/` and a shell in the repository
+root share one cache.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def cache_root() -> Path:
+    """The cache root: `$ALTK_CACHE`, else the checkout's `cache/`, else `~/.cache/altk`."""
+    env = os.environ.get("ALTK_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if (_CHECKOUT / "pyproject.toml").exists() and (_CHECKOUT / "toolkit").is_dir():
+        return _CHECKOUT / "cache"
+    return Path.home() / ".cache" / "altk"
+
+
+def cache_path(*parts: str) -> Path:
+    """A path under the cache root, e.g. `cache_path("features")`."""
+    return cache_root().joinpath(*parts)
+
+
+def default_dir(value, *parts: str):
+    """`value`, or the cache root's `parts` folder when `value` is "auto" (None stays None:
+    for the loaders that means "keep nothing on disk")."""
+    return cache_path(*parts) if isinstance(value, str) and value == "auto" else value

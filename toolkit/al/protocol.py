@@ -1,0 +1,129 @@
+"""The protocol's pure pieces, shared by the full loop and the probe loop: round sizes,
+budget checks, seed sets, candidate subsampling, the rows a record stores, split metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from toolkit._util.repro import round_rng
+from toolkit.config import ALConfig
+from toolkit.errors import ConfigError
+from toolkit.metrics import EXTRA_METRICS, group_key, group_metrics
+
+
+def acquisition_sizes(al: ALConfig) -> list[int]:
+    """Examples acquired after each round, summing to the budget."""
+    if al.per_round < 1:
+        raise ConfigError(f"al.per_round must be >= 1, got {al.per_round}")
+    if al.size_rounding not in ("round", "floor"):
+        raise ConfigError(f"al.size_rounding must be 'round' or 'floor', got {al.size_rounding!r}")
+    to_int = (lambda v: int(np.floor(v + 1e-9))) if al.size_rounding == "floor" else (lambda v: int(round(v)))
+    sizes, size, left = [], float(al.per_round), al.budget
+    while left > 0:
+        k = min(to_int(size), left)
+        sizes.append(k)
+        left -= k
+        if al.schedule == "geometric":
+            size *= al.geometric_factor
+        elif al.schedule != "fixed":
+            raise ConfigError(f"unknown al.schedule {al.schedule!r}; valid: 'fixed', 'geometric'")
+    return sizes
+
+
+def check_budget(al: ALConfig, pool_size: int) -> None:
+    if al.seed_size < 1:
+        raise ConfigError(f"al.seed_size must be >= 1, got {al.seed_size}")
+    if al.seed_size > pool_size:
+        raise ConfigError(f"seed set of {al.seed_size} is larger than the pool ({pool_size} examples); "
+                         f"lower al.seed_size")
+    if al.seed_size + al.budget > pool_size:
+        raise ConfigError(f"seed set ({al.seed_size}) + budget ({al.budget}) exceeds the pool ({pool_size} "
+                         f"examples); lower al.budget to at most {pool_size - al.seed_size}")
+
+
+def check_resampled_pool(al: ALConfig, pool) -> None:
+    """Refuse to label more than `al.max_resampled_share` of a pool that resampling shrank."""
+    if pool.params.get("matched_fraction") is None:
+        return
+    share = (al.seed_size + al.budget) / len(pool)
+    if share > al.max_resampled_share:
+        raise ConfigError(
+            f"{pool.name}: matched_fraction={pool.params['matched_fraction']} resampled the training pool to "
+            f"{len(pool)} images, and {al.seed_size} + {al.budget} labels would label {share:.0%} of it (the paper "
+            f"regenerated each variant at full size, ~4,800 images). Load a regenerated variant instead, or set "
+            f"al.max_resampled_share={share:.2f} (or higher) to run on the small pool anyway.")
+
+
+def draw_seed_set(labels: np.ndarray, size: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the seed set: "balanced" = size // C per class (the remainder to the first
+    classes), "random" = uniform without replacement."""
+    if kind == "random":
+        return np.sort(rng.choice(len(labels), size, replace=False))
+    if kind != "balanced":
+        raise ConfigError(f"unknown al.seed_set {kind!r}; valid: 'balanced', 'random'")
+    classes = np.unique(labels)
+    per = [size // len(classes) + (i < size % len(classes)) for i in range(len(classes))]
+    picks = []
+    for c, k in zip(classes, per):
+        members = np.flatnonzero(labels == c)
+        if k > len(members):
+            raise ConfigError(f"balanced seed set needs {k} examples of class {c}, the pool has {len(members)}")
+        picks.append(rng.choice(members, k, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def record_rows(ids: np.ndarray, labels: np.ndarray, spurious: np.ndarray | None, positions: np.ndarray,
+                scores: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Run-record rows (id, label, spurious, group, score, and any `extra` attribute
+    columns) for the examples at `positions`."""
+    out = []
+    for j, p in enumerate(positions):
+        row = {"id": int(ids[p]), "label": int(labels[p])}
+        for name, values in (extra or {}).items():
+            row[name] = values[p].item() if hasattr(values[p], "item") else values[p]
+        if spurious is not None:
+            row["spurious"] = int(spurious[p])
+            row["group"] = group_key(labels[p], spurious[p])
+        if scores is not None:
+            row["score"] = float(scores[j])
+        out.append(row)
+    return out
+
+
+def candidates(n: int, labelled: np.ndarray, al: ALConfig, seed: int, round_index: int
+               ) -> tuple[np.ndarray, np.random.Generator]:
+    """Unlabelled positions to score after `round_index` (a fresh random subset of
+    `al.pool_subsample` of them when set), and the round's Generator for random scores."""
+    rng = round_rng(seed, round_index + 1, stream=2)
+    mask = np.ones(n, dtype=bool)
+    mask[labelled] = False
+    unlabelled = np.flatnonzero(mask)  # setdiff1d's answer, without its sort: ~1 ms vs ~2 ms a round
+    if al.pool_subsample and al.pool_subsample < len(unlabelled):
+        unlabelled = np.sort(rng.choice(unlabelled, al.pool_subsample, replace=False))
+    return unlabelled, rng
+
+
+def dataset_rows(ds, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+    """Record rows for a GroupedDataset or a FeatureCache (both carry ids, labels,
+    attributes and their group columns)."""
+    sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
+    extra = {c: ds.attributes[c].to_numpy() for c in ds.group_columns}
+    return record_rows(ds.ids, ds.labels, sp, positions, scores, extra)
+
+
+def attribute_shares(ds) -> dict[str, dict[str, float]]:
+    """Pool share of every value of the label and of each `group_columns` attribute."""
+    out = {}
+    for name, values in [("label", ds.labels), *((c, ds.attributes[c].to_numpy()) for c in ds.group_columns)]:
+        counts = pd.Series(values).value_counts()
+        out[name] = {str(k): float(v / len(values)) for k, v in counts.items()}
+    return out
+
+
+def split_metrics(preds: np.ndarray, ds, train_shares: dict | None) -> dict:
+    """Group metrics and the dataset's headline metrics, for a GroupedDataset or a FeatureCache."""
+    sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
+    out = group_metrics(preds, ds.labels, sp, train_group_shares=train_shares)
+    for name in ds.extra_metrics:
+        out.update(EXTRA_METRICS[name](preds, ds.labels, ds.attributes))
+    return out

@@ -1,0 +1,68 @@
+"""The toy world's task family: seeded draws of what the world *is*.
+
+A task fixes which shapes make each label, which background hues make each place, how
+strongly the background predicts the label, and how rare the minority class is. Every
+field goes into the dataset's params, so into every fingerprint.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolkit.data.render import SHAPES
+from toolkit.errors import DataError
+
+
+@dataclass(frozen=True)
+class Task:
+    """One toy-world task: everything here goes into the dataset's params (and fingerprints)."""
+
+    name: str
+    label_shapes: tuple
+    place_hues: tuple
+    matched_fraction: float
+    minority_fraction: float
+    seed: int
+
+    def data_params(self) -> dict:
+        return {"label_shapes": [list(f) for f in self.label_shapes], "place_hues": [list(h) for h in self.place_hues],
+                "matched_fraction": self.matched_fraction, "minority_fraction": self.minority_fraction,
+                "seed": self.seed}
+
+    def overrides(self) -> list[str]:
+        """`--set` overrides that select this task in any toy-world preset."""
+        return [f"data.params.{k}={json.dumps(v)}" for k, v in self.data_params().items()]
+
+
+def draw_tasks(k: int, *, seed: int = 0, family_size: int = 3, matched: tuple = (0.90, 0.97),
+               minority: tuple = (0.20, 0.35), hue_width: tuple = (0.10, 0.18), min_hue_gap: float = 0.08) -> list[Task]:
+    """K tasks from a seeded distribution. Task i depends only on (seed, i), so the first 5
+    of 20 tasks are the 5 tasks of K = 5, and any one can be re-drawn alone.
+
+    Each task: two disjoint label families of `family_size` shapes from all 20; two
+    disjoint hue intervals of width in `hue_width`, at least `min_hue_gap` apart on the hue
+    circle; a matched fraction and a minority fraction drawn uniformly; a world seed.
+    """
+    if k < 1 or 2 * family_size > len(SHAPES):
+        raise DataError(f"draw_tasks: need k >= 1 and 2 x family_size <= {len(SHAPES)}, got k={k}, "
+                         f"family_size={family_size}")
+    tasks = []
+    for i in range(k):
+        rng = np.random.default_rng([seed, i, 7919])
+        shapes = [SHAPES[j] for j in rng.permutation(len(SHAPES))[:2 * family_size]]
+        w0, w1 = rng.uniform(*hue_width, 2)
+        lo0 = rng.uniform(0, 1)
+        gap = rng.uniform(min_hue_gap, 1 - w0 - w1 - min_hue_gap)  # the gap on the other side stays >= min
+        lo1 = (lo0 + w0 + gap) % 1.0
+        hues = ((round(lo0, 3), round(lo0 + w0, 3)), (round(lo1, 3), round(lo1 + w1, 3)))
+        tasks.append(Task(
+            name=f"t{seed}-{i:02d}",
+            label_shapes=(tuple(sorted(shapes[:family_size])), tuple(sorted(shapes[family_size:]))),
+            place_hues=hues,
+            matched_fraction=round(float(rng.uniform(*matched)), 3),
+            minority_fraction=round(float(rng.uniform(*minority)), 3),
+            seed=int(rng.integers(1, 2**31 - 1)),
+        ))
+    return tasks

@@ -1,0 +1,133 @@
+"""The robustness suite: the paper's claims measured across a seeded family of toy-world tasks.
+
+`run_task_suite` runs pretrained vs unpretrained x least-confidence vs random x seeds on each
+task of `toolkit.data.toy_tasks.draw_tasks` (probe mode by default, full finetuning through
+`toolkit.al.sweep`). The tables are `toolkit.analysis.suite`.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+from dataclasses import asdict
+from pathlib import Path
+
+from toolkit._util.log import info
+from toolkit._util.paths import cache_path
+from toolkit.data.toy_tasks import Task
+from toolkit.errors import ConfigError
+from toolkit.experiments.protocols import ARMS, PROBE_AL, PROBE_POOL
+from toolkit.record import RunRecord, load_run, write_atomic
+
+
+def arm_name(task: Task | str, weights: str, strategy: str, seed: int) -> str:
+    name = task.name if isinstance(task, Task) else task
+    return f"{name}-{'pre' if weights == 'pretrained' else 'unpre'}-{strategy}-s{seed}"
+
+
+# ---------------------------------------------------------------- running
+
+def _probe_task(task: Task, seeds: list[int], out: str, data: dict, al: dict, feature_root: str | None,
+                threads: int | None) -> list[str]:
+    """Extract the task's caches for both weights and run its probe arms (one worker's job)."""
+    import torch
+
+    from toolkit.config import ALConfig
+    from toolkit.features.cache import extract_features
+    from toolkit.features.probe import run_probe
+
+    if threads:
+        torch.set_num_threads(threads)
+    params = {**data, **task.data_params()}
+    done = []
+    for weights in ("pretrained", "random"):
+        caches = {split: extract_features("toy_resnet", "toyworld", split, weights=weights, dataset_params=params,
+                                          root=feature_root, log=None) for split in ("train", "test")}
+        for strategy in ("least_confidence", "random"):
+            for s in seeds:
+                run_dir = Path(out) / "runs" / arm_name(task, weights, strategy, s)
+                run_probe(caches["train"], {"test": caches["test"]}, run_dir,
+                          al=ALConfig(strategy=strategy, **al), seed=s)
+                done.append(str(run_dir))
+    return done
+
+
+def full_configs(tasks: list[Task], seeds: list[int], *, preset: str = "toy", overrides: list[str] | None = None):
+    """One run config per task x arm x seed (full finetuning), named by `arm_name`."""
+    from toolkit.config import resolve_config
+
+    return {arm_name(t, w, s, seed): resolve_config(preset, t.overrides() + list(overrides or []) +
+                                                    [f"model.weights={w}", f"al.strategy={s}", f"seed={seed}"])
+            for t in tasks for w, s in ARMS for seed in seeds}
+
+
+def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | None = None, mode: str = "probe",
+                   data: dict | None = None, al: dict | None = None, overrides: list[str] | None = None,
+                   feature_root: str | Path | None = None, workers: int | None = None,
+                   launcher: str = "local", launcher_kwargs: dict | None = None, log=info) -> dict[str, list[RunRecord]]:
+    """Run every task's arms; returns {task name: its run records}. Re-running resumes.
+
+    mode "probe": frozen features of the pretrained and unpretrained toy backbone, a linear
+    probe (pool `data`, default 4,000; protocol `al`, default 40 -> 100 labels by 5);
+    tasks are spread over `workers` processes. mode "full": full finetuning with the `toy`
+    preset plus `overrides`, as one `toolkit.al.sweep.Sweep` (local pool, or submitit with
+    `launcher="submitit"`).
+    """
+    import os
+
+    from toolkit.models.pretrain import ensure_toy_backbone
+
+    if mode == "probe" and overrides:
+        raise ConfigError("`--set`/`overrides` are full-finetuning config keys; in probe mode set `data` (dataset "
+                         "params) and `al` (protocol) instead")
+    if mode == "full" and (data or al):
+        raise ConfigError("in full mode set dataset and protocol options through `--set`/`overrides` "
+                         "(e.g. al.budget=60, data.params.n_train=2000), not `data`/`al`")
+    if mode not in ("probe", "full"):
+        raise ConfigError(f"unknown suite mode {mode!r}; valid: probe, full")
+    out = Path(out) if out is not None else cache_path(f"suite-{mode}")
+    out.mkdir(parents=True, exist_ok=True)
+    listed = {t["name"]: t for t in json.loads((out / "tasks.json").read_text())} if (out / "tasks.json").exists() else {}
+    listed.update({t.name: asdict(t) for t in tasks})  # --only adds to the list, never drops a task
+    write_atomic(out / "tasks.json", json.dumps(sorted(listed.values(), key=lambda t: t["name"]), indent=1))
+    ensure_toy_backbone()
+    workers = workers or os.cpu_count() or 1
+    if mode == "probe":
+        data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
+        jobs = [(t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks]
+        if workers == 1 or len(tasks) == 1:  # in-process: simplest to debug, and what a notebook wants
+            for i, job in enumerate(jobs, 1):
+                _probe_task(*job, None)
+                if log:
+                    log(f"[suite] {job[0].name} done ({i}/{len(tasks)} tasks)")
+        else:  # one torch thread per process: tasks are independent, so processes scale best
+            with cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_probe_task, *job, 1): job[0] for job in jobs}
+                for i, fut in enumerate(cf.as_completed(futures), 1):
+                    fut.result()
+                    if log:
+                        log(f"[suite] {futures[fut].name} done ({i}/{len(tasks)} tasks)")
+    elif mode == "full":
+        from toolkit.al.sweep import Sweep
+
+        sweep = Sweep(out, full_configs(tasks, seeds, overrides=overrides))
+        if launcher == "local":
+            results = sweep.launch_local(workers=workers)
+        elif launcher == "submitit":
+            results = sweep.launch_submitit(**(launcher_kwargs or {}))
+        else:
+            raise ConfigError(f"unknown launcher {launcher!r}; valid: local, submitit")
+        failed = [n for n, s in results.items() if s != "done"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} suite runs failed ({', '.join(failed[:5])}...); see {out / 'index.json'}")
+    return load_suite(out, tasks, seeds)
+
+
+def load_suite(out: str | Path, tasks: list[Task], seeds: list[int]) -> dict[str, list[RunRecord]]:
+    """The run records of a suite folder, grouped by task (missing runs are skipped)."""
+    runs = Path(out) / "runs"
+    found = {}
+    for t in tasks:
+        dirs = [runs / arm_name(t, w, s, seed) for w, s in ARMS for seed in seeds]
+        found[t.name] = [load_run(d) for d in dirs if (d / "state.json").exists()]
+    return found
