@@ -6,6 +6,7 @@ The public API, imported on first use so that `import toolkit` stays light:
 - runs: `resolve_config`, `run` (keywords for the common cases), `run_active_learning`
 - frozen features: `extract_features`, `open_cache`, `run_probe`
 - results: `load_run`, `load_runs` (a `Runs` folder view), `build_report`, `Explorer`, `PoolView`
+- paths: `cache_path` (under `ALTK_CACHE`, default: the repository's `cache/`)
 - errors: `AltkError` and its subclasses in `toolkit.errors`
 
 Example:
@@ -33,7 +34,7 @@ _LAZY = {
     "extract_features": "toolkit.features.cache", "open_cache": "toolkit.features.cache",
     "run_probe": "toolkit.features.probe",
     "load_run": "toolkit.record", "load_runs": "toolkit.runs", "Runs": "toolkit.runs",
-    "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",
+    "cache_path": "toolkit._util.paths", "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",
 }
 __all__ = ["__version__", *_LAZY, "AltkError", "CacheError", "ConfigError", "DataError", "LockedError",
            "MissingFileError", "ModelError", "OutputExistsError", "RecordError"]
