@@ -1,14 +1,4 @@
-"""Notebook-friendly calls for the common cases; the full options stay in configs and presets.
-
-Example:
-    >>> import toolkit
-    >>> rec = toolkit.run("toy", strategy="random", weights="random", seed=0,
-    ...                   out="/tmp/altk-doc/run", data={"n_train": 240, "n_val": 40, "n_test": 160},
-    ...                   al={"seed_size": 10, "per_round": 5, "budget": 5},
-    ...                   finetune={"max_steps": 2, "micro_batch": 16}, log=None)
-    >>> rec.status, list(rec.rounds["n_labels"])
-    ('finished', [10, 15])
-"""
+"""Notebook-friendly calls for the common cases; the full options stay in configs and presets."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,6 +36,15 @@ def run(preset: str = "toy", *, strategy: str | None = None, weights: str | None
 
     Returns:
         The run's `RunRecord` (also on disk under `out`).
+
+    Example:
+        >>> import toolkit
+        >>> rec = toolkit.run("toy", strategy="random", weights="random", seed=0,
+        ...                   out="/tmp/altk-doc/run", data={"n_train": 240, "n_val": 40, "n_test": 160},
+        ...                   al={"seed_size": 10, "per_round": 5, "budget": 5},
+        ...                   finetune={"max_steps": 2, "micro_batch": 16}, log=None)
+        >>> rec.status, list(rec.rounds["n_labels"])
+        ('finished', [10, 15])
     """
     nested: dict = {}
     if strategy is not None:

@@ -298,9 +298,27 @@ PROTOCOLS = ("toolkit", "paper_code")
 
 
 def resolve_config(preset: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
-    """Defaults, then the preset, then (with `protocol=paper_code`) the paper code's setting
-    of every fidelity-table row, then overrides (a list of key=value strings or a nested
-    dict), so an explicit override still wins over the protocol."""
+    """A run's config: defaults, then the preset, then (with `protocol=paper_code`) the
+    paper code's setting of every fidelity-table row, then the overrides, so an explicit
+    override still wins over the protocol.
+
+    Args:
+        preset: a preset name (`list_presets()`) or a YAML file; None: the defaults.
+        overrides: `--set` strings (`["al.budget=60", "seed=3"]`) or a nested dict
+            (`{"al": {"budget": 60}}`). Unknown keys and wrong types are refused.
+
+    Returns:
+        A `RunConfig` (typed dataclasses; `to_dict()` is what the run record stores).
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or an out-of-range value, named.
+
+    Example:
+        >>> import toolkit
+        >>> cfg = toolkit.resolve_config("toy", ["al.strategy=random", "seed=3"])
+        >>> cfg.al.strategy, cfg.seed, cfg.model.name
+        ('random', 3, 'toy_resnet')
+    """
     base = RunConfig()
     if preset is not None:
         base = _merge(base, load_preset(preset), "")

@@ -269,6 +269,24 @@ def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
+    """Read one run record (finished or partial) from disk.
+
+    Args:
+        run_dir: the run directory (it holds config.yaml, meta.json, rounds.jsonl, state.json).
+
+    Returns:
+        A `RunRecord`; `status` says "finished" or "running" (a partial run).
+
+    Raises:
+        MissingFileError: the folder is not a complete run record (the message says which
+            file is missing, and how to repair it).
+
+    Example:
+        >>> import toolkit
+        >>> rec = toolkit.load_run("/tmp/altk-doc/loop")  # made by the run_active_learning example
+        >>> rec.strategy, rec.weights, rec.seed, rec.mode
+        ('least_confidence', 'random', 0, 'full')
+    """
     run_dir = Path(run_dir)
     needed = ["config.yaml", "meta.json", "rounds.jsonl", "state.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]

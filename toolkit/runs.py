@@ -40,7 +40,17 @@ def run_dirs(path: Path) -> list[Path]:
 
 
 def load_runs(*paths: str | Path) -> "Runs":
-    """The run records under `paths` (run folders, folders of runs, sweep or demo folders)."""
+    """The run records under `paths`, as a `Runs` view with the paper's tables and figures.
+
+    Args:
+        *paths: run folders, folders of runs, or sweep and demo folders.
+
+    Example:
+        >>> import toolkit
+        >>> runs = toolkit.load_runs("/tmp/altk-doc/loop")
+        >>> len(runs), list(runs.summary()["strategy"])
+        (1, ['least_confidence'])
+    """
     dirs = [d for p in paths for d in run_dirs(Path(p))]
     if not dirs:
         raise MissingFileError(f"no run records (folders with rounds.jsonl) under {', '.join(map(str, paths))}; "

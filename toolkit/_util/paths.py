@@ -25,7 +25,17 @@ def cache_root() -> Path:
 
 
 def cache_path(*parts: str) -> Path:
-    """A path under the cache root, e.g. `cache_path("features")`."""
+    """A path under the cache root (`ALTK_CACHE`, default: the checkout's `cache/`).
+
+    Args:
+        *parts: path components under the root, e.g. "features" or "runs", "my-run".
+
+    Example:
+        >>> import os, toolkit
+        >>> os.environ["ALTK_CACHE"] = "/tmp/altk-doc/cache"
+        >>> str(toolkit.cache_path("features"))
+        '/tmp/altk-doc/cache/features'
+    """
     return cache_root().joinpath(*parts)
 
 

@@ -103,8 +103,32 @@ def save_optimizer_state(optimizer: torch.optim.Optimizer, run_dir: Path, round_
 
 
 def run_active_learning(cfg: RunConfig, out_dir: str | Path, **kwargs) -> RunRecord:
-    """Run (or resume) one active-learning run and return its record; see `_run`. Holds
-    the run directory's lock: a second writer is refused, naming the holder."""
+    """Run (or resume) one active-learning run with full finetuning, and return its record.
+
+    Each round resets the model to its initial weights, finetunes on every label so far,
+    evaluates, scores the unlabelled pool and acquires the top-k. The run directory's lock
+    is held throughout: a second writer is refused, naming the holder.
+
+    Args:
+        cfg: the resolved config (`toolkit.resolve_config`).
+        out_dir: the run directory; if it holds this config's partial run, the run resumes
+            from its last completed round and ends with the record an uninterrupted run writes.
+        **kwargs: `log` (where progress lines go; None for silence), `max_rounds` (stop
+            after that many rounds in total), `on_round_end` (called with each round's index
+            once its record is on disk).
+
+    Returns:
+        The `RunRecord`, as `toolkit.load_run(out_dir)` reads it.
+
+    Example:
+        >>> import toolkit
+        >>> cfg = toolkit.resolve_config("toy", ["al.budget=5", "al.seed_size=10", "data.params.n_train=240",
+        ...     "data.params.n_val=40", "data.params.n_test=160", "model.weights=random", "finetune.max_steps=2",
+        ...     "finetune.micro_batch=16"])
+        >>> rec = toolkit.run_active_learning(cfg, "/tmp/altk-doc/loop", log=None)
+        >>> rec.status, rec.rounds["n_labels"].tolist()
+        ('finished', [10, 15])
+    """
     from toolkit._util.locks import exclusive
 
     with exclusive(Path(out_dir), "run", directory=True):

@@ -24,11 +24,35 @@ _REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
 
 
 def list_datasets() -> list[str]:
+    """The registered dataset names, for `create_dataset` and `data.name`.
+
+    Example:
+        >>> from toolkit import list_datasets
+        >>> [n for n in list_datasets() if n in ("toyworld", "waterbirds")]
+        ['toyworld', 'waterbirds']
+    """
     return sorted(_REGISTRY)
 
 
 def create_dataset(name: str, split: str, **params) -> GroupedDataset:
-    """Build split `split` of dataset `name`; params are the dataset's own options."""
+    """Build one split of a registered dataset.
+
+    Args:
+        name: a registered name (`list_datasets()`).
+        split: "train" (the pool), "val" or "test" (the dataset's own names for others).
+        **params: the dataset's own options (`dataset_parameters(name)` lists them; in a
+            config they are `data.params`). Unknown options are refused.
+
+    Returns:
+        A `GroupedDataset`: images (or tokens), labels, stable ids, and an attribute table
+        with the label and the group attributes (e.g. the spurious `place`).
+
+    Example:
+        >>> import toolkit
+        >>> ds = toolkit.create_dataset("toyworld", "test", n_train=240, n_val=40, n_test=160)
+        >>> len(ds), ds.num_classes, ds.label_column, ds.spurious_column
+        (160, 2, 'y', 'place')
+    """
     if name not in _REGISTRY:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
     valid = dataset_parameters(name)

@@ -95,8 +95,27 @@ class FeatureCache:
 
 
 def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = False) -> FeatureCache:
-    """Open a finished cache; refuse an unfinished one or one whose fingerprint differs
-    from `expect` (only the keys given are compared)."""
+    """Open a finished feature cache.
+
+    Args:
+        path: the cache file (`extract_features` returns it).
+        expect: fingerprint keys the cache must have (only those given are compared).
+        lazy: leave the embeddings on disk (read by chunks) instead of loading them.
+
+    Returns:
+        A `FeatureCache`: ids, embeddings, labels, spurious attribute, attribute table, fingerprint.
+
+    Raises:
+        CacheError: an unfinished cache, or a fingerprint that differs from `expect`.
+
+    Example:
+        >>> import toolkit
+        >>> path = toolkit.extract_features("toy_resnet", "toyworld", "test", weights="random", log=None,
+        ...                                 dataset_params={"n_train": 240, "n_val": 40, "n_test": 160})
+        >>> cache = toolkit.open_cache(path)
+        >>> cache.embeddings.shape, cache.fingerprint["weights"]
+        ((160, 256), 'random:0')
+    """
     path = Path(path)
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
@@ -163,8 +182,29 @@ def extract_features(
 ) -> Path:
     """Extract `layer` embeddings of a dataset split into an HDF5 cache; returns its path.
 
-    Resumes an unfinished extraction with the same fingerprint; returns at once if the
-    finished cache exists. `stop_after_chunks` stops early (to test resuming).
+    The cache is named by a fingerprint of every input (model, weights and their digest,
+    layer, dataset and its params, split, transform, dtype, arithmetic). It resumes an
+    unfinished extraction with the same fingerprint, and returns at once if the finished
+    cache exists.
+
+    Args:
+        model_name, dataset_name, split: what to embed (`list_models()`, `list_datasets()`).
+        weights: "pretrained", "random", or a weights file.
+        dataset_params: the dataset's options (`data.params`).
+        layer: "penultimate" (the pooled pre-logits features).
+        out: the cache file (default: under `root`, named by the fingerprint).
+        root: the folder for default names (default: the cache root's `features/`).
+        dtype: "float16" (half the disk) or "float32".
+        seed: seeds the random init when `weights="random"`.
+        stop_after_chunks: stop early (tests use it to simulate a kill).
+        log: where progress lines go (None for silence).
+
+    Example:
+        >>> import toolkit
+        >>> path = toolkit.extract_features("toy_resnet", "toyworld", "test", weights="random", log=None,
+        ...                                 dataset_params={"n_train": 240, "n_val": 40, "n_test": 160})
+        >>> path.suffix, path.parent.name
+        ('.h5', 'features')
     """
     if layer not in LAYERS:
         raise CacheError(f"unknown layer {layer!r}; valid layers: {', '.join(LAYERS)}")

@@ -100,7 +100,32 @@ def _standardise(pool: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
 
 def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], out_dir: str | Path,
               **kwargs) -> RunRecord:
-    """One probe-only active-learning run (see `_run_probe`), holding the run directory's lock."""
+    """One probe-only active-learning run on cached features, holding the run directory's lock.
+
+    A logistic-regression probe on the frozen embeddings replaces finetuning; it writes the
+    same run record as the full loop, so every analysis reads both.
+
+    Args:
+        pool: the training split's feature cache (or its path): what is labelled and acquired.
+        evals: {split name: feature cache or path} to evaluate on each round, e.g. {"test": ...}.
+        out_dir: the run directory (resumes a partial run of the same config).
+        **kwargs: `al` (an `ALConfig`: strategy, seed set, round sizes, budget), `seed`,
+            `C` (the probe's inverse L2 strength, default 1.0), `log`, `max_rounds`.
+
+    Returns:
+        The `RunRecord`.
+
+    Example:
+        >>> import toolkit
+        >>> from toolkit.config import ALConfig
+        >>> small = {"n_train": 240, "n_val": 40, "n_test": 160}
+        >>> pool, test = (toolkit.extract_features("toy_resnet", "toyworld", s, weights="random",
+        ...                                        dataset_params=small, log=None) for s in ("train", "test"))
+        >>> rec = toolkit.run_probe(pool, {"test": test}, "/tmp/altk-doc/probe",
+        ...                         al=ALConfig(seed_size=10, per_round=5, budget=10), seed=0)
+        >>> rec.rounds["n_labels"].tolist()
+        [10, 15, 20]
+    """
     from toolkit._util.locks import exclusive
 
     with exclusive(Path(out_dir), "probe run", directory=True):

@@ -125,6 +125,13 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def list_models() -> list[str]:
+    """The registered model names, for `create_model` and `model.name`.
+
+    Example:
+        >>> from toolkit import list_models
+        >>> "toy_resnet" in list_models() and "bit_m_r50x1" in list_models()
+        True
+    """
     return sorted(MODELS)
 
 
@@ -141,6 +148,15 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
         num_classes: size of the head.
         zero_head: zero-initialise the head (the paper's recipe); False keeps nn.Linear's
             default init (the paper's code does so for its unpretrained arm).
+
+    Returns:
+        A `Classifier`: `embed(x)` gives the pooled pre-logits features, `head` the logits.
+
+    Example:
+        >>> import torch, toolkit
+        >>> model = toolkit.create_model("toy_resnet", weights="random", num_classes=2)
+        >>> model(torch.zeros(1, 3, 32, 32)).shape, model.embed(torch.zeros(1, 3, 32, 32)).shape
+        (torch.Size([1, 2]), torch.Size([1, 256]))
     """
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from toolkit.errors import RecordError
 
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 _NO_BROWSER: list[bool] = []  # set once kaleido found no browser: later figures go straight to matplotlib
 
 
@@ -16,7 +16,7 @@ def learning_curve_figure(curves: pd.DataFrame, *, title: str = "", y_label: str
     arms = [c for c in ("model", "weights", "strategy") if c in curves.columns]
     for i, (key, g) in enumerate(curves.groupby(arms, sort=True)):
         name = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        colour = _PALETTE[i % len(_PALETTE)]
+        colour = PALETTE[i % len(PALETTE)]
         g = g.sort_values("n_labels")
         band = pd.concat([g["n_labels"], g["n_labels"][::-1]])
         fig.add_trace(go.Scatter(x=band, y=pd.concat([g["high"], g["low"][::-1]]), fill="toself",
@@ -37,7 +37,7 @@ def upsampling_figure(summary: pd.DataFrame, *, title: str = "Acquired share / p
     for i, (key, g) in enumerate(summary.groupby(arms, sort=True)):
         g = g.sort_values("group")
         fig.add_trace(go.Bar(x=g["group"], y=g["upsampling"], name=" / ".join(map(str, key)),
-                             marker_color=_PALETTE[i % len(_PALETTE)],
+                             marker_color=PALETTE[i % len(PALETTE)],
                              error_y=dict(type="data", symmetric=False, array=g["high"] - g["upsampling"],
                                           arrayminus=g["upsampling"] - g["low"])))
     fig.add_hline(y=1.0, line_dash="dash", line_color="grey")
@@ -52,7 +52,7 @@ def separability_figure(per_group: pd.DataFrame, *, probe: str = "group_probe",
     in the order the embeddings first appear (e.g. stages before -> after finetuning)."""
     fig = go.Figure()
     for i, (name, g) in enumerate(per_group.groupby("embedding", sort=False)):
-        fig.add_trace(go.Bar(x=g["group"], y=g[probe], name=str(name), marker_color=_PALETTE[i % len(_PALETTE)]))
+        fig.add_trace(go.Bar(x=g["group"], y=g[probe], name=str(name), marker_color=PALETTE[i % len(PALETTE)]))
     fig.update_layout(title=title, barmode="group", yaxis_title="cross-validated accuracy", yaxis_range=[0, 1],
                       template="plotly_white", width=800, height=450)
     return fig
@@ -68,7 +68,7 @@ def embedding_map_figure(coords, groups, *, marked=None, title: str = "", hover=
     for i, g in enumerate(sorted(set(groups))):
         m = groups == g
         fig.add_trace(go.Scattergl(x=coords[m, 0], y=coords[m, 1], mode="markers", name=str(g),
-                                   marker=dict(size=4, opacity=0.5, color=_PALETTE[i % len(_PALETTE)]),
+                                   marker=dict(size=4, opacity=0.5, color=PALETTE[i % len(PALETTE)]),
                                    text=None if hover is None else np.asarray(hover)[m]))
     if marked is not None and len(marked):
         idx = np.flatnonzero(marked) if np.asarray(marked).dtype == bool else np.asarray(marked)
@@ -85,7 +85,7 @@ def dose_response_figure(table: pd.DataFrame, *, metric_label: str = "worst-grou
     fig = go.Figure()
     for i, (name, g) in enumerate(table.groupby("weights", sort=True)):
         g = g.sort_values("matched_fraction")
-        colour = _PALETTE[i % len(_PALETTE)]
+        colour = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=g["matched_fraction"], y=g["gain"], mode="lines+markers", name=str(name),
                                  line=dict(color=colour),
                                  error_y=dict(type="data", symmetric=False, array=g["high"] - g["gain"],
@@ -103,7 +103,7 @@ def task_gain_figure(table: pd.DataFrame, *, title: str = "Uncertainty gain per 
     fig = go.Figure()
     for i, (prefix, name) in enumerate((("pre", "pretrained"), ("unpre", "unpretrained"))):
         g = table[f"{prefix}_auc_gain"]
-        fig.add_trace(go.Bar(x=table["task"], y=g, name=name, marker_color=_PALETTE[i],
+        fig.add_trace(go.Bar(x=table["task"], y=g, name=name, marker_color=PALETTE[i],
                              error_y=dict(type="data", symmetric=False, array=table[f"{prefix}_auc_gain_high"] - g,
                                           arrayminus=g - table[f"{prefix}_auc_gain_low"])))
     fig.add_hline(y=0.0, line_dash="dash", line_color="grey")

@@ -33,7 +33,7 @@ from toolkit.analysis import (
 from toolkit.errors import RecordError
 from toolkit.record import RunRecord, load_run
 from toolkit.report.figures import (
-    _PALETTE,
+    PALETTE,
     embedding_map_figure,
     learning_curve_figure,
     separability_figure,
@@ -165,7 +165,7 @@ def representation_sections(page: _Page, records: list[RunRecord], *, k_marked: 
               "(faiss, exact). same_label / same_spurious = share of neighbours that agree; group_mix = "
               "number of distinct groups among them. Neighbour border colours: groups, as in the maps "
               "(y0_s0 blue, y0_s1 red, y1_s0 green, y1_s1 orange).")
-    colours = {g: _PALETTE[i] for i, g in enumerate(["y0_s0", "y0_s1", "y1_s0", "y1_s1"])}
+    colours = {g: PALETTE[i] for i, g in enumerate(["y0_s0", "y0_s1", "y1_s0", "y1_s1"])}
     for label, run, _, _, _, nb, images, pos, cache in maps:
         page.raw(f"<h3>{html.escape(label)}</h3>")
         page.table(nb.assign(neighbour_ids=nb["neighbour_ids"].map(lambda v: " ".join(map(str, v)))))
@@ -209,10 +209,23 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
                  figure_format: str = "pdf", split: str | None = None) -> Path:
     """Write one self-contained HTML page for the given run records; returns its path.
 
-    `split`: the evaluation split to report (default: val when the runs have it, as the
-    paper's Fig. 2, else test). With `figures_dir`, every figure of the page is also
-    written there as a static `figure_format` file (pdf/png/svg; `figures.save_static`),
-    numbered in page order."""
+    Args:
+        run_dirs: run directories.
+        out: the HTML file (written atomically).
+        title: the page's title.
+        representation: add separability, embedding maps, neighbourhoods and the pool
+            explorer (they extract features, so they take longer).
+        figures_dir: also write every figure there as a static `figure_format` file
+            (pdf/png/svg), numbered in page order.
+        split: the evaluation split to report (default: val when the runs have it, as the
+            paper's Fig. 2, else test).
+
+    Example:
+        >>> import toolkit
+        >>> page = toolkit.build_report(["/tmp/altk-doc/loop"], "/tmp/altk-doc/report.html", representation=False)
+        >>> page.name, page.stat().st_size > 100_000
+        ('report.html', True)
+    """
     if not run_dirs:
         raise RecordError("no run directories given")
     bar = progress(total=len(run_dirs) + 5, desc="report", unit="step")  # the runs, then 5 parts of the page
@@ -276,7 +289,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
             if s == "random":
                 continue
             fig.add_trace(go.Scatter(x=d["n_acquired"], y=d["upsampling"], mode="lines+markers",
-                                     name=f"{w} / {s} / {g}", line=dict(color=_PALETTE[i % len(_PALETTE)])))
+                                     name=f"{w} / {s} / {g}", line=dict(color=PALETTE[i % len(PALETTE)])))
         fig.add_hline(y=1.0, line_dash="dash", line_color="grey")
         fig.update_layout(title="Cumulative upsampling ratio over rounds (uncertainty runs)",
                           xaxis_title="examples acquired so far", yaxis_title="upsampling ratio",
