@@ -48,3 +48,15 @@ def test_altk_extract_and_probe(tmp_path, capsys):
     assert "20 labels" in out and "test/worst_group=" in out
     rec = load_run(tmp_path / "runs" / "least_confidence-s1")
     assert rec.mode == "probe" and rec.model == "timm_test_resnet"
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(capsys):
+    from toolkit.errors import ConfigError
+
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "toy", "--set", "al.bugdet=5"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "al.bugdet" in err and "valid keys here" in err
+    with pytest.raises(ConfigError, match="al.bugdet"):
+        main(["--debug", "run", "toy", "--set", "al.bugdet=5"])

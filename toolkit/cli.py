@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from toolkit._util.log import to_stdout
+from toolkit.errors import AltkError
 from toolkit._util.paths import cache_path
 
 
@@ -169,10 +170,7 @@ def cmd_suite(args) -> None:
               "launcher_kwargs": {"cluster": args.cluster, "timeout_min": args.timeout_min,
                                   **({"slurm_partition": args.partition} if args.partition else {}),
                                   **({"gpus_per_node": args.gpus} if args.gpus else {})}}
-    try:
-        records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, **kwargs)
-    except ValueError as err:
-        raise SystemExit(f"altk suite: {err}") from None
+    records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, **kwargs)
     table = suite_table(records, tasks)
     table.to_csv(out / "suite.csv", index=False)
     claim_shares(table).to_csv(out / "claims.csv", index=False)
@@ -192,6 +190,7 @@ def argv_is_cli() -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="altk", description="Why pretrained models are good active learners.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (log lines stay)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="toy world: pretrained vs unpretrained x uncertainty vs random")
@@ -319,8 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["ALTK_QUIET"] = "1"
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"altk {args.command}: error: {err}", file=sys.stderr)
+    except (AltkError, ValueError, FileNotFoundError, FileExistsError) as err:
+        if args.debug:
+            raise
+        # one line that names the option or file and what to do; --debug shows the traceback
+        print(f"altk {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
