@@ -89,7 +89,7 @@ def test_public_api_functions_have_google_docstrings_with_examples():
         doc = obj.__doc__ or ""
         assert doc.strip(), name
         if callable(obj) and not isinstance(obj, type):
-            assert "Example:" in doc and ">>>" in doc, f"{name}: no example"
+            assert "Examples:" in doc and ">>>" in doc, f"{name}: no example"
             params = [p for p in __import__("inspect").signature(obj).parameters if p not in ("self",)]
             if params:
                 assert "Args:" in doc, f"{name}: no Args section"

@@ -267,8 +267,8 @@ def test_readme_fidelity_table_is_the_generated_one():
 
     from toolkit.fidelity import fidelity_markdown
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert fidelity_markdown() in readme, "README's fidelity table is stale: paste toolkit.fidelity.fidelity_markdown()"
+    page = (Path(__file__).parents[1] / "docs" / "fidelity.md").read_text()
+    assert fidelity_markdown() in page, "docs/fidelity.md is stale: paste toolkit.fidelity.fidelity_markdown()"
 
 
 def test_camelyon17_preset_follows_the_strict_small_image_rule():

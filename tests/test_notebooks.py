@@ -48,3 +48,19 @@ def test_a_notebook_runs_from_the_repository_root_too(tiny_backbone, isolated_ca
     monkeypatch.setenv("ALTK_SMALL", "1")
     _execute(ROOT / "notebooks" / "01_quickstart.ipynb", ROOT)
     assert (isolated_cache / "notebooks" / "quickstart" / "least_confidence" / "rounds.jsonl").exists()
+
+
+def test_docs_site_builds_strict_with_the_executed_notebooks(tmp_path):
+    """`mkdocs build --strict`: a broken link, anchor or API reference fails CI. Runs after the
+    notebook tests in this module, so the rendered notebooks carry their outputs."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([str(Path(sys.executable).parent / "mkdocs"), "build", "--strict", "-d", str(tmp_path / "site")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-4000:]
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "run_active_learning" in api and "resolve_config" in api
+    rendered = (tmp_path / "site" / "notebooks" / "01_quickstart" / "index.html").read_text()
+    if (EXECUTED / "01_quickstart.ipynb").exists():
+        assert "jp-OutputArea-output" in rendered  # outputs from the executed run, not the committed notebook

@@ -9,7 +9,7 @@ The public API, imported on first use so that `import toolkit` stays light:
 - paths: `cache_path` (under `ALTK_CACHE`, default: the repository's `cache/`)
 - errors: `AltkError` and its subclasses in `toolkit.errors`
 
-Example:
+Examples:
     >>> import toolkit
     >>> "toy_resnet" in toolkit.list_models()
     True

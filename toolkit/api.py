@@ -37,7 +37,7 @@ def run(preset: str = "toy", *, strategy: str | None = None, weights: str | None
     Returns:
         The run's `RunRecord` (also on disk under `out`).
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> rec = toolkit.run("toy", strategy="random", weights="random", seed=0,
         ...                   out="/tmp/altk-doc/run", data={"n_train": 240, "n_val": 40, "n_test": 160},

@@ -313,7 +313,7 @@ def resolve_config(preset: str | Path | None = None, overrides: list[str] | dict
     Raises:
         ConfigError: an unknown key, a wrong type or an out-of-range value, named.
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> cfg = toolkit.resolve_config("toy", ["al.strategy=random", "seed=3"])
         >>> cfg.al.strategy, cfg.seed, cfg.model.name

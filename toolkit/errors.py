@@ -3,7 +3,7 @@
 Each subclass keeps the built-in base that the same failure raised before, so code
 written as `except ValueError` or `except FileNotFoundError` still catches it.
 
-Example:
+Examples:
     >>> import toolkit
     >>> try:
     ...     toolkit.resolve_config("toy", ["al.budgett=5"])

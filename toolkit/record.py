@@ -281,7 +281,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
         MissingFileError: the folder is not a complete run record (the message says which
             file is missing, and how to repair it).
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> rec = toolkit.load_run("/tmp/altk-doc/loop")  # made by the run_active_learning example
         >>> rec.strategy, rec.weights, rec.seed, rec.mode

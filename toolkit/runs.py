@@ -45,7 +45,7 @@ def load_runs(*paths: str | Path) -> "Runs":
     Args:
         *paths: run folders, folders of runs, or sweep and demo folders.
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> runs = toolkit.load_runs("/tmp/altk-doc/loop")
         >>> len(runs), list(runs.summary()["strategy"])

@@ -30,7 +30,7 @@ def cache_path(*parts: str) -> Path:
     Args:
         *parts: path components under the root, e.g. "features" or "runs", "my-run".
 
-    Example:
+    Examples:
         >>> import os, toolkit
         >>> os.environ["ALTK_CACHE"] = "/tmp/altk-doc/cache"
         >>> str(toolkit.cache_path("features"))

@@ -120,7 +120,7 @@ def run_active_learning(cfg: RunConfig, out_dir: str | Path, **kwargs) -> RunRec
     Returns:
         The `RunRecord`, as `toolkit.load_run(out_dir)` reads it.
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> cfg = toolkit.resolve_config("toy", ["al.budget=5", "al.seed_size=10", "data.params.n_train=240",
         ...     "data.params.n_val=40", "data.params.n_test=160", "model.weights=random", "finetune.max_steps=2",

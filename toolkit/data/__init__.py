@@ -26,7 +26,7 @@ _REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
 def list_datasets() -> list[str]:
     """The registered dataset names, for `create_dataset` and `data.name`.
 
-    Example:
+    Examples:
         >>> from toolkit import list_datasets
         >>> [n for n in list_datasets() if n in ("toyworld", "waterbirds")]
         ['toyworld', 'waterbirds']
@@ -47,7 +47,7 @@ def create_dataset(name: str, split: str, **params) -> GroupedDataset:
         A `GroupedDataset`: images (or tokens), labels, stable ids, and an attribute table
         with the label and the group attributes (e.g. the spurious `place`).
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> ds = toolkit.create_dataset("toyworld", "test", n_train=240, n_val=40, n_test=160)
         >>> len(ds), ds.num_classes, ds.label_column, ds.spurious_column

@@ -108,7 +108,7 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
     Raises:
         CacheError: an unfinished cache, or a fingerprint that differs from `expect`.
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> path = toolkit.extract_features("toy_resnet", "toyworld", "test", weights="random", log=None,
         ...                                 dataset_params={"n_train": 240, "n_val": 40, "n_test": 160})
@@ -188,7 +188,9 @@ def extract_features(
     cache exists.
 
     Args:
-        model_name, dataset_name, split: what to embed (`list_models()`, `list_datasets()`).
+        model_name: a registered model (`list_models()`).
+        dataset_name: a registered dataset (`list_datasets()`).
+        split: the split to embed, e.g. "train" (the pool) or "test".
         weights: "pretrained", "random", or a weights file.
         dataset_params: the dataset's options (`data.params`).
         layer: "penultimate" (the pooled pre-logits features).
@@ -199,7 +201,7 @@ def extract_features(
         stop_after_chunks: stop early (tests use it to simulate a kill).
         log: where progress lines go (None for silence).
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> path = toolkit.extract_features("toy_resnet", "toyworld", "test", weights="random", log=None,
         ...                                 dataset_params={"n_train": 240, "n_val": 40, "n_test": 160})

@@ -115,7 +115,7 @@ def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | s
     Returns:
         The `RunRecord`.
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> from toolkit.config import ALConfig
         >>> small = {"n_train": 240, "n_val": 40, "n_test": 160}

@@ -127,7 +127,7 @@ MODELS: dict[str, ModelSpec] = {
 def list_models() -> list[str]:
     """The registered model names, for `create_model` and `model.name`.
 
-    Example:
+    Examples:
         >>> from toolkit import list_models
         >>> "toy_resnet" in list_models() and "bit_m_r50x1" in list_models()
         True
@@ -152,7 +152,7 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
     Returns:
         A `Classifier`: `embed(x)` gives the pooled pre-logits features, `head` the logits.
 
-    Example:
+    Examples:
         >>> import torch, toolkit
         >>> model = toolkit.create_model("toy_resnet", weights="random", num_classes=2)
         >>> model(torch.zeros(1, 3, 32, 32)).shape, model.embed(torch.zeros(1, 3, 32, 32)).shape

@@ -220,7 +220,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
         split: the evaluation split to report (default: val when the runs have it, as the
             paper's Fig. 2, else test).
 
-    Example:
+    Examples:
         >>> import toolkit
         >>> page = toolkit.build_report(["/tmp/altk-doc/loop"], "/tmp/altk-doc/report.html", representation=False)
         >>> page.name, page.stat().st_size > 100_000
