@@ -4,7 +4,7 @@ The public API, imported on first use so that `import toolkit` stays light:
 
 - models and data: `create_model`, `list_models`, `create_dataset`, `list_datasets`
 - runs: `resolve_config`, `run` (keywords for the common cases), `run_active_learning`
-- frozen features: `extract_features`, `open_cache`, `run_probe`
+- frozen features: `extract_features`, `open_cache`, `run_probe`, `run_probes` (many runs in lockstep)
 - results: `load_run`, `load_runs` (a `Runs` folder view), `build_report`, `Explorer`, `PoolView`
 - paths: `cache_path` (under `ALTK_CACHE`, default: the repository's `cache/`)
 - errors: `AltkError` and its subclasses in `toolkit.errors`
@@ -32,7 +32,7 @@ _LAZY = {
     "create_dataset": "toolkit.data", "list_datasets": "toolkit.data",
     "resolve_config": "toolkit.config", "run": "toolkit.api", "run_active_learning": "toolkit.al.loop",
     "extract_features": "toolkit.features.cache", "open_cache": "toolkit.features.cache",
-    "run_probe": "toolkit.features.probe",
+    "run_probe": "toolkit.features.probe", "run_probes": "toolkit.features.probe", "ProbeRun": "toolkit.features.probe",
     "load_run": "toolkit.record", "load_runs": "toolkit.runs", "Runs": "toolkit.runs",
     "cache_path": "toolkit._util.paths", "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",
 }

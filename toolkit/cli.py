@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from toolkit._util.log import to_stdout
-from toolkit.errors import AltkError
 from toolkit._util.paths import cache_path
+from toolkit.errors import AltkError
 
 
 def _seeds(text: str) -> list[int]:

@@ -9,9 +9,9 @@ import pandas as pd
 
 from toolkit._util.paths import cache_path
 from toolkit.config import ALConfig
-from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, WEIGHTS
+from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
 from toolkit.features.cache import extract_features
-from toolkit.features.probe import run_probe
+from toolkit.features.probe import ProbeRun, run_probes
 from toolkit.metrics import mean_ci
 
 
@@ -43,12 +43,11 @@ def dose_response(
         for frac in fractions:
             pool = extract_features(model, "toyworld", "train", weights=w, root=feature_root, log=None,
                                     dataset_params={**data, "matched_fraction": frac})
-            finals = {}
-            for strategy in ("least_confidence", "random"):
-                finals[strategy] = np.array([
-                    run_probe(pool, {"test": test}, out / f"{w}-{frac}-{strategy}-s{s}",
-                              al=ALConfig(strategy=strategy, **al), seed=s).rounds[metric].iloc[-1]
-                    for s in seeds])
+            runs = [ProbeRun(out / f"{w}-{frac}-{strategy}-s{s}", ALConfig(strategy=strategy, **al), s)
+                    for strategy in STRATEGIES for s in seeds]
+            recs = run_probes(pool, {"test": test}, runs)  # every seed and strategy in lockstep
+            finals = {strategy: np.array([r.rounds[metric].iloc[-1] for r in recs if r.strategy == strategy])
+                      for strategy in STRATEGIES}
             gain, lo, hi = mean_ci(finals["least_confidence"] - finals["random"])
             rows.append({"weights": w, "matched_fraction": frac, "uncertainty": finals["least_confidence"].mean(),
                          "random": finals["random"].mean(), "gain": gain, "low": lo, "high": hi,

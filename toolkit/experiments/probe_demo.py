@@ -25,7 +25,7 @@ from toolkit.experiments.protocols import (
     arm_short,
 )
 from toolkit.features.cache import extract_features, open_cache
-from toolkit.features.probe import run_probe
+from toolkit.features.probe import ProbeRun, run_probes
 from toolkit.models.pretrain import ensure_toy_backbone
 from toolkit.record import tidy_rounds, write_atomic
 from toolkit.report.tables import format_table, separability_table
@@ -48,11 +48,10 @@ def run_probe_demo(*, seeds: list[int], out: str | Path | None = None, data: dic
                                          log=None)
                   for split in ("train", "test")}
         pools[weights] = caches["train"]
-        for strategy in STRATEGIES:
-            for seed in seeds:
-                name = f"{arm_short(weights)}-{strategy}-s{seed}"
-                records.append(run_probe(caches["train"], {"test": caches["test"]}, out / "runs" / name,
-                                         al=ALConfig(strategy=strategy, **{**PROBE_AL, **(al or {})}), seed=seed))
+        runs = [ProbeRun(out / "runs" / f"{arm_short(weights)}-{strategy}-s{seed}",
+                         ALConfig(strategy=strategy, **{**PROBE_AL, **(al or {})}), seed)
+                for strategy in STRATEGIES for seed in seeds]
+        records += run_probes(caches["train"], {"test": caches["test"]}, runs)  # in lockstep: one pass per round
         log(f"[demo] {weights}: {2 * len(seeds)} probe runs done ({time.time() - t0:.0f}s)")
     tidy = tidy_rounds(records)
     write_atomic(out / "rounds.csv", tidy.to_csv(index=False))

@@ -16,7 +16,7 @@ from toolkit._util.log import info
 from toolkit._util.paths import cache_path
 from toolkit.data.toy_tasks import Task
 from toolkit.errors import ConfigError
-from toolkit.experiments.protocols import ARMS, PROBE_AL, PROBE_POOL
+from toolkit.experiments.protocols import ARMS, PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
 from toolkit.record import RunRecord, load_run, write_atomic
 
 
@@ -34,21 +34,19 @@ def _probe_task(task: Task, seeds: list[int], out: str, data: dict, al: dict, fe
 
     from toolkit.config import ALConfig
     from toolkit.features.cache import extract_features
-    from toolkit.features.probe import run_probe
+    from toolkit.features.probe import ProbeRun, run_probes
 
     if threads:
         torch.set_num_threads(threads)
     params = {**data, **task.data_params()}
     done = []
-    for weights in ("pretrained", "random"):
+    for weights in WEIGHTS:
         caches = {split: extract_features("toy_resnet", "toyworld", split, weights=weights, dataset_params=params,
                                           root=feature_root, log=None) for split in ("train", "test")}
-        for strategy in ("least_confidence", "random"):
-            for s in seeds:
-                run_dir = Path(out) / "runs" / arm_name(task, weights, strategy, s)
-                run_probe(caches["train"], {"test": caches["test"]}, run_dir,
-                          al=ALConfig(strategy=strategy, **al), seed=s)
-                done.append(str(run_dir))
+        runs = [ProbeRun(Path(out) / "runs" / arm_name(task, weights, strategy, s), ALConfig(strategy=strategy, **al), s)
+                for strategy in STRATEGIES for s in seeds]
+        run_probes(caches["train"], {"test": caches["test"]}, runs)  # every seed and strategy in lockstep
+        done += [str(r.out_dir) for r in runs]
     return done
 
 

@@ -9,7 +9,7 @@ It writes the same run record as the full loop, so every analysis reads both.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from toolkit.al.protocol import (
     split_metrics,
 )
 from toolkit.config import ALConfig
-from toolkit.errors import CacheError, MissingFileError
+from toolkit.errors import CacheError, ConfigError, MissingFileError
 from toolkit.features.cache import FeatureCache, open_cache
 from toolkit.metrics import group_shares
 from toolkit.record import RunRecord, RunWriter, load_run
@@ -83,34 +83,94 @@ class LinearProbe:
         # (C, d) @ (d, n) is ~2x faster on CPU than (n, d) @ (d, C) for C = 2
         return (self.coef_.T.contiguous() @ X.T).T + self.intercept_
 
-    def relative_logits(self, X: torch.Tensor) -> torch.Tensor:
-        """Logits up to a per-row constant: the same softmax, argmax and uncertainty scores.
-        For two classes that is (0, z1 - z0), one matrix-vector product: twice as fast as
-        `decision_function` on this memory-bound pass over the pool."""
-        if self.coef_.shape[1] != 2:
-            return self.decision_function(X)
-        diff = X @ (self.coef_[:, 1] - self.coef_[:, 0]) + (self.intercept_[1] - self.intercept_[0])
-        return torch.stack([torch.zeros_like(diff), diff], dim=1)
+
+def column_moments(emb, chunk_rows: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std (float64 sums, chunk by chunk): the same numbers for an array in
+    memory and for an HDF5 dataset read in chunks, whatever its dtype."""
+    n = len(emb)
+    s = np.zeros(emb.shape[1]); ss = np.zeros(emb.shape[1])
+    for lo in range(0, n, chunk_rows):
+        x = np.asarray(emb[lo:lo + chunk_rows], dtype=np.float64)
+        s += x.sum(0)
+        ss += (x * x).sum(0)
+    mean = s / n
+    return mean, np.sqrt(np.maximum(ss / n - mean * mean, 0.0)) + 1e-6
 
 
-def _standardise(pool: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
-    mean, std = pool.mean(0), pool.std(0) + 1e-6
-    return [torch.from_numpy(((a - mean) / std).astype(np.float32)) for a in (pool, *others)]
+def standardise(a, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """Rows of `a` (any float dtype) standardised, computed in float64, stored as float32."""
+    return torch.from_numpy(((np.asarray(a, dtype=np.float64) - mean) / std).astype(np.float32))
+
+
+class _PoolRows:
+    """The standardised pool: in memory (float32), or streamed from its HDF5 file chunk by
+    chunk (`stream=True`: pools larger than memory). Both give the same numbers."""
+
+    def __init__(self, cache: FeatureCache, stream: bool, chunk_rows: int) -> None:
+        self.chunk_rows = chunk_rows
+        if stream:
+            self.lazy = open_cache(cache.path, lazy=True)
+            self.emb = self.lazy.embeddings
+        else:
+            self.lazy, self.emb = None, cache.embeddings
+        self.mean, self.std = column_moments(self.emb, chunk_rows)
+        self.X = None
+        if not stream:  # float32 in memory, converted chunk by chunk (no float64 copy of the pool)
+            self.X = torch.empty(self.emb.shape, dtype=torch.float32)
+            for lo in range(0, len(self.emb), chunk_rows):
+                self.X[lo:lo + chunk_rows] = standardise(self.emb[lo:lo + chunk_rows], self.mean, self.std)
+
+    def rows(self, positions: np.ndarray) -> torch.Tensor:
+        if self.X is not None:
+            return self.X[positions]
+        order = np.argsort(positions, kind="stable")  # h5py reads sorted, unique indices
+        out = torch.empty(len(positions), self.emb.shape[1])
+        out[torch.from_numpy(order)] = standardise(self.emb[np.sort(positions)], self.mean, self.std)
+        return out
+
+    def chunks(self, n: int):
+        for lo in range(0, n, self.chunk_rows):
+            hi = min(n, lo + self.chunk_rows)
+            yield lo, hi, (self.X[lo:hi] if self.X is not None else standardise(self.emb[lo:hi], self.mean, self.std))
+
+    def close(self) -> None:
+        if self.lazy is not None:
+            self.emb.file.close()
+
+
+BLOCK = 8  # decision columns per GEMM; a fixed width keeps a run's scores independent of its batch-mates
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """One probe run for `run_probes`: where its record goes, its protocol, seed and C."""
+
+    out_dir: str | Path
+    al: ALConfig
+    seed: int = 0
+    C: float = 1.0
 
 
 def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], out_dir: str | Path,
-              **kwargs) -> RunRecord:
+              *, al: ALConfig, seed: int = 0, C: float = 1.0, score_chunk: int = 65_536, stream: bool = False,
+              log=None, max_rounds: int | None = None) -> RunRecord:
     """One probe-only active-learning run on cached features, holding the run directory's lock.
 
     A logistic-regression probe on the frozen embeddings replaces finetuning; it writes the
-    same run record as the full loop, so every analysis reads both.
+    same run record as the full loop, so every analysis reads both. It is `run_probes` with
+    one run: the record is the one it gets in any batch.
 
     Args:
         pool: the training split's feature cache (or its path): what is labelled and acquired.
         evals: {split name: feature cache or path} to evaluate on each round, e.g. {"test": ...}.
         out_dir: the run directory (resumes a partial run of the same config).
-        **kwargs: `al` (an `ALConfig`: strategy, seed set, round sizes, budget), `seed`,
-            `C` (the probe's inverse L2 strength, default 1.0), `log`, `max_rounds`.
+        al: the protocol (`ALConfig`): strategy, seed set, round sizes, budget.
+        seed: the run's seed (seed set, random scores, subsampling).
+        C: the probe's inverse L2 strength (sklearn's convention).
+        score_chunk: pool rows scored per matrix product.
+        stream: read the pool chunk by chunk from its file (pools larger than memory).
+        log: where progress lines go (None for silence).
+        max_rounds: stop after that many rounds in total (tests use it to simulate a kill).
 
     Returns:
         The `RunRecord`.
@@ -126,113 +186,232 @@ def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | s
         >>> rec.rounds["n_labels"].tolist()
         [10, 15, 20]
     """
+    return run_probes(pool, evals, [ProbeRun(out_dir, al, seed, C)], score_chunk=score_chunk, stream=stream,
+                      log=log, max_rounds=max_rounds)[0]
+
+
+class _RunState:
+    """One run's place in the lockstep: its writer, labelled positions, probe and round."""
+
+    def __init__(self, spec: ProbeRun, writer: RunWriter, labelled: np.ndarray, seed_rows: list, probe, sizes) -> None:
+        self.spec, self.writer, self.labelled, self.seed_rows = spec, writer, labelled, seed_rows
+        self.probe, self.sizes, self.r = probe, sizes, writer.completed_rounds
+        self.needs_model = get_acquisition(spec.al.strategy)[0] != "none"
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.spec.out_dir)
+
+
+def _columns(probe: LinearProbe) -> tuple[torch.Tensor, torch.Tensor]:
+    """A probe's decision columns (d, k) and offsets (k,): for two classes the single column
+    z1 - z0 (logits up to a per-row constant), else one column per class."""
+    if probe.coef_.shape[1] == 2:
+        return (probe.coef_[:, 1] - probe.coef_[:, 0])[:, None], (probe.intercept_[1] - probe.intercept_[0])[None]
+    return probe.coef_, probe.intercept_
+
+
+def _pack(columns: list[torch.Tensor]) -> list[tuple[torch.Tensor, list[tuple[int, int, int]]]]:
+    """Runs' columns packed into zero-padded blocks of a fixed width (a multiple of BLOCK).
+
+    Returns [(block (d, width), [(run index, first column, k), ...])]. For a fixed shape, a
+    product's column does not depend on the block's other columns or on its position (the
+    engine's tests check this), so a run's scores are the same alone or in any batch."""
+    blocks, current, used = [], [], 0
+    d = columns[0].shape[0] if columns else 0
+
+    def close(items, width):
+        block = torch.zeros(d, width)
+        for i, start, k in items:
+            block[:, start:start + k] = columns[i]
+        blocks.append((block, items))
+
+    for i, col in enumerate(columns):
+        k = col.shape[1]
+        if k > BLOCK:
+            close([(i, 0, k)], -(-k // BLOCK) * BLOCK)
+            continue
+        if used + k > BLOCK:
+            close(current, BLOCK)
+            current, used = [], 0
+        current.append((i, used, k))
+        used += k
+    if current:
+        close(current, BLOCK)
+    return blocks
+
+
+def _logits(X: torch.Tensor, blocks, offsets: list[torch.Tensor]) -> dict[int, np.ndarray]:
+    """Every packed run's logits on rows X, one product per block: {run index: (n, C)}."""
+    out = {}
+    for block, items in blocks:
+        Z = X @ block
+        for i, start, k in items:
+            z = Z[:, start:start + k] + offsets[i]
+            out[i] = (torch.stack([torch.zeros_like(z[:, 0]), z[:, 0]], dim=1) if k == 1 else z).numpy()
+    return out
+
+
+def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], runs: list[ProbeRun],
+               *, score_chunk: int = 65_536, stream: bool = False, log=None,
+               max_rounds: int | None = None) -> list[RunRecord]:
+    """Advance many probe runs on one pool in lockstep; each writes the record it writes alone.
+
+    Per step the pool is standardised once (for all runs), every active run fits its own
+    probe (warm-started from its previous round), and one matrix product per block of runs
+    (a fixed-width block of their decision columns, `BLOCK`) gives every run's scores on a
+    chunk of the pool: one pass over the pool per step, not one per run. Each run keeps its
+    own lock, record, probe state and random streams, and may resume from its own round.
+
+    Args:
+        pool: the training split's feature cache (or its path), shared by every run.
+        evals: {split: cache or path}, shared by every run.
+        runs: the runs (`ProbeRun`: out_dir, al, seed, C); out_dirs must differ.
+        score_chunk, log, max_rounds: as in `run_probe`.
+        stream: read the pool from its HDF5 file chunk by chunk each step instead of holding it
+            in memory (pools larger than memory); float16 caches are computed in float32
+            chunks either way. The records are the same as in memory.
+
+    Returns:
+        The runs' `RunRecord`s, in the order of `runs`.
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.config import ALConfig
+        >>> from toolkit.features.probe import ProbeRun, run_probes
+        >>> small = {"n_train": 240, "n_val": 40, "n_test": 160}
+        >>> pool, test = (toolkit.extract_features("toy_resnet", "toyworld", s, weights="random",
+        ...                                        dataset_params=small, log=None) for s in ("train", "test"))
+        >>> al = {s: ALConfig(strategy=s, seed_size=10, per_round=5, budget=10) for s in ("least_confidence", "random")}
+        >>> recs = run_probes(pool, {"test": test}, [ProbeRun(f"/tmp/altk-doc/lockstep/{s}-{seed}", al[s], seed)
+        ...                                         for s in al for seed in (0, 1)])
+        >>> [r.status for r in recs]
+        ['finished', 'finished', 'finished', 'finished']
+    """
+    import contextlib
+
     from toolkit._util.locks import exclusive
 
-    with exclusive(Path(out_dir), "probe run", directory=True):
-        return _run_probe(pool, evals, out_dir, **kwargs)
-
-
-def _run_probe(
-    pool: FeatureCache | str | Path,
-    evals: dict[str, FeatureCache | str | Path],
-    out_dir: str | Path,
-    *,
-    al: ALConfig,
-    seed: int = 0,
-    C: float = 1.0,
-    score_chunk: int = 65_536,
-    log=None,
-    max_rounds: int | None = None,
-) -> RunRecord:
-    """One probe-only active-learning run (resumable, like the full loop).
-
-    Each round's fit is warm-started from the previous round's probe, so the probe is
-    saved with every round (`<run>/probe_state/round_NNN.npz`) and a resumed run starts
-    from the same weights as an uninterrupted one: the same record. `max_rounds` stops
-    after that many rounds in total (tests use it to simulate a kill)."""
-    if not C > 0:
-        raise CacheError(f"the probe's C (inverse L2 strength) must be > 0, got {C}")
+    if not runs:
+        return []
+    dirs = [str(Path(r.out_dir).resolve()) for r in runs]
+    if len(set(dirs)) != len(dirs):
+        dup = sorted({d for d in dirs if dirs.count(d) > 1})
+        raise ConfigError(f"run_probes: two runs share an output folder ({', '.join(dup)}); give each its own")
+    for spec in runs:
+        if not spec.C > 0:
+            raise CacheError(f"the probe's C (inverse L2 strength) must be > 0, got {spec.C}")
+        get_acquisition(spec.al.strategy)
     pool = pool if isinstance(pool, FeatureCache) else open_cache(pool)
     evals = {s: (c if isinstance(c, FeatureCache) else open_cache(c)) for s, c in evals.items()}
     for split, c in evals.items():
         if Path(c.path).resolve() == Path(pool.path).resolve() and str(pool.path) != "<memory>":
             raise CacheError(f"eval split {split!r} is the pool's own cache ({c.path}): evaluating on the pool "
                              f"would score the examples being labelled. Pass the cache of a held-out split.")
-    get_acquisition(al.strategy)
     n = len(pool)
-    check_budget(al, n)
-    sizes = acquisition_sizes(al)
     fp = pool.fingerprint
     for split, c in evals.items():
         if (c.fingerprint["model"], c.fingerprint["weights"]) != (fp["model"], fp["weights"]):
             raise CacheError(f"eval cache {c.path} was extracted with {c.fingerprint['model']}/"
                              f"{c.fingerprint['weights']}, the pool with {fp['model']}/{fp['weights']}")
+    for spec in runs:
+        check_budget(spec.al, n)
     labels, spurious = pool.labels, pool.spurious
     shares = group_shares(labels, spurious) if spurious is not None else None
-    config = {"mode": "probe", "seed": seed, "al": asdict(al),
-              "model": {"name": fp["model"], "weights": fp["weights"].split(":")[0], "weights_id": fp["weights"],
-                        "layer": fp["layer"]},
-              "data": {"name": fp["dataset"], "params": fp["dataset_params"], "pool_cache": str(pool.path),
-                       "eval_caches": {s: str(c.path) for s, c in evals.items()}},
-              "probe": {"C": C}}
-    meta = {"dataset": fp["dataset"], "pool_size": n, "class_names": list(pool.class_names),
-            "label_column": pool.label_column, "spurious_column": pool.spurious_column,
-            "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
-            "acquisition_sizes": sizes}
-    writer = RunWriter(out_dir, config, meta)
-    X, *X_eval = _standardise(np.asarray(pool.embeddings, dtype=np.float32),
-                              *[np.asarray(c.embeddings, dtype=np.float32) for c in evals.values()])
-    y_all = torch.from_numpy(labels)
     n_classes = len(pool.class_names)
-
-    id_to_pos = {int(i): p for p, i in enumerate(pool.ids)}
-    if writer.completed_rounds:
-        labelled = np.array([id_to_pos[i] for i in writer.labelled_ids()], dtype=np.int64)
-    else:
-        labelled = draw_seed_set(labels, al.seed_size, al.seed_set, round_rng(seed, 0, stream=1))
-    seed_rows = dataset_rows(pool, labelled)
-    probe = load_probe_state(Path(out_dir), writer.completed_rounds - 1, C) if writer.completed_rounds else None
-    for r in range(writer.completed_rounds, len(sizes) + 1):
-        if max_rounds is not None and r >= max_rounds:
-            break
-        t0 = time.perf_counter()
-        probe = LinearProbe(C=C).fit(X[labelled], y_all[labelled], n_classes, warm_start=probe)
-        t1 = time.perf_counter()
-        metrics = {}
-        for (split, c), Xe in zip(evals.items(), X_eval):
-            preds = probe.relative_logits(Xe).argmax(1).numpy()
-            metrics[split] = split_metrics(preds, c, shares)
-        t2 = time.perf_counter()
-        acquired = []
-        if r < len(sizes):
-            unlabelled, rng = candidates(n, labelled, al, seed, r)
-            top = StreamingTopK(sizes[r])
-            needs_model = get_acquisition(al.strategy)[0] != "none"
-            for i in range(0, n, score_chunk):  # contiguous slices: no copy of the pool per round
-                logits = probe.relative_logits(X[i:i + score_chunk]).numpy() if needs_model \
-                    else np.empty((min(score_chunk, n - i), 0))
-                keep = unlabelled[(unlabelled >= i) & (unlabelled < i + score_chunk)]
-                top.update(score_logits(al.strategy, logits[keep - i], rng), keep)
-            picks, scores = top.result()
-            acquired = dataset_rows(pool, picks, scores)
-            labelled = np.concatenate([labelled, picks])
-        t3 = time.perf_counter()
-        row = {"round": r, "n_labels": int(len(labelled) - len(acquired)), "metrics": metrics,
-               "train": {"solver": "lbfgs", "C": C}, "acquired": acquired,
-               "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2}}
-        if r == 0:
-            row["seed_set"] = seed_rows
-        kill_point(f"probe:scored:{r}")
-        save_probe_state(probe, Path(out_dir), r)  # before the round's record, as the full loop's optimiser state
-        kill_point(f"probe:before_record:{r}")
-        writer.append_round(row, finished=r == len(sizes))
-        _probe_state_path(Path(out_dir), r - 1).unlink(missing_ok=True)
-        if log:
-            m = next(iter(metrics.values()), {})
-            log(f"  round {r} labels={row['n_labels']} worst={m.get('worst_group', float('nan')):.3f}")
-    if writer.completed_rounds == len(sizes) + 1:  # also repairs a state.json that a kill left behind
-        writer.write_state(finished=True)
-    return load_run(out_dir)
+    with contextlib.ExitStack() as stack:
+        for spec in runs:
+            stack.enter_context(exclusive(Path(spec.out_dir), "probe run", directory=True))
+        states = []
+        id_to_pos = None
+        for spec in runs:
+            sizes = acquisition_sizes(spec.al)
+            config = {"mode": "probe", "seed": spec.seed, "al": asdict(spec.al),
+                      "model": {"name": fp["model"], "weights": fp["weights"].split(":")[0],
+                                "weights_id": fp["weights"], "layer": fp["layer"]},
+                      "data": {"name": fp["dataset"], "params": fp["dataset_params"], "pool_cache": str(pool.path),
+                               "eval_caches": {s: str(c.path) for s, c in evals.items()}},
+                      "probe": {"C": spec.C}}
+            meta = {"dataset": fp["dataset"], "pool_size": n, "class_names": list(pool.class_names),
+                    "label_column": pool.label_column, "spurious_column": pool.spurious_column,
+                    "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
+                    "acquisition_sizes": sizes}
+            writer = RunWriter(spec.out_dir, config, meta)
+            if writer.completed_rounds:
+                id_to_pos = id_to_pos or {int(i): p for p, i in enumerate(pool.ids)}
+                labelled = np.array([id_to_pos[i] for i in writer.labelled_ids()], dtype=np.int64)
+            else:
+                labelled = draw_seed_set(labels, spec.al.seed_size, spec.al.seed_set, round_rng(spec.seed, 0, stream=1))
+            probe = (load_probe_state(Path(spec.out_dir), writer.completed_rounds - 1, spec.C)
+                     if writer.completed_rounds else None)
+            states.append(_RunState(spec, writer, labelled, dataset_rows(pool, labelled), probe, sizes))
+        rows = _PoolRows(pool, stream, score_chunk)
+        stack.callback(rows.close)
+        X_eval = [standardise(c.embeddings, rows.mean, rows.std) for c in evals.values()]
+        y_all = torch.from_numpy(labels)
+        while True:
+            active = [s for s in states if s.r <= len(s.sizes) and (max_rounds is None or s.r < max_rounds)]
+            if not active:
+                break
+            train_s = []
+            for s in active:
+                t0 = time.perf_counter()
+                s.probe = LinearProbe(C=s.spec.C).fit(rows.rows(s.labelled), y_all[s.labelled], n_classes,
+                                                       warm_start=s.probe)
+                train_s.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            cols = [_columns(s.probe) for s in active]
+            blocks, offsets = _pack([c for c, _ in cols]), [b for _, b in cols]
+            metrics = [{} for _ in active]
+            for (split, c), Xe in zip(evals.items(), X_eval):
+                for i, z in _logits(Xe, blocks, offsets).items():
+                    metrics[i][split] = split_metrics(z.argmax(1), c, shares)
+            t2 = time.perf_counter()
+            acquiring = [i for i, s in enumerate(active) if s.r < len(s.sizes)]
+            tops, cands = {}, {}
+            for i in acquiring:
+                s = active[i]
+                cands[i] = candidates(n, s.labelled, s.spec.al, s.spec.seed, s.r)
+                tops[i] = StreamingTopK(s.sizes[s.r])
+            scoring = [i for i in acquiring if active[i].needs_model]
+            score_blocks = _pack([cols[i][0] for i in scoring]) if scoring else []
+            for lo, hi, Xc in rows.chunks(n):  # one pass over the pool per step, for every run
+                by_run = _logits(Xc, score_blocks, [offsets[i] for i in scoring]) if scoring else {}
+                for i in acquiring:
+                    unlabelled, rng = cands[i]
+                    keep = unlabelled[(unlabelled >= lo) & (unlabelled < hi)]
+                    j = scoring.index(i) if active[i].needs_model else None
+                    logits = by_run[j][keep - lo] if j is not None else np.empty((len(keep), 0))
+                    tops[i].update(score_logits(active[i].spec.al.strategy, logits, rng), keep)
+            t3 = time.perf_counter()
+            share = 1 / len(active)  # the shared passes' seconds, split evenly over the runs
+            for i, s in enumerate(active):
+                acquired = []
+                if i in tops:
+                    picks, scores = tops[i].result()
+                    acquired = dataset_rows(pool, picks, scores)
+                    s.labelled = np.concatenate([s.labelled, picks])
+                r = s.r
+                row = {"round": r, "n_labels": int(len(s.labelled) - len(acquired)), "metrics": metrics[i],
+                       "train": {"solver": "lbfgs", "C": s.spec.C}, "acquired": acquired,
+                       "timings": {"train_s": train_s[i], "eval_s": (t2 - t1) * share,
+                                   "score_s": (t3 - t2) * share}}
+                if r == 0:
+                    row["seed_set"] = s.seed_rows
+                kill_point(f"probe:scored:{r}")
+                save_probe_state(s.probe, s.dir, r)  # before the round's record, as the full loop's optimiser state
+                kill_point(f"probe:before_record:{r}")
+                s.writer.append_round(row, finished=r == len(s.sizes))
+                _probe_state_path(s.dir, r - 1).unlink(missing_ok=True)
+                s.r += 1
+                if log:
+                    m = next(iter(metrics[i].values()), {})
+                    log(f"  {s.dir.name} round {r} labels={row['n_labels']} "
+                        f"worst={m.get('worst_group', float('nan')):.3f}")
+        for s in states:
+            if s.writer.completed_rounds == len(s.sizes) + 1:  # also repairs a state.json that a kill left behind
+                s.writer.write_state(finished=True)
+        return [load_run(s.dir) for s in states]
 
 
 def _probe_state_path(run_dir: Path, round_index: int) -> Path:
