@@ -8,7 +8,7 @@ from pathlib import Path
 
 from toolkit._util.log import to_stdout
 from toolkit._util.paths import cache_path
-from toolkit.errors import AltkError
+from toolkit.errors import AltkError, ConfigError
 
 
 def _seeds(text: str) -> list[int]:
@@ -26,6 +26,9 @@ def _seeds(text: str) -> list[int]:
 def cmd_demo(args) -> None:
     out = args.out or cache_path("demo-real" if args.real else "demo")
     if args.probe:
+        if args.set:
+            raise ConfigError("--set takes full-finetuning config keys, which probe mode does not read; in --probe "
+                              "mode set the protocol with --al (e.g. --al budget=60 per_round=5)")
         from toolkit.config import parse_overrides
         from toolkit.experiments.probe_demo import run_probe_demo
         from toolkit.experiments.protocols import REAL
@@ -107,8 +110,8 @@ def cmd_run(args) -> None:
 
 
 def cmd_report(args) -> None:
+    from toolkit.record import run_dirs
     from toolkit.report.html import build_report
-    from toolkit.runs import run_dirs
 
     # a run directory, a folder of them (cache/demo/runs), or a sweep or demo folder
     dirs = [d for p in args.runs for d in run_dirs(Path(p))]

@@ -72,7 +72,11 @@ def _diff(a, b, defaults=None, prefix: str = "") -> list[str]:
 class RunWriter:
     """Creates a run directory, or reopens one with the same config to resume it."""
 
-    def __init__(self, run_dir: str | Path, config: dict, meta: dict, *, defaults: dict | None = None) -> None:
+    def __init__(self, run_dir: str | Path, config: dict, meta: dict, *, defaults: dict | None = None,
+                 digests: dict | None = None) -> None:
+        """`digests`: content digests of what the run reads (data, weights, caches); stored in
+        the header, and a resume whose digests differ is refused: its rounds would mix the
+        old inputs with the new."""
         self.dir = Path(run_dir)
         cfg_path = self.dir / "config.yaml"
         rounds_path = self.dir / "rounds.jsonl"
@@ -89,6 +93,13 @@ class RunWriter:
                     f"{self.dir} already holds a run with a different config (fields differ: "
                     f"{', '.join(differ)}). Resume with the same config, or choose another output directory."
                 )
+            was = saved.get("digests") or {}
+            changed = [k for k in sorted(set(was) & set(digests or {})) if was[k] != digests[k]]
+            if changed:
+                raise RecordError(
+                    f"{self.dir} holds a run started on other inputs: {', '.join(changed)} changed since "
+                    f"(digest {', '.join(f'{was[k]} -> {digests[k]}' for k in changed)}). Resuming would mix the "
+                    f"two in one record; start it in a new output directory (or restore the old inputs).")
             lines = [line for line in (self.dir / "rounds.jsonl").read_text().splitlines()
                      if line.strip()] if (self.dir / "rounds.jsonl").exists() else []
             self.rounds = [_parse_round(line, self.dir / "rounds.jsonl", i) for i, line in enumerate(lines, 1)]
@@ -96,7 +107,7 @@ class RunWriter:
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             header = {"toolkit_version": __version__, "git_commit": git_commit(Path(__file__).parent),
-                      "config": config}
+                      "config": config, **({"digests": digests} if digests else {})}
             write_atomic(self.dir / "meta.json", json.dumps(meta, indent=1))
             write_atomic(cfg_path, yaml.safe_dump(header, sort_keys=False))
             self.rounds = []
@@ -266,6 +277,15 @@ def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
     if not frames:
         raise RecordError("no run records given")
     return pd.concat(frames, ignore_index=True)
+
+
+def run_dirs(path: Path) -> list[Path]:
+    """A run folder itself, a folder of runs, or a sweep or demo folder (with runs/ inside)."""
+    if (path / "rounds.jsonl").exists():
+        return [path]
+    if (path / "runs").is_dir():
+        path = path / "runs"
+    return sorted(p for p in path.iterdir() if (p / "rounds.jsonl").exists()) if path.is_dir() else []
 
 
 def load_run(run_dir: str | Path) -> RunRecord:

@@ -25,18 +25,9 @@ from toolkit.analysis import (
     upsampling_summary,
 )
 from toolkit.errors import MissingFileError, RecordError
-from toolkit.record import RunRecord, load_run
+from toolkit.record import RunRecord, load_run, run_dirs
 
 FIGURES = ("learning_curves", "upsampling")
-
-
-def run_dirs(path: Path) -> list[Path]:
-    """A run folder itself, a folder of runs, or a sweep or demo folder (with runs/ inside)."""
-    if (path / "rounds.jsonl").exists():
-        return [path]
-    if (path / "runs").is_dir():
-        path = path / "runs"
-    return sorted(p for p in path.iterdir() if (p / "rounds.jsonl").exists()) if path.is_dir() else []
 
 
 def load_runs(*paths: str | Path) -> "Runs":

@@ -25,6 +25,7 @@ from toolkit.al.protocol import (
     attribute_shares,
     candidates,
     check_budget,
+    check_classes,
     check_resampled_pool,
     dataset_rows,
     draw_seed_set,
@@ -34,7 +35,7 @@ from toolkit.config import RunConfig
 from toolkit.data import GroupedDataset, create_dataset
 from toolkit.errors import MissingFileError
 from toolkit.metrics import group_shares
-from toolkit.models import create_model
+from toolkit.models import create_model, weights_digest
 from toolkit.record import PoolOutputWriter, RunRecord, RunWriter, load_run
 
 
@@ -165,6 +166,7 @@ def _run(
     evals = {s: create_dataset(cfg.data.name, s, **data_params) for s in cfg.data.eval_splits}
     load_s = time.perf_counter() - t_load
     check_budget(cfg.al, len(pool))
+    check_classes(pool.labels, pool.class_names, f"{pool.name}: the training pool")
     check_resampled_pool(cfg.al, pool)
     sizes = acquisition_sizes(cfg.al)
     shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
@@ -172,11 +174,12 @@ def _run(
             "label_column": pool.label_column, "spurious_column": pool.spurious_column,
             "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
             "acquisition_sizes": sizes}
-    writer = RunWriter(out_dir, cfg.to_dict(), meta, defaults=RunConfig().to_dict())
-
     torch.manual_seed(cfg.seed)  # the random init of "random" weights depends on the run seed
     model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes,
                          zero_head=cfg.model.zero_head == "always" or cfg.model.weights != "random")
+    digests = {"data:train": pool.content_digest(), **{f"data:{s}": d.content_digest() for s, d in evals.items()},
+               "weights": weights_digest(model)}
+    writer = RunWriter(out_dir, cfg.to_dict(), meta, defaults=RunConfig().to_dict(), digests=digests)
     initial_state = copy.deepcopy(model.state_dict())
     net = maybe_compile(model, cfg.finetune.compile)  # shares model's parameters
     optimizer = None

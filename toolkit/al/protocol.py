@@ -7,7 +7,7 @@ import pandas as pd
 
 from toolkit._util.repro import round_rng
 from toolkit.config import ALConfig
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, DataError
 from toolkit.metrics import EXTRA_METRICS, group_key, group_metrics
 
 
@@ -21,6 +21,10 @@ def acquisition_sizes(al: ALConfig) -> list[int]:
     sizes, size, left = [], float(al.per_round), al.budget
     while left > 0:
         k = min(to_int(size), left)
+        if k < 1:  # a shrinking geometric schedule would acquire nothing, round after round
+            raise ConfigError(f"al.geometric_factor={al.geometric_factor} shrinks the round size to 0 after "
+                              f"{len(sizes)} rounds with {left} of al.budget={al.budget} left; use "
+                              f"al.geometric_factor >= 1, a larger al.per_round, or a smaller al.budget")
         sizes.append(k)
         left -= k
         if al.schedule == "geometric":
@@ -52,6 +56,17 @@ def check_resampled_pool(al: ALConfig, pool) -> None:
             f"{len(pool)} images, and {al.seed_size} + {al.budget} labels would label {share:.0%} of it (the paper "
             f"regenerated each variant at full size, ~4,800 images). Load a regenerated variant instead, or set "
             f"al.max_resampled_share={share:.2f} (or higher) to run on the small pool anyway.")
+
+
+def check_classes(labels: np.ndarray, class_names, where: str) -> None:
+    """Refuse a split with fewer than two classes: its "balanced" seed set, accuracy and
+    worst-group would all be meaningless (a one-class pool scores 1.000 on everything)."""
+    values, counts = np.unique(labels, return_counts=True)
+    if len(values) < 2:
+        names = list(class_names) if class_names is not None else []
+        have = ", ".join(f"{names[v] if v < len(names) else v} (class {v}): {c}" for v, c in zip(values, counts))
+        raise DataError(f"{where} holds a single class ({have or 'no examples'}); active learning needs at least "
+                        f"two. Check the label column of the data (or the toy world's minority_fraction)")
 
 
 def draw_seed_set(labels: np.ndarray, size: int, kind: str, rng: np.random.Generator) -> np.ndarray:

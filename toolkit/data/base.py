@@ -73,6 +73,20 @@ class GroupedDataset:
                 f"found range [{labels.min()}, {labels.max()}]"
             )
 
+    def content_digest(self) -> str:
+        """A digest of what the split *is*: its name, params (file-based loaders put a digest of
+        their files there), ids and attribute table (labels and groups). Runs record it and
+        refuse to resume on data that changed."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps({"name": self.name, "split": self.split,
+                                       "params": {k: v for k, v in self.params.items() if k != "cache_dir"}},
+                                      sort_keys=True, default=str).encode())
+        h.update(np.asarray(self.ids, dtype=np.int64).tobytes())
+        h.update(pd.util.hash_pandas_object(self.attributes, index=False).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def __getstate__(self) -> dict:
         # loaders (finetune._loader) hold worker processes: never pickled with the data
         return {k: v for k, v in self.__dict__.items() if k != "_loaders"}

@@ -20,7 +20,7 @@ from toolkit.analysis import final_summary, learning_curves
 from toolkit.config import RunConfig, resolve_config
 from toolkit.experiments.protocols import FINAL_METRICS, STRATEGIES, TOY_LEGEND, WEIGHTS, arm_short
 from toolkit.models.pretrain import ensure_toy_backbone
-from toolkit.record import load_run, tidy_rounds, write_atomic
+from toolkit.record import load_run, run_dirs, tidy_rounds, write_atomic
 from toolkit.report.tables import format_table
 
 
@@ -55,7 +55,8 @@ def run_demo(*, seeds: list[int], out: str | Path | None = None, workers: int | 
     failed = {n: s for n, s in results.items() if s != "done"}
     if failed:
         raise RuntimeError(f"demo runs failed: {', '.join(failed)}; errors in {out / 'index.json'}")
-    records = [load_run(out / "runs" / name) for name in cfgs]
+    # every run in the folder (an earlier call's seeds too), as `altk report` reads it: one folder, one answer
+    records = [load_run(d) for d in run_dirs(out / "runs")]
     tidy = tidy_rounds(records)
     write_atomic(out / "rounds.csv", tidy.to_csv(index=False))
     write_atomic(out / "summary.csv", final_summary(tidy, FINAL_METRICS).to_csv(index=False))
@@ -68,7 +69,7 @@ def run_demo(*, seeds: list[int], out: str | Path | None = None, workers: int | 
     fig.write_html(out / "learning_curves.html", include_plotlyjs=True)
     # the quick report (tables, curves, composition); the representation sections add
     # ~40 s of feature extraction, probes and t-SNE, so they are one command away
-    report = build_report([out / "runs" / name for name in cfgs], out / "report.html",
+    report = build_report([r.path for r in records], out / "report.html",
                           title=f"{title} demo", representation=False)
     log("\n" + table)
     log(f"\n[demo] wrote {out / 'summary.csv'}, {out / 'rounds.csv'}, {out / 'learning_curves.html'} "

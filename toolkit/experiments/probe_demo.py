@@ -27,7 +27,7 @@ from toolkit.experiments.protocols import (
 from toolkit.features.cache import extract_features, open_cache
 from toolkit.features.probe import ProbeRun, run_probes
 from toolkit.models.pretrain import ensure_toy_backbone
-from toolkit.record import tidy_rounds, write_atomic
+from toolkit.record import load_run, run_dirs, tidy_rounds, write_atomic
 from toolkit.report.tables import format_table, separability_table
 
 
@@ -53,6 +53,9 @@ def run_probe_demo(*, seeds: list[int], out: str | Path | None = None, data: dic
                 for strategy in STRATEGIES for seed in seeds]
         records += run_probes(caches["train"], {"test": caches["test"]}, runs)  # in lockstep: one pass per round
         log(f"[demo] {weights}: {2 * len(seeds)} probe runs done ({time.time() - t0:.0f}s)")
+    # the tables cover every run in the folder (an earlier call's seeds too), as `altk report` does:
+    # one folder, one answer
+    records = [load_run(d) for d in run_dirs(out / "runs")]
     tidy = tidy_rounds(records)
     write_atomic(out / "rounds.csv", tidy.to_csv(index=False))
     write_atomic(out / "summary.csv", final_summary(tidy, FINAL_METRICS).to_csv(index=False))

@@ -81,6 +81,7 @@ class FeatureCache:
     class_names: tuple[str, ...]
     group_columns: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
+    chunk_digests: tuple[str, ...] = ()  # sha256 of each chunk of stored embeddings, checked on open
 
     @property
     def labels(self) -> np.ndarray:
@@ -100,7 +101,9 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
     Args:
         path: the cache file (`extract_features` returns it).
         expect: fingerprint keys the cache must have (only those given are compared).
-        lazy: leave the embeddings on disk (read by chunks) instead of loading them.
+        lazy: leave the embeddings on disk (read by chunks) instead of loading them. A
+            full load checks every chunk against the sha256 written at extraction (a lazy
+            open does not: it reads nothing yet).
 
     Returns:
         A `FeatureCache`: ids, embeddings, labels, spurious attribute, attribute table, fingerprint.
@@ -142,13 +145,26 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
     ids = f["ids"][:]
     attrs = pd.DataFrame({c: _decode(f["attributes"][c][:]) for c in f["attributes"].attrs["columns"]},
                          index=pd.Index(ids, name="id"))
-    emb = f["embeddings"] if lazy else f["embeddings"][:].astype(np.float32)
+    digests = tuple(d.decode() for d in f["chunk_sha256"][:]) if "chunk_sha256" in f else ()
+    if lazy:
+        emb = f["embeddings"]
+    else:
+        raw = f["embeddings"][:]
+        step = int(f.attrs.get("chunk_rows", 0) or 0)
+        for i, expected in enumerate(digests if step else ()):  # embeddings changed after completion
+            lo = i * step
+            if _digest(raw[lo:lo + step]) != expected:
+                f.close()
+                raise CacheError(f"{path}: embeddings rows {lo}-{min(lo + step, len(raw)) - 1} differ from the "
+                                 f"digest written when they were extracted (the file was modified or damaged). "
+                                 f"Delete it and extract again.")
+        emb = raw.astype(np.float32)
     g = f["attributes"].attrs
     meta = (str(g["label_column"]), str(g["spurious_column"]) or None, tuple(str(c) for c in g["class_names"]),
             tuple(str(c) for c in g.get("group_columns", ())), tuple(str(c) for c in g.get("extra_metrics", ())))
     if not lazy:
         f.close()
-    return FeatureCache(path, fp, ids, emb, attrs, *meta)
+    return FeatureCache(path, fp, ids, emb, attrs, *meta, chunk_digests=digests)
 
 
 def _decode(values: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from toolkit.al.protocol import (
     attribute_shares,
     candidates,
     check_budget,
+    check_classes,
     dataset_rows,
     draw_seed_set,
     split_metrics,
@@ -136,6 +137,49 @@ class _PoolRows:
     def close(self) -> None:
         if self.lazy is not None:
             self.emb.file.close()
+
+
+# dataset params that may differ between a pool and its held-out splits: what only the pool's
+# sampling uses, and the loaders' per-split digests of their files
+POOL_ONLY_PARAMS = ("matched_fraction", "resample_seed", "content", "in_memory")
+
+
+def check_eval_cache(pool: FeatureCache, cache: FeatureCache, split: str) -> None:
+    """Refuse an evaluation cache that is not a held-out split of the pool's own dataset and task,
+    embedded the same way: its metrics would be recorded as `split` and silently mean nothing."""
+    a, b = pool.fingerprint, cache.fingerprint
+    same = ("model", "weights", "layer", "transform", "compute", "dataset")
+    differ = [k for k in same if a.get(k) != b.get(k)]
+    pa = {k: v for k, v in (a.get("dataset_params") or {}).items() if k not in POOL_ONLY_PARAMS}
+    pb = {k: v for k, v in (b.get("dataset_params") or {}).items() if k not in POOL_ONLY_PARAMS}
+    differ += [f"dataset_params.{k}" for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+    if differ:
+        raise CacheError(f"eval cache {split}={cache.path} does not belong with the pool {pool.path}: "
+                         + "; ".join(f"{k}: pool {_get(a, k)!r}, eval {_get(b, k)!r}" for k in differ[:4])
+                         + ". Pass a held-out split extracted with the pool's model, weights and dataset params")
+    shared = np.intersect1d(np.asarray(pool.ids), np.asarray(cache.ids))
+    if len(shared):
+        raise CacheError(f"eval cache {split}={cache.path} shares {len(shared)} of its {len(cache)} ids with the pool "
+                         f"{pool.path} (e.g. id {int(shared[0])}): evaluating on pool examples would score what is "
+                         f"being labelled. Pass the cache of a held-out split")
+
+
+def _get(fp: dict, key: str):
+    if key.startswith("dataset_params."):
+        return (fp.get("dataset_params") or {}).get(key.split(".", 1)[1])
+    return fp.get(key)
+
+
+def cache_digest(cache: FeatureCache) -> str:
+    """What a probe run reads from a cache: its fingerprint, ids, labels and embeddings' chunk digests."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(cache.fingerprint, sort_keys=True, default=str).encode())
+    h.update(np.asarray(cache.ids, dtype=np.int64).tobytes())
+    h.update(np.asarray(cache.labels, dtype=np.int64).tobytes())
+    h.update(json.dumps(getattr(cache, "chunk_digests", None) or [], default=str).encode())
+    return h.hexdigest()[:16]
 
 
 BLOCK = 8  # decision columns per GEMM; a fixed width keeps a run's scores independent of its batch-mates
@@ -311,14 +355,14 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
     n = len(pool)
     fp = pool.fingerprint
     for split, c in evals.items():
-        if (c.fingerprint["model"], c.fingerprint["weights"]) != (fp["model"], fp["weights"]):
-            raise CacheError(f"eval cache {c.path} was extracted with {c.fingerprint['model']}/"
-                             f"{c.fingerprint['weights']}, the pool with {fp['model']}/{fp['weights']}")
+        check_eval_cache(pool, c, split)
     for spec in runs:
         check_budget(spec.al, n)
+    check_classes(pool.labels, pool.class_names, f"the pool cache {pool.path}")
     labels, spurious = pool.labels, pool.spurious
     shares = group_shares(labels, spurious) if spurious is not None else None
     n_classes = len(pool.class_names)
+    digests = {"pool": cache_digest(pool), **{f"eval:{s}": cache_digest(c) for s, c in evals.items()}}
     with contextlib.ExitStack() as stack:
         for spec in runs:
             stack.enter_context(exclusive(Path(spec.out_dir), "probe run", directory=True))
@@ -336,7 +380,7 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
                     "label_column": pool.label_column, "spurious_column": pool.spurious_column,
                     "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
                     "acquisition_sizes": sizes}
-            writer = RunWriter(spec.out_dir, config, meta)
+            writer = RunWriter(spec.out_dir, config, meta, digests=digests)
             if writer.completed_rounds:
                 id_to_pos = id_to_pos or {int(i): p for p, i in enumerate(pool.ids)}
                 labelled = np.array([id_to_pos[i] for i in writer.labelled_ids()], dtype=np.int64)

@@ -204,6 +204,18 @@ def explorer_section(page: _Page, records: list[RunRecord]) -> None:
     page.raw(explorer_html(view))
 
 
+def unfinished_runs(records: list[RunRecord]) -> list[tuple[str, int, int]]:
+    """(name, labels at the last completed round, labels at the budget) of every run not finished."""
+    out = []
+    for rec in records:
+        if rec.status != "finished":
+            sizes = rec.meta.get("acquisition_sizes") or []
+            seed = int(rec.run_config["al"]["seed_size"])
+            done = int(rec.rounds["n_labels"].iloc[-1]) if len(rec.rounds) else 0
+            out.append((rec.name, done, seed + sum(sizes)))
+    return out
+
+
 def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "Active-learning report",
                  representation: bool = True, figures_dir: str | Path | None = None,
                  figure_format: str = "pdf", split: str | None = None) -> Path:
@@ -251,6 +263,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     fin = final_summary(tidy, metrics)
     if fin["n_left_out"].sum():
         page.note("Left out of the final-budget table: " + "; ".join(x for x in fin["left_out"] if x) + ".")
+    unfinished = unfinished_runs(records)
+    if unfinished:  # said whether or not a finished run of the same arm left them out
+        page.note("Unfinished runs (killed or still running; rerun their command to resume them): " + "; ".join(
+            f"{name} (last completed round at {n} labels of {budget})" for name, n, budget in unfinished)
+            + ". Where an arm has only unfinished runs, its row above is their last completed round, not the budget.")
     compact = fin[["model", "weights", "strategy", "n_seeds", "n_labels"]].copy()
     for m in metrics:
         compact[m] = [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(fin[m], fin[m + "_low"], fin[m + "_high"])]

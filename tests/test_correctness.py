@@ -1,0 +1,115 @@
+"""Silent wrong results a sceptical user found (issue #23, W1-W6, and a hang): each test
+failed on the code before the fix."""
+import dataclasses
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_DATA
+
+from toolkit.al.loop import run_active_learning
+from toolkit.al.protocol import acquisition_sizes
+from toolkit.config import ALConfig
+from toolkit.errors import CacheError, ConfigError, DataError, RecordError
+from toolkit.features.cache import extract_features, open_cache
+from toolkit.features.probe import run_probe
+
+AL = ALConfig(strategy="least_confidence", seed_size=10, per_round=5, budget=10)
+
+
+@pytest.fixture(scope="module")
+def feats(tiny_backbone, tmp_path_factory):
+    root = tmp_path_factory.mktemp("correct")
+    kw = dict(weights=str(tiny_backbone), root=root / "f", log=None)
+    params = {**TINY_DATA, "cache_dir": str(root / "data")}
+    other_task = {**params, "label_shapes": [["circle", "ring", "hexagon"], ["triangle", "plus", "star"]]}
+    return {"pool": extract_features("toy_resnet", "toyworld", "train", dataset_params=params, **kw),
+            "test": extract_features("toy_resnet", "toyworld", "test", dataset_params=params, **kw),
+            "other_task_test": extract_features("toy_resnet", "toyworld", "test", dataset_params=other_task, **kw),
+            "root": root}
+
+
+def test_w1_an_eval_cache_of_another_task_or_a_copy_of_the_pool_is_refused(feats, tmp_path):
+    with pytest.raises(CacheError, match="label_shapes"):
+        run_probe(feats["pool"], {"test": feats["other_task_test"]}, tmp_path / "a", al=AL)
+    copy = tmp_path / "renamed-copy-of-the-pool.h5"
+    shutil.copy(feats["pool"], copy)
+    with pytest.raises(CacheError, match="shares .* ids with the pool"):
+        run_probe(feats["pool"], {"test": copy}, tmp_path / "b", al=AL)
+    run_probe(feats["pool"], {"test": feats["test"]}, tmp_path / "ok", al=AL)  # the held-out split is accepted
+
+
+def test_w2_a_resume_after_the_weights_changed_is_refused(tiny_cfg, tiny_backbone, tmp_path):
+    weights = tmp_path / "backbone.pt"
+    shutil.copy(tiny_backbone, weights)
+    cfg = dataclasses.replace(tiny_cfg, model=dataclasses.replace(tiny_cfg.model, weights=str(weights)))
+    run_active_learning(cfg, tmp_path / "run", log=None, max_rounds=1)  # killed after round 0
+    saved = torch.load(weights, map_location="cpu", weights_only=False)
+    saved["backbone"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in saved["backbone"].items()}
+    torch.save(saved, weights)  # the same path, other weights
+    with pytest.raises(RecordError, match="weights changed"):
+        run_active_learning(cfg, tmp_path / "run", log=None)
+
+
+def test_w2_a_probe_resume_after_the_pool_cache_changed_is_refused(feats, tmp_path):
+    pool = tmp_path / "pool.h5"
+    shutil.copy(feats["pool"], pool)
+    run_probe(pool, {"test": feats["test"]}, tmp_path / "run", al=AL, max_rounds=1)
+    with h5py.File(pool, "r+") as f:  # relabel the pool in place (a new extraction at the same path would too)
+        col = f["attributes"]["y"]
+        col[...] = 1 - col[...]
+    with pytest.raises(RecordError, match="pool changed"):
+        run_probe(pool, {"test": feats["test"]}, tmp_path / "run", al=AL)
+
+
+def test_w3_a_one_class_pool_is_refused(tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, data=dataclasses.replace(
+        tiny_cfg.data, params={**tiny_cfg.data.params, "minority_fraction": 0.0}))
+    with pytest.raises(DataError, match="single class .*: 240"):
+        run_active_learning(cfg, "/nonexistent/never-written", log=None)
+
+
+def test_w4_the_report_says_a_run_is_unfinished(tiny_cfg, tmp_path):
+    from toolkit.report.html import build_report
+
+    run_active_learning(tiny_cfg, tmp_path / "killed", log=None, max_rounds=1)
+    page = build_report([tmp_path / "killed"], tmp_path / "r.html", representation=False).read_text()
+    assert "Unfinished runs" in page and "killed (last completed round at 10 labels of 20)" in page
+
+
+def test_w5_embeddings_changed_after_completion_are_refused(feats, tmp_path):
+    path = tmp_path / "cache.h5"
+    shutil.copy(feats["test"], path)
+    with h5py.File(path, "r+") as f:
+        f["embeddings"][3] = f["embeddings"][3] + np.float16(0.5)
+    with pytest.raises(CacheError, match="rows 0-.* differ from the digest"):
+        open_cache(path)
+    assert open_cache(feats["test"]).embeddings.shape[0] == TINY_DATA["n_test"]
+
+
+def test_w6_the_probe_demo_folder_gives_one_answer(tiny_backbone, tmp_path, monkeypatch, capsys):
+    from conftest import install_backbone
+
+    from toolkit.cli import main
+
+    install_backbone(tiny_backbone, None)
+    args = ["demo", "--probe", "--out", str(tmp_path / "d"), "--al", "seed_size=10", "per_round=5", "budget=10"]
+    monkeypatch.setattr("toolkit.experiments.protocols.PROBE_POOL", dict(TINY_DATA))
+    monkeypatch.setattr("toolkit.experiments.probe_demo.PROBE_POOL", dict(TINY_DATA))
+    main(args + ["--seeds", "0"])
+    main(args + ["--seeds", "1"])
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "d-probe" / "summary.csv")
+    assert set(summary["n_seeds"]) == {2}  # both calls' seeds, as `altk report` would read the folder
+    assert pd.read_csv(tmp_path / "d-probe" / "rounds.csv")["seed"].nunique() == 2
+    with pytest.raises(SystemExit):
+        main(["demo", "--probe", "--set", "al.budget=5", "--out", str(tmp_path / "e")])
+    assert "--set takes full-finetuning config keys" in capsys.readouterr().err
+
+
+def test_a_shrinking_geometric_schedule_is_refused_not_a_hang():
+    with pytest.raises(ConfigError, match="geometric_factor=0.5 shrinks the round size to 0"):
+        acquisition_sizes(ALConfig(per_round=4, budget=20, schedule="geometric", geometric_factor=0.5))
