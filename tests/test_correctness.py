@@ -113,3 +113,48 @@ def test_w6_the_probe_demo_folder_gives_one_answer(tiny_backbone, tmp_path, monk
 def test_a_shrinking_geometric_schedule_is_refused_not_a_hang():
     with pytest.raises(ConfigError, match="geometric_factor=0.5 shrinks the round size to 0"):
         acquisition_sizes(ALConfig(per_round=4, budget=20, schedule="geometric", geometric_factor=0.5))
+
+
+def test_bad_protocol_values_are_refused_by_the_probe_and_the_cli(feats, tmp_path, capsys):
+    from toolkit.cli import _seeds
+
+    for bad, match in ((dict(budget=-5), "al.budget must be >= 0"), (dict(pool_subsample=0), "al.pool_subsample")):
+        with pytest.raises(ConfigError, match=match):
+            run_probe(feats["pool"], {"test": feats["test"]}, tmp_path / "x", al=dataclasses.replace(AL, **bad))
+    for text in ("5-2", "a-b", "-3"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            _seeds(text)
+    assert _seeds("0-2,7") == [0, 1, 2, 7]
+
+
+def test_config_values_that_were_silently_accepted_are_refused():
+    from toolkit.al.sweep import parse_grid
+    from toolkit.config import resolve_config
+
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_grid(["seeds=0", "seeds=1"])
+    with pytest.raises(ConfigError, match="checkpoint_rounds \\[99\\]"):
+        resolve_config("toy", ["checkpoint_rounds=[99]"])
+    with pytest.raises(ConfigError, match="model.zero_head"):
+        resolve_config("toy", ["model.zero_head=sometimes"])
+    for splits in ("[]", "[train]"):
+        with pytest.raises(ConfigError, match="data.eval_splits"):
+            resolve_config("toy", [f"data.eval_splits={splits}"])
+    assert resolve_config("toy", ["checkpoint_rounds=[0, -1]"]).checkpoint_rounds == [0, -1]
+
+
+def test_a_small_generated_toy_world_is_not_refused_as_resampled(tiny_cfg, tmp_path):
+    """The toy world generates its pool at the requested size: the resampled-pool guard is for
+    loaders that resample existing images, so a budget over 10% of a small toy pool runs."""
+    cfg = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, budget=30))  # 40 of 240 labels
+    assert run_active_learning(cfg, tmp_path / "run", log=None, max_rounds=1).rounds["n_labels"].tolist() == [10]
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
+    from toolkit._util.locks import exclusive
+    from toolkit.al.sweep import Sweep
+    from toolkit.errors import LockedError
+
+    with exclusive(tmp_path / "sweep", "sweep", directory=True):  # a sweep running elsewhere
+        with pytest.raises(LockedError, match="sweep .* is being written"):
+            Sweep(tmp_path / "sweep", {}).launch_local(workers=1)

@@ -14,12 +14,19 @@ from toolkit.errors import AltkError, ConfigError
 def _seeds(text: str) -> list[int]:
     """"0-2" -> [0, 1, 2]; "0,3,5" -> [0, 3, 5]."""
     out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-"))
+                if b < a:
+                    raise ValueError
+                out += list(range(a, b + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected non-negative seeds like 0-9 (a rising range) or 0,3,5") from None
+    if any(s < 0 for s in out):
+        raise ConfigError(f"--seeds {text!r}: seeds must be >= 0")
     return out
 
 
@@ -128,7 +135,7 @@ def cmd_sweep(args) -> None:
     todo = sweep.todo()
     print(f"[sweep] {len(sweep.cfgs)} runs in {args.out}: {len(sweep.cfgs) - len(todo)} finished, {len(todo)} to run")
     if args.launcher == "local":
-        results = sweep.launch_local(workers=args.workers)
+        sweep.launch_local(workers=args.workers)
     else:
         params = {"timeout_min": args.timeout_min}
         if args.partition:
@@ -137,12 +144,18 @@ def cmd_sweep(args) -> None:
             params["gpus_per_node"] = args.gpus
         if args.array_parallelism:
             params["slurm_array_parallelism"] = args.array_parallelism
-        results = sweep.launch_submitit(cluster=args.cluster, **params)
-    failed = [n for n, s in results.items() if s != "done"]
-    tidy = sweep.aggregate()
-    print(f"[sweep] aggregated {len(tidy)} rounds of {tidy['run'].nunique()} runs -> {Path(args.out) / 'rounds.csv'}")
+        sweep.launch_submitit(cluster=args.cluster, **params)
+    failed = sweep.failures()
+    for name, line in failed.items():  # the reason, not only a status: the full traceback is in index.json
+        print(f"[sweep] {name} failed: {line}", file=sys.stderr)
+    have = [n for n in sweep.cfgs if (sweep.run_dir(n) / "rounds.jsonl").exists()]
+    if have:
+        tidy = sweep.aggregate()
+        print(f"[sweep] aggregated {len(tidy)} rounds of {tidy['run'].nunique()} runs ({', '.join(have[:6])}"
+              f"{', ...' if len(have) > 6 else ''}) -> {Path(args.out) / 'rounds.csv'}")
     if failed:
-        print(f"[sweep] {len(failed)} failed (errors in {Path(args.out) / 'index.json'}): {', '.join(failed)}")
+        print(f"[sweep] {len(failed)} of {len(sweep.cfgs)} runs failed; full errors in {Path(args.out) / 'index.json'}",
+              file=sys.stderr)
         raise SystemExit(1)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,11 @@ _RANGES = {
     ("finetune", "schedule_scale"): (lambda v: v > 0, "> 0"),
     ("finetune", "augment_pad"): (lambda v: v >= 0, ">= 0"),
     ("finetune", "weight_decay"): (lambda v: v >= 0, ">= 0"),
+    ("model", "zero_head"): (lambda v: v in ("always", "pretrained_only"), "'always' or 'pretrained_only'"),
+    ("data", "eval_splits"): (lambda v: len(v) >= 1 and "train" not in v,
+                              "a non-empty list of held-out splits (not 'train': that is the pool)"),
+    ("", "checkpoint_rounds"): (lambda v: all(isinstance(r, int) and r >= -1 for r in v),
+                                "a list of round indices (>= 0, or -1 for the last)"),
 }
 
 
@@ -245,6 +251,41 @@ def validate_config(cfg: "RunConfig") -> None:
         value = getattr(getattr(cfg, section) if section else cfg, key)
         if not ok(value):
             raise ConfigError(f"config key {(section + '.' if section else '') + key!r} must be {what}, got {value!r}")
+    rounds = len(acquisition_sizes(cfg.al))
+    late = [r for r in cfg.checkpoint_rounds if r > rounds]
+    if late:
+        raise ConfigError(f"checkpoint_rounds {late}: the run has rounds 0-{rounds} (al.budget={cfg.al.budget}, "
+                          f"al.per_round={cfg.al.per_round}); use indices in that range or -1 for the last")
+
+
+def validate_al(al: "ALConfig") -> None:
+    """The protocol's range checks alone (the probe loop takes an ALConfig without a RunConfig)."""
+    for (section, key), (ok, what) in _RANGES.items():
+        if section == "al" and not ok(getattr(al, key)):
+            raise ConfigError(f"al.{key} must be {what}, got {getattr(al, key)!r}")
+
+
+def acquisition_sizes(al: ALConfig) -> list[int]:
+    """Examples acquired after each round, summing to the budget."""
+    if al.per_round < 1:
+        raise ConfigError(f"al.per_round must be >= 1, got {al.per_round}")
+    if al.size_rounding not in ("round", "floor"):
+        raise ConfigError(f"al.size_rounding must be 'round' or 'floor', got {al.size_rounding!r}")
+    to_int = (lambda v: int(math.floor(v + 1e-9))) if al.size_rounding == "floor" else (lambda v: int(round(v)))
+    sizes, size, left = [], float(al.per_round), al.budget
+    while left > 0:
+        k = min(to_int(size), left)
+        if k < 1:  # a shrinking geometric schedule would acquire nothing, round after round
+            raise ConfigError(f"al.geometric_factor={al.geometric_factor} shrinks the round size to 0 after "
+                              f"{len(sizes)} rounds with {left} of al.budget={al.budget} left; use "
+                              f"al.geometric_factor >= 1, a larger al.per_round, or a smaller al.budget")
+        sizes.append(k)
+        left -= k
+        if al.schedule == "geometric":
+            size *= al.geometric_factor
+        elif al.schedule != "fixed":
+            raise ConfigError(f"unknown al.schedule {al.schedule!r}; valid: 'fixed', 'geometric'")
+    return sizes
 
 
 def parse_overrides(overrides: list[str]) -> dict:

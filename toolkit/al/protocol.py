@@ -6,32 +6,9 @@ import numpy as np
 import pandas as pd
 
 from toolkit._util.repro import round_rng
-from toolkit.config import ALConfig
+from toolkit.config import ALConfig, acquisition_sizes  # noqa: F401  (the protocol's round sizes)
 from toolkit.errors import ConfigError, DataError
 from toolkit.metrics import EXTRA_METRICS, group_key, group_metrics
-
-
-def acquisition_sizes(al: ALConfig) -> list[int]:
-    """Examples acquired after each round, summing to the budget."""
-    if al.per_round < 1:
-        raise ConfigError(f"al.per_round must be >= 1, got {al.per_round}")
-    if al.size_rounding not in ("round", "floor"):
-        raise ConfigError(f"al.size_rounding must be 'round' or 'floor', got {al.size_rounding!r}")
-    to_int = (lambda v: int(np.floor(v + 1e-9))) if al.size_rounding == "floor" else (lambda v: int(round(v)))
-    sizes, size, left = [], float(al.per_round), al.budget
-    while left > 0:
-        k = min(to_int(size), left)
-        if k < 1:  # a shrinking geometric schedule would acquire nothing, round after round
-            raise ConfigError(f"al.geometric_factor={al.geometric_factor} shrinks the round size to 0 after "
-                              f"{len(sizes)} rounds with {left} of al.budget={al.budget} left; use "
-                              f"al.geometric_factor >= 1, a larger al.per_round, or a smaller al.budget")
-        sizes.append(k)
-        left -= k
-        if al.schedule == "geometric":
-            size *= al.geometric_factor
-        elif al.schedule != "fixed":
-            raise ConfigError(f"unknown al.schedule {al.schedule!r}; valid: 'fixed', 'geometric'")
-    return sizes
 
 
 def check_budget(al: ALConfig, pool_size: int) -> None:
@@ -47,7 +24,7 @@ def check_budget(al: ALConfig, pool_size: int) -> None:
 
 def check_resampled_pool(al: ALConfig, pool) -> None:
     """Refuse to label more than `al.max_resampled_share` of a pool that resampling shrank."""
-    if pool.params.get("matched_fraction") is None:
+    if pool.params.get("resample_seed") is None:  # only loaders that resample existing images set it
         return
     share = (al.seed_size + al.budget) / len(pool)
     if share > al.max_resampled_share:

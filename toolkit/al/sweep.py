@@ -50,7 +50,10 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         if "=" not in item:
             raise ConfigError(f"grid entry {item!r} must look like key=v1,v2 or key=0-15")
         key, text = item.split("=", 1)
-        grid[SHORTHANDS.get(key, key)] = _values(text)
+        key = SHORTHANDS.get(key, key)
+        if key in grid:
+            raise ConfigError(f"grid key {key!r} is given twice ({item!r}); list its values once, e.g. {key}=0,1")
+        grid[key] = _values(text)
     return grid
 
 
@@ -141,6 +144,15 @@ class Sweep:
         self.out.mkdir(parents=True, exist_ok=True)
         write_atomic(self.index_path, json.dumps(self.index, indent=1, sort_keys=True))
 
+    def failures(self) -> dict[str, str]:
+        """Failed run -> the last line of its error (the whole traceback is in index.json)."""
+        out = {}
+        for name, entry in sorted(self.index.items()):
+            if name in self.cfgs and entry.get("status") == "failed":
+                lines = [line for line in (entry.get("error") or "").strip().splitlines() if line.strip()]
+                out[name] = lines[-1].strip() if lines else "no error text recorded"
+        return out
+
     def stale_runs(self) -> dict[str, list[str]]:
         """Existing runs whose saved config differs from the requested one: name -> fields."""
         import yaml
@@ -186,7 +198,14 @@ class Sweep:
             ensure_toy_backbone()
 
     def launch_local(self, *, workers: int | None = None) -> dict[str, str]:
-        """A local process pool: one torch thread per process on CPU, one process per GPU."""
+        """A local process pool: one torch thread per process on CPU, one process per GPU.
+        Holds the sweep folder's lock: a second sweep on the same folder is refused."""
+        from toolkit._util.locks import exclusive
+
+        with exclusive(self.out, "sweep", directory=True):
+            return self._launch_local(workers=workers)
+
+    def _launch_local(self, *, workers: int | None = None) -> dict[str, str]:
         import torch
 
         todo = self.todo()
@@ -220,7 +239,15 @@ class Sweep:
                         **parameters) -> dict[str, str]:
         """Submit unfinished runs as one job array through submitit (Slurm, or cluster="local"
         / "debug" for testing). `parameters` go to `executor.update_parameters`, e.g.
-        timeout_min=240, slurm_partition="gpu", gpus_per_node=1, slurm_array_parallelism=32."""
+        timeout_min=240, slurm_partition="gpu", gpus_per_node=1, slurm_array_parallelism=32.
+        Holds the sweep folder's lock while it waits for the jobs."""
+        from toolkit._util.locks import exclusive
+
+        with exclusive(self.out, "sweep", directory=True):
+            return self._launch_submitit(cluster=cluster, folder=folder, **parameters)
+
+    def _launch_submitit(self, *, cluster: str | None = None, folder: str | Path | None = None,
+                         **parameters) -> dict[str, str]:
         import submitit
 
         todo = self.todo()

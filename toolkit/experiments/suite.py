@@ -14,6 +14,7 @@ from pathlib import Path
 
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
+from toolkit.al.sweep import die_with_parent
 from toolkit.data.toy_tasks import Task
 from toolkit.errors import ConfigError
 from toolkit.experiments.protocols import ARMS, PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
@@ -99,7 +100,9 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
                 if log:
                     log(f"[suite] {job[0].name} done ({i}/{len(tasks)} tasks)")
         else:  # one torch thread per process: tasks are independent, so processes scale best
-            with cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+            # workers die with the suite (a killed suite leaves no orphans holding run locks)
+            with cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
+                                        initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_probe_task, *job, 1): job[0] for job in jobs}
                 for i, fut in enumerate(cf.as_completed(futures), 1):
                     fut.result()

@@ -28,7 +28,7 @@ from toolkit.al.protocol import (
     draw_seed_set,
     split_metrics,
 )
-from toolkit.config import ALConfig
+from toolkit.config import ALConfig, validate_al
 from toolkit.errors import CacheError, ConfigError, MissingFileError
 from toolkit.features.cache import FeatureCache, open_cache
 from toolkit.metrics import group_shares
@@ -221,7 +221,7 @@ def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | s
 
     Examples:
         >>> import toolkit
-        >>> from toolkit.config import ALConfig
+        >>> from toolkit.config import ALConfig, validate_al
         >>> small = {"n_train": 240, "n_val": 40, "n_test": 160}
         >>> pool, test = (toolkit.extract_features("toy_resnet", "toyworld", s, weights="random",
         ...                                        dataset_params=small, log=None) for s in ("train", "test"))
@@ -321,7 +321,7 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
 
     Examples:
         >>> import toolkit
-        >>> from toolkit.config import ALConfig
+        >>> from toolkit.config import ALConfig, validate_al
         >>> from toolkit.features.probe import ProbeRun, run_probes
         >>> small = {"n_train": 240, "n_val": 40, "n_test": 160}
         >>> pool, test = (toolkit.extract_features("toy_resnet", "toyworld", s, weights="random",
@@ -343,6 +343,7 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
         dup = sorted({d for d in dirs if dirs.count(d) > 1})
         raise ConfigError(f"run_probes: two runs share an output folder ({', '.join(dup)}); give each its own")
     for spec in runs:
+        validate_al(spec.al)
         if not spec.C > 0:
             raise CacheError(f"the probe's C (inverse L2 strength) must be > 0, got {spec.C}")
         get_acquisition(spec.al.strategy)
