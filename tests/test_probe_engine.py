@@ -14,7 +14,7 @@ from conftest import TINY_DATA
 
 from toolkit.config import ALConfig
 from toolkit.features.cache import extract_features
-from toolkit.features.probe import BLOCK, LinearProbe, ProbeRun, _columns, _logits, _pack, run_probe, run_probes
+from toolkit.features.probe import LinearProbe, ProbeRun, _columns, _logits, run_probe, run_probes
 
 AL = {s: ALConfig(strategy=s, seed_size=10, per_round=5, budget=20) for s in ("least_confidence", "entropy", "random")}
 
@@ -67,17 +67,16 @@ def test_lockstep_records_equal_solo_records_field_by_field(caches, tmp_path):
     _assert_same(solo[("entropy", 0, 0.1)], recs[5].path)
 
 
-def test_blocks_keep_a_runs_scores_independent_of_its_batch_mates():
-    """What the equality rests on: a fixed-width product's column does not depend on the other
-    columns or on its position (checked here on this machine's BLAS)."""
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(3000, 256, generator=g)
-    cols = [torch.randn(256, 1, generator=g) for _ in range(BLOCK + 3)]
-    offsets = [torch.randn(1, generator=g) for _ in cols]
-    alone = _logits(X, _pack([cols[4]]), [offsets[4]])[0]
-    together = _logits(X, _pack(cols), offsets)[4]
-    np.testing.assert_array_equal(alone, together)
-    assert len(_pack(cols)) == 2  # 11 single columns: two blocks of BLOCK
+def test_a_runs_scores_do_not_depend_on_the_chunking():
+    """What the equality rests on: each run's product uses its own columns only, and a row's
+    result does not depend on which rows share its chunk (checked on this machine's BLAS)."""
+    g = np.random.default_rng(0)
+    X = g.normal(size=(3000, 256)).astype(np.float32)
+    col, off = g.normal(size=256).astype(np.float32), np.array([0.3], dtype=np.float32)
+    whole = _logits(X, col, off)
+    for chunk in (64, 100, 1000):
+        parts = np.concatenate([_logits(X[lo:lo + chunk], col, off) for lo in range(0, 3000, chunk)])
+        np.testing.assert_array_equal(parts, whole)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -86,8 +85,7 @@ def test_decision_columns_give_the_probes_probabilities(n_classes):
     X = torch.from_numpy(rng.normal(size=(50, 8)).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, n_classes, 50))
     probe = LinearProbe().fit(X, y, n_classes)
-    col, off = _columns(probe)
-    logits = _logits(X, _pack([col]), [off])[0]
+    logits = _logits(X.numpy(), *_columns(probe))
     np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(),
                                torch.softmax(probe.decision_function(X), 1).numpy(), atol=1e-6)
 

@@ -90,10 +90,10 @@ def column_moments(emb, chunk_rows: int = 16_384) -> tuple[np.ndarray, np.ndarra
     memory and for an HDF5 dataset read in chunks, whatever its dtype."""
     n = len(emb)
     s = np.zeros(emb.shape[1]); ss = np.zeros(emb.shape[1])
-    for lo in range(0, n, chunk_rows):
-        x = np.asarray(emb[lo:lo + chunk_rows], dtype=np.float64)
+    for lo in range(0, n, max(chunk_rows, 16_384)):
+        x = np.asarray(emb[lo:lo + max(chunk_rows, 16_384)], dtype=np.float64)
         s += x.sum(0)
-        ss += (x * x).sum(0)
+        ss += np.einsum("ij,ij->j", x, x)
     mean = s / n
     return mean, np.sqrt(np.maximum(ss / n - mean * mean, 0.0)) + 1e-6
 
@@ -130,9 +130,14 @@ class _PoolRows:
         return out
 
     def chunks(self, n: int):
-        for lo in range(0, n, self.chunk_rows):
-            hi = min(n, lo + self.chunk_rows)
-            yield lo, hi, (self.X[lo:hi] if self.X is not None else standardise(self.emb[lo:hi], self.mean, self.std))
+        """(lo, hi, standardised rows) in chunks of `chunk_rows`; a streamed pool is read from
+        its file in blocks of at least 16,384 rows (fewer, larger reads)."""
+        step = self.chunk_rows if self.X is not None else max(self.chunk_rows, 16_384 // self.chunk_rows * self.chunk_rows)
+        for start in range(0, n, step):
+            block = self.X[start:start + step] if self.X is not None else \
+                standardise(self.emb[start:start + step], self.mean, self.std)
+            for lo in range(0, len(block), self.chunk_rows):
+                yield start + lo, start + min(lo + self.chunk_rows, len(block)), block[lo:lo + self.chunk_rows].numpy()
 
     def close(self) -> None:
         if self.lazy is not None:
@@ -182,9 +187,6 @@ def cache_digest(cache: FeatureCache) -> str:
     return h.hexdigest()[:16]
 
 
-BLOCK = 8  # decision columns per GEMM; a fixed width keeps a run's scores independent of its batch-mates
-
-
 @dataclass(frozen=True)
 class ProbeRun:
     """One probe run for `run_probes`: where its record goes, its protocol, seed and C."""
@@ -196,7 +198,7 @@ class ProbeRun:
 
 
 def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], out_dir: str | Path,
-              *, al: ALConfig, seed: int = 0, C: float = 1.0, score_chunk: int = 65_536, stream: bool = False,
+              *, al: ALConfig, seed: int = 0, C: float = 1.0, score_chunk: int | None = None, stream: bool = False,
               log=None, max_rounds: int | None = None) -> RunRecord:
     """One probe-only active-learning run on cached features, holding the run directory's lock.
 
@@ -211,7 +213,7 @@ def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | s
         al: the protocol (`ALConfig`): strategy, seed set, round sizes, budget.
         seed: the run's seed (seed set, random scores, subsampling).
         C: the probe's inverse L2 strength (sklearn's convention).
-        score_chunk: pool rows scored per matrix product.
+        score_chunk: pool rows per chunk (default: about 2 MiB of rows, to stay in the CPU cache).
         stream: read the pool chunk by chunk from its file (pools larger than memory).
         log: where progress lines go (None for silence).
         max_rounds: stop after that many rounds in total (tests use it to simulate a kill).
@@ -247,71 +249,49 @@ class _RunState:
         return Path(self.spec.out_dir)
 
 
-def _columns(probe: LinearProbe) -> tuple[torch.Tensor, torch.Tensor]:
-    """A probe's decision columns (d, k) and offsets (k,): for two classes the single column
-    z1 - z0 (logits up to a per-row constant), else one column per class."""
-    if probe.coef_.shape[1] == 2:
-        return (probe.coef_[:, 1] - probe.coef_[:, 0])[:, None], (probe.intercept_[1] - probe.intercept_[0])[None]
-    return probe.coef_, probe.intercept_
+def _columns(probe: LinearProbe) -> tuple[np.ndarray, np.ndarray]:
+    """A probe's decision columns and offsets: for two classes the single column z1 - z0
+    (logits up to a per-row constant: the same softmax, argmax and scores, at half the
+    arithmetic of two columns), else one column per class."""
+    W, b = probe.coef_.numpy(), probe.intercept_.numpy()
+    if W.shape[1] == 2:
+        return np.ascontiguousarray(W[:, 1] - W[:, 0]), np.array([b[1] - b[0]], dtype=np.float32)
+    return np.ascontiguousarray(W), b
 
 
-def _pack(columns: list[torch.Tensor]) -> list[tuple[torch.Tensor, list[tuple[int, int, int]]]]:
-    """Runs' columns packed into zero-padded blocks of a fixed width (a multiple of BLOCK).
-
-    Returns [(block (d, width), [(run index, first column, k), ...])]. For a fixed shape, a
-    product's column does not depend on the block's other columns or on its position (the
-    engine's tests check this), so a run's scores are the same alone or in any batch."""
-    blocks, current, used = [], [], 0
-    d = columns[0].shape[0] if columns else 0
-
-    def close(items, width):
-        block = torch.zeros(d, width)
-        for i, start, k in items:
-            block[:, start:start + k] = columns[i]
-        blocks.append((block, items))
-
-    for i, col in enumerate(columns):
-        k = col.shape[1]
-        if k > BLOCK:
-            close([(i, 0, k)], -(-k // BLOCK) * BLOCK)
-            continue
-        if used + k > BLOCK:
-            close(current, BLOCK)
-            current, used = [], 0
-        current.append((i, used, k))
-        used += k
-    if current:
-        close(current, BLOCK)
-    return blocks
+def _logits(X: np.ndarray, column: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """One run's logits on rows X: a product of X with the run's own columns only, so its
+    numbers do not depend on which runs share the pass, nor on how the pool is chunked."""
+    return _with_offset(X @ column, offset)
 
 
-def _logits(X: torch.Tensor, blocks, offsets: list[torch.Tensor]) -> dict[int, np.ndarray]:
-    """Every packed run's logits on rows X, one product per block: {run index: (n, C)}."""
-    out = {}
-    for block, items in blocks:
-        Z = X @ block
-        for i, start, k in items:
-            z = Z[:, start:start + k] + offsets[i]
-            out[i] = (torch.stack([torch.zeros_like(z[:, 0]), z[:, 0]], dim=1) if k == 1 else z).numpy()
-    return out
+def _with_offset(z: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Products with `_columns` -> logits: (0, z + b) for the two-class column, else z + b."""
+    if z.ndim == 1:
+        z = z + offset[0]
+        return np.stack([np.zeros_like(z), z], axis=1)
+    return z + offset
 
 
 def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], runs: list[ProbeRun],
-               *, score_chunk: int = 65_536, stream: bool = False, log=None,
+               *, score_chunk: int | None = None, stream: bool = False, log=None,
                max_rounds: int | None = None) -> list[RunRecord]:
     """Advance many probe runs on one pool in lockstep; each writes the record it writes alone.
 
-    Per step the pool is standardised once (for all runs), every active run fits its own
-    probe (warm-started from its previous round), and one matrix product per block of runs
-    (a fixed-width block of their decision columns, `BLOCK`) gives every run's scores on a
-    chunk of the pool: one pass over the pool per step, not one per run. Each run keeps its
-    own lock, record, probe state and random streams, and may resume from its own round.
+    The pool is standardised once for all runs. Per step every active run fits its own probe
+    (warm-started from its previous round); then the pool is read once, in chunks small enough
+    to stay in the CPU cache, and every run scores each chunk with its own columns. A run's
+    numbers come from products of its own columns with the same rows in every batch (a
+    product with several runs' columns at once would not: its rounding depends on the
+    product's width), so its record is the one it writes alone. Each run keeps its own lock,
+    record, probe state and random streams, and may resume from its own round.
 
     Args:
         pool: the training split's feature cache (or its path), shared by every run.
         evals: {split: cache or path}, shared by every run.
         runs: the runs (`ProbeRun`: out_dir, al, seed, C); out_dirs must differ.
-        score_chunk, log, max_rounds: as in `run_probe`.
+        score_chunk: pool rows per cache-resident chunk (default: about 2 MiB of rows).
+        log, max_rounds: as in `run_probe`.
         stream: read the pool from its HDF5 file chunk by chunk each step instead of holding it
             in memory (pools larger than memory); float16 caches are computed in float32
             chunks either way. The records are the same as in memory.
@@ -390,9 +370,9 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
             probe = (load_probe_state(Path(spec.out_dir), writer.completed_rounds - 1, spec.C)
                      if writer.completed_rounds else None)
             states.append(_RunState(spec, writer, labelled, dataset_rows(pool, labelled), probe, sizes))
-        rows = _PoolRows(pool, stream, score_chunk)
+        rows = _PoolRows(pool, stream, score_chunk or max(64, (2 << 20) // (4 * pool.embeddings.shape[1])))
         stack.callback(rows.close)
-        X_eval = [standardise(c.embeddings, rows.mean, rows.std) for c in evals.values()]
+        X_eval = [standardise(c.embeddings, rows.mean, rows.std).numpy() for c in evals.values()]
         y_all = torch.from_numpy(labels)
         while True:
             active = [s for s in states if s.r <= len(s.sizes) and (max_rounds is None or s.r < max_rounds)]
@@ -406,28 +386,26 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
                 train_s.append(time.perf_counter() - t0)
             t1 = time.perf_counter()
             cols = [_columns(s.probe) for s in active]
-            blocks, offsets = _pack([c for c, _ in cols]), [b for _, b in cols]
             metrics = [{} for _ in active]
             for (split, c), Xe in zip(evals.items(), X_eval):
-                for i, z in _logits(Xe, blocks, offsets).items():
-                    metrics[i][split] = split_metrics(z.argmax(1), c, shares)
+                for i, (col, off) in enumerate(cols):
+                    metrics[i][split] = split_metrics(_logits(Xe, col, off).argmax(1), c, shares)
             t2 = time.perf_counter()
             acquiring = [i for i, s in enumerate(active) if s.r < len(s.sizes)]
-            tops, cands = {}, {}
+            scoring = [i for i in acquiring if active[i].needs_model]
+            raw = {i: np.empty((n,) if cols[i][0].ndim == 1 else (n, cols[i][0].shape[1]), np.float32)
+                   for i in scoring}
+            if scoring:
+                for lo, hi, Xc in rows.chunks(n):  # one read of the pool per step; every run scores the chunk
+                    for i in scoring:
+                        raw[i][lo:hi] = Xc @ cols[i][0]
+            tops = {}
             for i in acquiring:
                 s = active[i]
-                cands[i] = candidates(n, s.labelled, s.spec.al, s.spec.seed, s.r)
+                unlabelled, rng = candidates(n, s.labelled, s.spec.al, s.spec.seed, s.r)
+                logits = _with_offset(raw[i][unlabelled], cols[i][1]) if i in raw else np.empty((len(unlabelled), 0))
                 tops[i] = StreamingTopK(s.sizes[s.r])
-            scoring = [i for i in acquiring if active[i].needs_model]
-            score_blocks = _pack([cols[i][0] for i in scoring]) if scoring else []
-            for lo, hi, Xc in rows.chunks(n):  # one pass over the pool per step, for every run
-                by_run = _logits(Xc, score_blocks, [offsets[i] for i in scoring]) if scoring else {}
-                for i in acquiring:
-                    unlabelled, rng = cands[i]
-                    keep = unlabelled[(unlabelled >= lo) & (unlabelled < hi)]
-                    j = scoring.index(i) if active[i].needs_model else None
-                    logits = by_run[j][keep - lo] if j is not None else np.empty((len(keep), 0))
-                    tops[i].update(score_logits(active[i].spec.al.strategy, logits, rng), keep)
+                tops[i].update(score_logits(s.spec.al.strategy, logits, rng), unlabelled)
             t3 = time.perf_counter()
             share = 1 / len(active)  # the shared passes' seconds, split evenly over the runs
             for i, s in enumerate(active):
