@@ -2,6 +2,8 @@
 the protocol switch that applies them all, and the checks on weights files and resampled pools.
 None of these needs the `wilds` package."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -275,3 +277,47 @@ def test_camelyon17_preset_follows_the_strict_small_image_rule():
     assert resolve_config("camelyon17").data.params["resolution"] == 480
     assert resolve_config("waterbirds-vit-b16").model.name == "vit_b16"
 
+
+
+def test_partial_micro_batches_follow_the_paper_codes_loader():
+    """Each pass: a fresh permutation cut into micro-batches, the last one partial (drop_last=False)."""
+    from toolkit.al.finetune import _micro_batches_by_pass
+
+    stream = _micro_batches_by_pass(42, 4, torch.Generator().manual_seed(0))
+    sizes = [len(next(stream)) for _ in range(33)]
+    assert sizes == ([4] * 10 + [2]) * 3
+    first_pass = torch.cat([next(_micro_batches_by_pass(42, 4, torch.Generator().manual_seed(0))) for _ in range(1)])
+    assert len(first_pass) == 4
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(tmp_path_factory):
+    from conftest import TINY_DATA
+
+    return create_dataset("toyworld", "train", **TINY_DATA, cache_dir=str(tmp_path_factory.mktemp("d")))
+
+
+def test_with_partial_batches_the_code_stops_on_a_partial_micro_batch(tiny_pool):
+    """A model whose loss is tiny exactly on micro-batches smaller than 4 (a lucky partial batch).
+    42 labels in micro-batches of 4, 8 per step: partial micro-batches are the 11th, 22nd, ... of
+    the stream (index 11k + 10), and a step ends on one when 11k + 10 = 8s + 7: k = 7, step 11.
+    The paper code's rule (last micro-batch, no window) stops there; the default never sees one."""
+    from toolkit.al.finetune import FinetuneConfig, finetune
+
+    class LuckyOnSmall(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            margin = 40.0 if len(x) < 4 else 0.0  # tiny cross-entropy for class 0 on a partial batch
+            return torch.stack([torch.full((len(x),), margin), torch.zeros(len(x))], 1) + 0 * self.w
+
+    class0 = np.flatnonzero(tiny_pool.labels == 0)[:42]
+    cfg = FinetuneConfig(batch_size=32, micro_batch=4, stop_loss="last_micro_batch", schedule="constant",
+                         max_steps=30, flip=False, partial_batches=True)
+    out = finetune(LuckyOnSmall(), tiny_pool, class0, cfg, device=torch.device("cpu"), seed=0)
+    assert (out["steps"], out["stopped_by"]) == (11, "loss_ratio")
+    default = finetune(LuckyOnSmall(), tiny_pool, class0, dataclasses.replace(cfg, partial_batches=False),
+                       device=torch.device("cpu"), seed=0)
+    assert (default["steps"], default["stopped_by"]) == (30, "max_steps")

@@ -9,6 +9,7 @@ from pathlib import Path
 from toolkit._util.log import to_stdout
 from toolkit._util.paths import cache_path
 from toolkit.errors import AltkError, ConfigError
+from toolkit.record import write_atomic
 
 
 def _seeds(text: str) -> list[int]:
@@ -157,6 +158,40 @@ def cmd_sweep(args) -> None:
         print(f"[sweep] {len(failed)} of {len(sweep.cfgs)} runs failed; full errors in {Path(args.out) / 'index.json'}",
               file=sys.stderr)
         raise SystemExit(1)
+
+
+def cmd_dose(args) -> None:
+    from toolkit.analysis.dose import dose_table, gain_by_dose, measure_correlations
+    from toolkit.config import parse_overrides
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.pretraining_dose import DEFAULT_DOSES, run_dose_study
+    from toolkit.report.figures import gain_vs_measure_figure, pretraining_dose_figure
+    from toolkit.report.tables import format_dose
+
+    doses = args.doses.split(",") if args.doses else list(DEFAULT_DOSES)
+    for w in doses:  # fail before any work on a name that is not a dose
+        if w not in ("random", "pretrained"):
+            from toolkit.models.pretrain import parse_dose
+
+            parse_dose(w)
+    tasks = draw_tasks(args.tasks, seed=args.task_seed)
+    out = Path(args.out or cache_path("dose-study"))
+    seeds = _seeds(args.seeds)
+    print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
+    study = run_dose_study(doses, tasks, seeds, out=out, workers=args.workers,
+                           data=parse_overrides(args.data) if args.data else None,
+                           al=parse_overrides(args.al) if args.al else None)
+    table = dose_table(study["records"], study["measures"])
+    corr = measure_correlations(table)
+    write_atomic(out / "dose.csv", table.to_csv(index=False))
+    write_atomic(out / "correlations.csv", corr.to_csv(index=False))
+    text = format_dose(table, corr)
+    write_atomic(out / "dose.txt", text + "\n")
+    figs = [pretraining_dose_figure(gain_by_dose(table)), gain_vs_measure_figure(table)]
+    write_atomic(out / "dose.html", "".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figs)))
+    print("\n" + text)
+    print(f"\n[dose] wrote {out / 'dose.csv'} (one row per backbone x task), {out / 'correlations.csv'}, "
+          f"{out / 'dose.html'}")
 
 
 def cmd_suite(args) -> None:
@@ -315,6 +350,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--partition", default=None)
     p.add_argument("--gpus", type=int, default=None)
     p.set_defaults(func=cmd_suite)
+
+    p = sub.add_parser("dose", help="the pretraining-dose study: AL gain along how much, and on what, the toy "
+                                    "backbone was pretrained, and the representation measures that predict it")
+    p.add_argument("--doses", default=None, help="comma-separated toy_resnet weights ids (default: random, "
+                   "pretrained@step0,100,200,400,800, pretrained, pretrained@images5000, pretrained@shapes10)")
+    p.add_argument("--tasks", type=int, default=20, help="K tasks drawn from the suite's task distribution")
+    p.add_argument("--task-seed", type=int, default=0)
+    p.add_argument("--seeds", default="0-9")
+    p.add_argument("--out", default=None, help="study folder (default: <cache>/dose-study; re-running resumes)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="dataset options (n_train=4000)")
+    p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (budget=60 per_round=5)")
+    p.set_defaults(func=cmd_dose)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")
     p.add_argument("runs", nargs="+", help="run directories, or folders holding them")

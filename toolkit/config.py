@@ -45,6 +45,11 @@ class FinetuneConfig:
             `adam_betas` and `weight_decay`).
         schedule: "bit_hyperrule" (warm-up and step decays; ends the run) or "constant"
             (base_lr throughout; `max_steps` or the stop rule end the run).
+        partial_batches: draw micro-batches pass by pass and keep each pass's last, partial
+            one (the paper's code: a DataLoader of micro-batches with drop_last=False,
+            utils/train_test_common.py:210-220). With `stop_loss: last_micro_batch` the rule then
+            reads a 1-3 example loss whenever a step ends on it. False (the default): one endless
+            shuffled stream, every micro-batch full.
         compile: run the model through `torch.compile`, once per run (off by default: its
             cost, ~75 s on the test CPU, needs many steps to repay; unmeasured on GPUs).
     """
@@ -67,6 +72,7 @@ class FinetuneConfig:
     adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
     schedule: str = "bit_hyperrule"
     compile: bool = False
+    partial_batches: bool = False
 
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):

@@ -69,8 +69,9 @@ ROWS: tuple[FidelityRow, ...] = (
         "micro-batches of 8 (the text)",
         {"finetune": {"micro_batch": 4}},
         "exact either way with GroupNorm (no batch statistics); 8 needs half the passes. Changes only which "
-        "micro-batch the code's stopping rule reads",
-        lambda cfg: _image(cfg) and cfg.finetune.batch_size == 32 and cfg.finetune.micro_batch != cfg.finetune.batch_size,
+        "micro-batch the code's stopping rule reads. Applied to every image preset with the paper's batch of 32, "
+        "the toy preset's whole-batch passes included",
+        lambda cfg: _image(cfg) and cfg.finetune.batch_size == 32,
     ),
     FidelityRow(
         "Warm-up",
@@ -179,9 +180,9 @@ ROWS: tuple[FidelityRow, ...] = (
         "not stated",
         "reshuffled each epoch, last micro-batch may be partial (utils/train_test_common.py:210-220)",
         "endless shuffled passes cut into full batches (a batch may span two passes)",
-        {},
-        "not offered: a partial batch only adds noise to one step per epoch",
-        lambda cfg: False,
+        {"finetune": {"partial_batches": True}},
+        "with the code's stopping rule (the last micro-batch's loss, no window) a partial micro-batch of 1-3 "
+        "examples decides when training stops whenever a step ends on it; MEASURED_STEPS",
     ),
     FidelityRow(
         "Evaluation",

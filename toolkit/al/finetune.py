@@ -143,6 +143,14 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Te
         buf = buf[batch_size:]
 
 
+def _micro_batches_by_pass(n: int, size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """The paper's code's micro-batches: each pass a fresh permutation of range(n) cut into
+    micro-batches of `size`, the last one partial when `size` does not divide n."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        yield from perm.split(size)
+
+
 def finetune(
     model: torch.nn.Module,
     dataset: GroupedDataset,
@@ -172,6 +180,7 @@ def finetune(
     stop = LossRatioStop(cfg.stop_ratio, 1 if cfg.stop_loss == "last_micro_batch" else cfg.loss_window)
     n_micro = cfg.batch_size // micro_batch
     batches = _batches(len(positions), cfg.batch_size, gen)
+    micro_stream = _micro_batches_by_pass(len(positions), micro_batch, gen) if cfg.partial_batches else None
     step, stopped_by, t0, data_seconds = 0, "schedule", time.perf_counter(), 0.0
     while True:
         lr = (cfg.base_lr if cfg.schedule == "constant"
@@ -183,10 +192,13 @@ def finetune(
             break
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = positions[next(batches).numpy()]
+        if micro_stream is not None:  # n_micro micro-batches of the pass-by-pass stream (a step may span passes)
+            chunks = [positions[next(micro_stream).numpy()] for _ in range(n_micro)]
+        else:
+            chunks = np.array_split(positions[next(batches).numpy()], n_micro)
         opt.zero_grad(set_to_none=True)
         step_loss = torch.zeros((), device=device)
-        for chunk in np.array_split(idx, n_micro):
+        for chunk in chunks:
             t_data = time.perf_counter()
             x, y = dataset.get_batch(chunk, device if device.type == "cuda" else None, train=True)
             if _is_image(x):  # text batches (dicts of token tensors) are not augmented

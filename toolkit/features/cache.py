@@ -40,7 +40,8 @@ def describe_weights(weights: str, model: torch.nn.Module, seed: int) -> str:
     """What the fingerprint says about the weights: a digest, never just a path."""
     if weights == "random":
         return f"random:{seed}"
-    return f"{'pretrained' if weights == 'pretrained' else 'file'}:{weights_digest(model.backbone)}"
+    kind = weights if weights == "pretrained" or weights.startswith("pretrained@") else "file"
+    return f"{kind}:{weights_digest(model.backbone)}"
 
 
 def make_fingerprint(*, model: str, weights: str, layer: str, dataset: GroupedDataset, transform: str,

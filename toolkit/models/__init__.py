@@ -172,6 +172,10 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
     backbone, num_features = spec.build()
     if weights == "pretrained":
         _load_pretrained(name, spec, backbone)
+    elif name == "toy_resnet" and weights.startswith("pretrained@"):  # a pretraining dose
+        from toolkit.models.pretrain import ensure_toy_dose
+
+        load_backbone_weights(backbone, ensure_toy_dose(weights))
     elif weights != "random":
         path = Path(weights)
         if not path.exists():

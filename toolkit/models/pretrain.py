@@ -34,6 +34,7 @@ from toolkit._util.progress import progress
 from toolkit.data.base import normalize
 from toolkit.data.render import SHAPES, TEXTURES, render
 from toolkit.data.toyworld import ToyWorldParams
+from toolkit.errors import ModelError
 from toolkit.models.toy import ToyResNet
 
 
@@ -53,6 +54,7 @@ class PretrainRecipe:
     dihedral: bool = True      # random quarter-turns and mirrors of each training image
     seed: int = 1234           # distinct from every toy-world seed stream
     threads: int = 1
+    shapes: tuple | None = None  # concept coverage: pretrain on these shape indices only (None: all 20)
 
 
 class PretrainHeads(nn.Module):
@@ -74,7 +76,8 @@ class PretrainHeads(nn.Module):
 def make_pretraining_data(recipe: PretrainRecipe, n: int, stream: int):
     """Images (n, 3, H, W) uint8 and targets: shape, hue bin, texture, 8x8 mask."""
     rng = np.random.default_rng([recipe.seed, stream])
-    shapes = rng.integers(0, len(SHAPES), n)
+    shapes = (rng.integers(0, len(SHAPES), n) if recipe.shapes is None
+              else np.asarray(recipe.shapes)[rng.integers(0, len(recipe.shapes), n)])
     hues = rng.uniform(0, 1, n)
     textures = rng.integers(0, len(TEXTURES), n)
     imgs, masks = [], []
@@ -111,10 +114,16 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_every: int = 200) -> dict:
-    """Train the toy backbone and save it to `out` (atomically) with its recipe and metrics."""
+def pretrain_toy(out: str | Path | None, recipe: PretrainRecipe | None = None, *, log_every: int = 200,
+                 save_steps: tuple = (), stop_after: int | None = None) -> dict:
+    """Train the toy backbone and save it to `out` (atomically) with its recipe and metrics.
+
+    `save_steps`: also save the backbone after each of these steps (0 = the initial weights)
+    as `step_checkpoint(out, step)`, at no extra cost: the pretraining-dose axis. `stop_after`:
+    stop once that many steps are done (the schedule is still the full recipe's, so each
+    checkpoint is the full run's); `out` is then not written (None is allowed)."""
     recipe = recipe or PretrainRecipe()
-    out = Path(out)
+    out = Path(out) if out is not None else None
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)  # one thread is steadier than two under contention
     try:
@@ -132,7 +141,11 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, recipe.steps, recipe.warmup_steps))
         gen = torch.Generator().manual_seed(recipe.seed)
         model.train()
-        for step in progress(range(recipe.steps), desc="pretrain toy backbone", unit="step"):
+        dose_out = out if out is not None else toy_checkpoint()
+        if 0 in save_steps:
+            _save_backbone(model, recipe, {"step": 0}, step_checkpoint(dose_out, 0))
+        last = recipe.steps if stop_after is None else min(stop_after, recipe.steps)
+        for step in progress(range(last), desc="pretrain toy backbone", unit="step"):
             idx = torch.randint(0, len(images), (recipe.batch_size,), generator=gen)
             x, mask = images[idx], targets["mask"][idx]
             if recipe.dihedral:
@@ -146,6 +159,8 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
             loss.backward()
             opt.step()
             sched.step()
+            if step + 1 in save_steps:
+                _save_backbone(model, recipe, {"step": step + 1}, step_checkpoint(dose_out, step + 1))
             if log_every and (step + 1) % log_every == 0:
                 model.eval()
                 with torch.inference_mode():
@@ -153,6 +168,8 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
                 model.train()
                 info(f"[pretrain] step {step + 1}/{recipe.steps} loss {loss.item():.3f} held-out shape accuracy "
                       f"{float(acc):.3f} ({time.time() - t0:.0f}s)")
+        if out is None:
+            return {"steps": last}
         model.eval()
         with torch.inference_mode():
             s, h, t, _ = model(normalize(held_images))
@@ -165,15 +182,80 @@ def pretrain_toy(out: str | Path, recipe: PretrainRecipe | None = None, *, log_e
             "seconds": round(time.time() - t0, 1),
         }
         info(f"[pretrain] done: {metrics}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"backbone": model.backbone.state_dict(), "architecture": model.backbone.architecture(),
-                    "recipe": asdict(recipe), "metrics": metrics}, tmp)
-        os.replace(tmp, out)
+        _save_backbone(model, recipe, metrics, out)
         out.with_suffix(".json").write_text(json.dumps({"recipe": asdict(recipe), "metrics": metrics}, indent=2))
         return metrics
     finally:
         torch.set_num_threads(threads)
+
+
+def _save_backbone(model: PretrainHeads, recipe: PretrainRecipe, metrics: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"backbone": model.backbone.state_dict(), "architecture": model.backbone.architecture(),
+                "recipe": asdict(recipe), "metrics": metrics}, tmp)
+    os.replace(tmp, out)
+
+
+# The pretraining dose (issue #22): checkpoints along the one pretraining run, and backbones
+# pretrained on fewer images or fewer shapes. Each is a weights id of toy_resnet.
+DOSE_STEPS = (0, 100, 200, 400, 800)  # saved by the default pretraining; its last step is "pretrained"
+COVERAGE_SEED = 99  # which shapes a coverage backbone sees: the first K of one fixed permutation
+
+
+def step_checkpoint(final: Path, step: int) -> Path:
+    return final.with_name(f"{final.stem}@step{step}.pt")
+
+
+def coverage_shapes(k: int) -> tuple[int, ...]:
+    """The shape indices a `pretrained@shapesK` backbone is pretrained on (sorted)."""
+    if not 1 <= k <= len(SHAPES):
+        raise ModelError(f"pretrained@shapes{k}: the coverage must be 1-{len(SHAPES)} shapes")
+    return tuple(sorted(int(i) for i in np.random.default_rng(COVERAGE_SEED).permutation(len(SHAPES))[:k]))
+
+
+def parse_dose(weights: str) -> tuple[str, int]:
+    """"pretrained@step400" -> ("step", 400); also "images", "shapes"."""
+    import re
+
+    m = re.fullmatch(r"pretrained@(step|images|shapes)(\d+)", weights)
+    if not m:
+        raise ModelError(f"unknown toy_resnet weights id {weights!r}; the dose ids are pretrained@stepN "
+                         f"(N in {', '.join(map(str, DOSE_STEPS))} or any step up to {PretrainRecipe().steps}), "
+                         f"pretrained@imagesN (pretrained on N images) and pretrained@shapesK (on K of the 20 shapes)")
+    return m.group(1), int(m.group(2))
+
+
+def ensure_toy_dose(weights: str) -> Path:
+    """The checkpoint of a dose id, pretrained (deterministically) and cached on first use."""
+    axis, value = parse_dose(weights)
+    final = toy_checkpoint()
+    default = PretrainRecipe(threads=min(2, os.cpu_count() or 1))
+    if axis == "step":
+        if value > default.steps:
+            raise ModelError(f"{weights}: the pretraining has {default.steps} steps")
+        if value == default.steps:
+            return ensure_toy_backbone()
+        path = step_checkpoint(final, value)
+        if not path.exists():
+            _refuse_in_tests(path)
+            info(f"[pretrain] {weights}: replaying the pretraining to step {value} (saving the dose checkpoints)")
+            pretrain_toy(None, default, save_steps=tuple(s for s in DOSE_STEPS if s <= value) + (value,),
+                         stop_after=value)
+        return path
+    path = final.with_name(f"{final.stem}@{axis}{value}.pt")
+    if not path.exists():
+        _refuse_in_tests(path)
+        recipe = replace(default, n_images=value) if axis == "images" else replace(default, shapes=coverage_shapes(value))
+        info(f"[pretrain] {weights}: pretraining a backbone on {value} {axis} (a few minutes, once)")
+        pretrain_toy(path, recipe)
+    return path
+
+
+def _refuse_in_tests(path: Path) -> None:
+    if os.environ.get("ALTK_NO_PRETRAIN"):
+        raise RuntimeError(f"no toy backbone at {path}, and ALTK_NO_PRETRAIN is set (the test suite sets it so "
+                           f"that no test pretrains the real backbone for minutes); install one there first")
 
 
 def toy_checkpoint() -> Path:
@@ -190,5 +272,6 @@ def ensure_toy_backbone(path: str | Path | None = None) -> Path:
                            f"that no test pretrains the real backbone for minutes); install one there first")
     if not path.exists():
         info(f"[pretrain] no toy backbone at {path}: pretraining it once (a few minutes)")
-        pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)))
+        pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)),
+                     save_steps=DOSE_STEPS if path == toy_checkpoint() else ())
     return path

@@ -97,6 +97,48 @@ def dose_response_figure(table: pd.DataFrame, *, metric_label: str = "worst-grou
     return fig
 
 
+def pretraining_dose_figure(by_dose: pd.DataFrame, *, value: str = "auc_gain",
+                            label: str = "worst-group AUC gain of least-confidence over random") -> go.Figure:
+    """The gain (mean and 95% CI over tasks, `analysis.dose.gain_by_dose`) against the dose,
+    one panel per axis: pretraining steps, pretraining images, shapes seen in pretraining."""
+    from plotly.subplots import make_subplots
+
+    axes = [a for a in ("step", "images", "shapes") if a in set(by_dose["axis"])]
+    titles = {"step": "pretraining steps", "images": "pretraining images", "shapes": "shapes seen in pretraining"}
+    fig = make_subplots(rows=1, cols=max(1, len(axes)), subplot_titles=[titles[a] for a in axes], shared_yaxes=True)
+    reference = by_dose[by_dose["axis"] == "random"]
+    for col, axis in enumerate(axes, 1):
+        g = by_dose[by_dose["axis"] == axis].sort_values("dose")
+        if axis != "step":  # the full pretraining is each axis' largest dose
+            full = by_dose[(by_dose["weights"] == "pretrained")].assign(
+                dose={"images": 40_000, "shapes": 20}.get(axis, 0))
+            g = pd.concat([g, full]).sort_values("dose")
+        fig.add_trace(go.Scatter(x=g["dose"], y=g[value], mode="lines+markers", name=titles[axis],
+                                 line=dict(color=PALETTE[col - 1]), text=g["weights"],
+                                 error_y=dict(type="data", symmetric=False, array=g["high"] - g[value],
+                                              arrayminus=g[value] - g["low"])), row=1, col=col)
+        if len(reference):
+            fig.add_hline(y=float(reference[value].iloc[0]), line_dash="dot", line_color="grey", row=1, col=col)
+        fig.add_hline(y=0.0, line_dash="dash", line_color="lightgrey", row=1, col=col)
+    fig.update_layout(title="Active-learning gain along the pretraining dose (dotted: random init)",
+                      yaxis_title=label, template="plotly_white", width=1100, height=420, showlegend=False)
+    return fig
+
+
+def gain_vs_measure_figure(table: pd.DataFrame, measure: str = "sep_label", *, value: str = "auc_gain",
+                           x_label: str = "linear separability of the label (5-fold probe, balanced accuracy)"
+                           ) -> go.Figure:
+    """One point per backbone x task: the gain against a representation measure, coloured by backbone."""
+    fig = go.Figure()
+    for i, (weights, g) in enumerate(table.groupby("weights", sort=False)):
+        fig.add_trace(go.Scatter(x=g[measure], y=g[value], mode="markers", name=str(weights), text=g["task"],
+                                 marker=dict(color=PALETTE[i % len(PALETTE)], size=7, opacity=0.8)))
+    fig.add_hline(y=0.0, line_dash="dash", line_color="grey")
+    fig.update_layout(title="Gain against the representation, per backbone and task", xaxis_title=x_label,
+                      yaxis_title="worst-group AUC gain", template="plotly_white", width=800, height=500)
+    return fig
+
+
 def task_gain_figure(table: pd.DataFrame, *, title: str = "Uncertainty gain per task") -> go.Figure:
     """Grouped bars: each task's worst-group AUC gain of least-confidence over random, for the
     pretrained and the unpretrained backbone, with paired 95% CIs (from `task_suite.suite_table`)."""

@@ -1,0 +1,109 @@
+"""The pretraining dose (issue #22): doses as weights ids, their fingerprints, dose 0, the
+coverage axis's data, the correlation code, and the study end to end at tiny settings."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_DATA, install_backbone
+
+from toolkit.models.pretrain import (PretrainRecipe, coverage_shapes, make_pretraining_data, parse_dose,
+                                     pretrain_toy, step_checkpoint, toy_checkpoint)
+from toolkit.models.toy import ToyResNet
+
+TINY = PretrainRecipe(n_images=300, steps=12, batch_size=16, warmup_steps=2)
+
+
+def _backbone(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["backbone"]
+
+
+@pytest.fixture
+def step_doses(isolated_cache):
+    """A tiny pretraining that saves the dose checkpoints at steps 0, 5 and 10 of its 12."""
+    pretrain_toy(toy_checkpoint(), TINY, save_steps=(0, 5, 10), log_every=0)
+    return {s: step_checkpoint(toy_checkpoint(), s) for s in (0, 5, 10)}
+
+
+def test_dose_zero_is_the_random_init_of_the_pretraining_seed(step_doses):
+    torch.manual_seed(TINY.seed)
+    init = ToyResNet().state_dict()
+    saved = _backbone(step_doses[0])
+    assert all(torch.equal(saved[k], v) for k, v in init.items())
+    assert not all(torch.equal(_backbone(step_doses[5])[k], v) for k, v in init.items())
+
+
+def test_a_replayed_pretraining_stops_at_the_checkpoint_of_the_full_run(step_doses, tmp_path):
+    full = _backbone(step_doses[5])
+    step_doses[5].unlink()
+    pretrain_toy(None, TINY, save_steps=(5,), stop_after=5, log_every=0)  # what ensure_toy_dose does
+    replay = _backbone(step_doses[5])
+    assert all(torch.equal(replay[k], v) for k, v in full.items())
+
+
+def test_every_dose_has_its_own_fingerprint_and_weights_id(step_doses, tmp_path):
+    from toolkit.config import ALConfig
+    from toolkit.features.cache import extract_features, open_cache
+    from toolkit.features.probe import run_probe
+
+    params = {**TINY_DATA, "cache_dir": str(tmp_path / "data")}
+    paths = {w: extract_features("toy_resnet", "toyworld", "train", weights=w, dataset_params=params, log=None)
+             for w in ("pretrained@step0", "pretrained@step5", "pretrained@step10", "pretrained", "random")}
+    fps = {w: open_cache(p).fingerprint["weights"] for w, p in paths.items()}
+    assert len(set(paths.values())) == len(set(fps.values())) == 5, fps
+    assert fps["pretrained@step5"].startswith("pretrained@step5:")
+    test = extract_features("toy_resnet", "toyworld", "test", weights="pretrained@step5", dataset_params=params,
+                            log=None)
+    rec = run_probe(paths["pretrained@step5"], {"test": test}, tmp_path / "run",
+                    al=ALConfig(seed_size=10, per_round=5, budget=5))
+    assert rec.weights == "pretrained@step5"
+
+
+def test_dose_ids_are_checked():
+    assert parse_dose("pretrained@step400") == ("step", 400) and parse_dose("pretrained@shapes10") == ("shapes", 10)
+    for bad in ("pretrained@epoch3", "pretrained@step", "pretrained@shapes"):
+        with pytest.raises(ValueError, match="dose ids are"):
+            parse_dose(bad)
+    with pytest.raises(ValueError, match="1-20 shapes"):
+        coverage_shapes(0)
+
+
+def test_a_coverage_backbones_pretraining_data_holds_none_of_the_excluded_shapes():
+    seen = coverage_shapes(10)
+    assert len(seen) == 10 and seen == coverage_shapes(10)  # a fixed draw
+    _, targets = make_pretraining_data(dataclasses.replace(TINY, shapes=seen), 2000, stream=0)
+    drawn = set(targets["shape"].tolist())
+    assert drawn == set(seen)  # every covered shape appears, no other
+    full = set(make_pretraining_data(TINY, 2000, stream=0)[1]["shape"].tolist())
+    assert full == set(range(20))
+
+
+@pytest.mark.parametrize("r", [0.0, 0.5, 0.9])
+def test_correlate_recovers_a_known_r_with_a_ci_over_tasks(r):
+    from toolkit.analysis.dose import correlate
+
+    rng = np.random.default_rng(0)
+    n_tasks, per_task = 40, 10
+    x = rng.normal(size=n_tasks * per_task)
+    y = r * x + np.sqrt(1 - r * r) * rng.normal(size=len(x))
+    table = pd.DataFrame({"task": np.repeat(np.arange(n_tasks), per_task), "x": x, "y": y})
+    c = correlate(table, "x", "y", n_boot=500)
+    assert c["pearson_low"] <= r <= c["pearson_high"]
+    assert abs(c["pearson"] - r) < 0.1 and c["clusters"] == n_tasks
+    assert c["pearson_high"] - c["pearson_low"] < 0.3
+
+
+def test_the_dose_study_runs_end_to_end_at_tiny_settings(step_doses, tmp_path, capsys):
+    from toolkit.cli import main
+
+    main(["dose", "--doses", "random,pretrained@step5,pretrained", "--tasks", "2", "--seeds", "0-1",
+          "--out", str(tmp_path / "dose"), "--workers", "1", "--data", *[f"{k}={v}" for k, v in TINY_DATA.items()],
+          "--al", "seed_size=10", "per_round=5", "budget=10"])
+    table = pd.read_csv(tmp_path / "dose" / "dose.csv")
+    assert len(table) == 3 * 2 and set(table["axis"]) == {"random", "step"}
+    assert table["n_seeds"].eq(2).all() and table["sep_label"].between(0, 1).all()
+    assert set(table.loc[table["weights"] == "pretrained", "dose"]) == {1700}
+    out = capsys.readouterr().out
+    assert "How well each measure predicts the AUC gain" in out and "pretrained@step5" in out
+    assert (tmp_path / "dose" / "dose.html").stat().st_size > 10_000

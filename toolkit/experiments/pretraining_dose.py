@@ -1,0 +1,126 @@
+"""The pretraining-dose study (issue #22): active-learning gain along how much, and on what,
+the toy backbone was pretrained, with the representation measures that might explain it.
+
+Backbones are toy_resnet weights ids: checkpoints along the one pretraining run
+(`pretrained@stepN`, `pretrained` = the last step), backbones pretrained on fewer images
+(`pretrained@imagesN`) or fewer shapes (`pretrained@shapesK`), and `random` (the run seed's
+init). For each backbone and task it extracts the task's pool and test features, runs
+least-confidence and random sampling for every seed in lockstep (`run_probes`), and measures
+the pool embedding's linear separability of the label, the spurious attribute and the four
+groups. The tables are `toolkit.analysis.dose`.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Callable
+
+from toolkit._util.log import info
+from toolkit._util.paths import cache_path
+from toolkit.al.sweep import die_with_parent
+from toolkit.data.toy_tasks import Task
+from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES
+from toolkit.record import RunRecord, load_run, write_atomic
+
+DEFAULT_DOSES = ("random", "pretrained@step0", "pretrained@step100", "pretrained@step200", "pretrained@step400",
+                 "pretrained@step800", "pretrained", "pretrained@images5000", "pretrained@shapes10")
+
+
+def dose_name(weights: str) -> str:
+    """A folder-safe name of a weights id: "pretrained@step400" -> "step400"."""
+    return weights.split("@", 1)[1] if "@" in weights else weights
+
+
+def run_name(weights: str, task: Task | str, strategy: str, seed: int) -> str:
+    name = task.name if isinstance(task, Task) else task
+    return f"{dose_name(weights)}-{name}-{strategy}-s{seed}"
+
+
+def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict, al: dict,
+               feature_root: str | None, threads: int | None) -> str:
+    """One backbone on one task: caches, the probe runs in lockstep, the separability measures."""
+    import torch
+
+    from toolkit.analysis.separability import GroupSeparability
+    from toolkit.config import ALConfig
+    from toolkit.features.cache import extract_features, open_cache
+    from toolkit.features.probe import ProbeRun, run_probes
+
+    if threads:
+        torch.set_num_threads(threads)
+    params = {**data, **task.data_params()}
+    caches = {split: extract_features("toy_resnet", "toyworld", split, weights=weights, dataset_params=params,
+                                      root=feature_root, log=None) for split in ("train", "test")}
+    runs = [ProbeRun(Path(out) / "runs" / run_name(weights, task, s, seed), ALConfig(strategy=s, **al), seed)
+            for s in STRATEGIES for seed in seeds]
+    run_probes(caches["train"], {"test": caches["test"]}, runs)
+    measures = Path(out) / "measures" / f"{dose_name(weights)}-{task.name}.json"
+    if not measures.exists():
+        pool = open_cache(caches["train"])
+        import numpy as np
+
+        smallest = int(np.unique(pool.labels * 2 + pool.spurious, return_counts=True)[1].min())
+        # folds are stratified by group, so the smallest group bounds them (5 at the study's pool sizes)
+        sep = GroupSeparability(cv=max(2, min(5, smallest)), random_state=0).fit(pool.embeddings, pool.labels,
+                                                                                pool.spurious)
+        per_group = sep.per_group_.set_index("group")["group_probe"]
+        scores = dict(zip(sep.scores_["target"], sep.scores_["balanced_accuracy"]))
+        row = {"weights": weights, "task": task.name, "sep_label": scores.get("label"),
+               "sep_spurious": scores.get("spurious"), "sep_group": scores.get("group"),
+               "sep_group_worst": float(per_group.min()),
+               "sep_group_mismatched": float(per_group[[g for g in per_group.index
+                                                        if g.split("_")[0][1:] != g.split("_")[1][1:]]].mean())}
+        measures.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(measures, json.dumps(row, indent=1))
+    return f"{weights} {task.name}"
+
+
+def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out: str | Path | None = None,
+                   data: dict | None = None, al: dict | None = None, feature_root: str | Path | None = None,
+                   workers: int | None = None, log: Callable[[str], None] | None = info) -> dict:
+    """Run (or resume) every dose x task x seed x strategy in probe mode.
+
+    Returns {"records": {(weights, task): [RunRecord, ...]}, "measures": [dict, ...]}; both are
+    also on disk under `out` (runs/, measures/, doses.json). Pretraining doses are pretrained
+    (once, cached) before the workers start.
+    """
+    from toolkit.models.pretrain import ensure_toy_backbone, ensure_toy_dose
+
+    log = log or (lambda _: None)
+    out = Path(out) if out is not None else cache_path("dose-study")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "doses.json", json.dumps({"doses": list(doses), "tasks": [t.name for t in tasks],
+                                                 "seeds": list(seeds)}, indent=1))
+    for w in doses:
+        if w == "pretrained":
+            ensure_toy_backbone()
+        elif w.startswith("pretrained@"):
+            ensure_toy_dose(w)
+    data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
+    jobs = [(w, t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks for w in doses]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    if workers == 1:
+        for i, job in enumerate(jobs, 1):
+            log(f"[dose] {_dose_task(*job, None)} done ({i}/{len(jobs)})")
+    else:  # workers die with the study; one torch thread each
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
+            futures = [pool.submit(_dose_task, *job, 1) for job in jobs]
+            for i, fut in enumerate(cf.as_completed(futures), 1):
+                log(f"[dose] {fut.result()} done ({i}/{len(jobs)})")
+    return load_dose_study(out, doses, tasks, seeds)
+
+
+def load_dose_study(out: str | Path, doses: list[str], tasks: list[Task], seeds: list[int]) -> dict:
+    """The records and measures of a dose-study folder (missing runs are skipped)."""
+    out = Path(out)
+    records: dict[tuple[str, str], list[RunRecord]] = {}
+    for w in doses:
+        for t in tasks:
+            dirs = [out / "runs" / run_name(w, t, s, seed) for s in STRATEGIES for seed in seeds]
+            records[(w, t.name)] = [load_run(d) for d in dirs if (d / "state.json").exists()]
+    measures = [json.loads(p.read_text()) for p in sorted((out / "measures").glob("*.json"))]
+    return {"records": records, "measures": measures}
