@@ -87,18 +87,14 @@ def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out
     also on disk under `out` (runs/, measures/, doses.json). Pretraining doses are pretrained
     (once, cached) before the workers start.
     """
-    from toolkit.models.pretrain import ensure_toy_backbone, ensure_toy_dose
+    from toolkit.models.pretrain import ensure_toy_doses
 
     log = log or (lambda _: None)
     out = Path(out) if out is not None else cache_path("dose-study")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "doses.json", json.dumps({"doses": list(doses), "tasks": [t.name for t in tasks],
                                                  "seeds": list(seeds)}, indent=1))
-    for w in doses:
-        if w == "pretrained":
-            ensure_toy_backbone()
-        elif w.startswith("pretrained@"):
-            ensure_toy_dose(w)
+    ensure_toy_doses(list(doses))  # before the workers start, so none of them pretrains
     data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
     jobs = [(w, t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks for w in doses]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))

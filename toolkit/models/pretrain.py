@@ -252,6 +252,24 @@ def ensure_toy_dose(weights: str) -> Path:
     return path
 
 
+def ensure_toy_doses(weights: list[str]) -> None:
+    """Every dose in `weights` cached; the missing step doses come from one replay of the
+    pretraining (to the largest step asked for), not one replay each."""
+    final = toy_checkpoint()
+    steps = sorted({v for axis, v in (parse_dose(w) for w in weights if w.startswith("pretrained@")) if axis == "step"})
+    missing = [s for s in steps if s < PretrainRecipe().steps and not step_checkpoint(final, s).exists()]
+    if missing:
+        _refuse_in_tests(step_checkpoint(final, missing[-1]))
+        info(f"[pretrain] replaying the pretraining to step {missing[-1]} for the dose checkpoints {missing}")
+        pretrain_toy(None, PretrainRecipe(threads=min(2, os.cpu_count() or 1)), save_steps=tuple(missing),
+                     stop_after=missing[-1])
+    for w in weights:
+        if w == "pretrained":
+            ensure_toy_backbone()
+        elif w.startswith("pretrained@"):
+            ensure_toy_dose(w)
+
+
 def _refuse_in_tests(path: Path) -> None:
     if os.environ.get("ALTK_NO_PRETRAIN"):
         raise RuntimeError(f"no toy backbone at {path}, and ALTK_NO_PRETRAIN is set (the test suite sets it so "
