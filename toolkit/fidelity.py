@@ -182,7 +182,9 @@ ROWS: tuple[FidelityRow, ...] = (
         "endless shuffled passes cut into full batches (a batch may span two passes)",
         {"finetune": {"partial_batches": True}},
         "with the code's stopping rule (the last micro-batch's loss, no window) a partial micro-batch of 1-3 "
-        "examples decides when training stops whenever a step ends on it; MEASURED_STEPS",
+        "examples decides when training stops whenever a step ends on it. Measured (toy preset, protocol=paper_code, "
+        "40 -> 60 labels by 5, seeds 0-3): 54.0 steps per round with partial micro-batches against 63.7 without "
+        "(paired Wilcoxon p = 0.03; the same at 40 and 60 labels, which 4 divides)",
     ),
     FidelityRow(
         "Evaluation",

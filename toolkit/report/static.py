@@ -64,7 +64,9 @@ def _draw_bars(ax, bars, colours):
         y = _arr(trace.y).astype(float)
         mc = trace.marker.color if trace.marker is not None and isinstance(trace.marker.color, str) else colour
         ax.bar(x, y, width=width, color=mc, label=trace.name, yerr=_error(trace.error_y, y), capsize=3)
-    ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+    long = sum(len(str(c)) for c in categories) > 60  # labels would overlap side by side
+    ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=45 if long else 0,
+                  ha="right" if long else "center")
 
 
 def to_matplotlib(fig):
