@@ -1,7 +1,7 @@
 """The README's two explorer screenshots, taken with headless Chromium (Debian's `chromium`).
 
-    .venv/bin/python docs/screenshots.py report    # docs/explorer-report.png (needs cache/demo)
-    .venv/bin/python docs/screenshots.py lab       # docs/explorer-lab.png: needs `pip install playwright`
+    .venv/bin/python docs/screenshots.py report    # docs/img/explorer-report.png (needs cache/demo)
+    .venv/bin/python docs/screenshots.py lab       # docs/img/explorer-lab.png: needs `pip install playwright`
                                                    # and a lab started with
     ./run lab --port 8899 --ServerApp.token=altk --LabApp.expose_app_in_browser=True
 
@@ -31,8 +31,8 @@ def report_shot() -> None:
 
     import toolkit
 
-    page = toolkit.load_runs("cache/demo").report("/tmp/report-for-screenshot.html")
-    out = DOCS / "explorer-report.png"
+    page = toolkit.load_runs(toolkit.cache_path("demo")).report("/tmp/report-for-screenshot.html")
+    out = DOCS / "img" / "explorer-report.png"
     screenshot(page, out, width=1100, height=820)
     shrink(out)
 
@@ -60,7 +60,7 @@ def lab_shot(url: str = "http://127.0.0.1:8899/lab/tree/07_explore_the_pool.ipyn
         time.sleep(4)
         widget = page.locator(".jp-OutputArea-output .widget-vbox").first
         widget.scroll_into_view_if_needed()
-        out = DOCS / "explorer-lab.png"
+        out = DOCS / "img" / "explorer-lab.png"
         widget.screenshot(path=str(out))
         browser.close()
     shrink(out)
