@@ -113,3 +113,18 @@ def test_not_enough_disk_space_is_refused_before_writing(tiny_backbone, params, 
         extract_features("toy_resnet", "toyworld", "test", weights=str(tiny_backbone), dataset_params=params,
                          root=tmp_path / "f", log=None)
     assert not [f for f in (tmp_path / "f").rglob("*") if f.is_file() and not f.name.endswith(".lock")]
+
+
+def test_a_fresh_extraction_with_loader_workers_reads_its_file_back(tiny_backbone, tmp_path):
+    """Loader processes forked while the cache was open held HDF5's lock: the read-back of every
+    fresh extraction with --loader-workers failed ("unable to lock file"); the rerun succeeded."""
+    from conftest import TINY_DATA
+
+    from toolkit.features.cache import extract_features, open_cache
+
+    params = {**TINY_DATA, "cache_dir": str(tmp_path / "data")}
+    path = extract_features("toy_resnet", "toyworld", "test", weights=str(tiny_backbone), dataset_params=params,
+                            root=tmp_path / "f", loader_workers=2, log=None)
+    plain = extract_features("toy_resnet", "toyworld", "test", weights=str(tiny_backbone), dataset_params=params,
+                             out=tmp_path / "plain.h5", log=None)
+    np.testing.assert_array_equal(open_cache(path).embeddings, open_cache(plain).embeddings)

@@ -263,6 +263,11 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
         if log:
             log(f"[extract] {partial.name} is not a readable HDF5 file (killed while being written); starting over")
         partial.unlink()
+    if workers and n:
+        # start the persistent loader processes before the file is opened: forked while it is
+        # open, they would hold its descriptor (and HDF5's lock) after it closes, and reading
+        # the finished file back would fail with "unable to lock file"
+        _embed(model, ds, np.arange(min(n, 1)), device, batch_size, workers)
     with h5py.File(partial, "a") as f:
         if "fingerprint" in f.attrs:
             saved = json.loads(f.attrs["fingerprint"])
