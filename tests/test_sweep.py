@@ -140,3 +140,17 @@ def test_pool_workers_die_with_a_killed_sweep(tmp_path):
         time.sleep(0.1)
     os.kill(worker, signal.SIGKILL)
     pytest.fail("the pool worker outlived its killed parent")
+
+
+def test_a_worker_killed_from_outside_does_not_stop_the_sweep(tiny_cfg, tmp_path, monkeypatch):
+    """One worker dies as if the OOM killer took it (os._exit at a kill point, once): the pool
+    breaks, and the runs left restart in a new pool and resume; every run ends done."""
+    monkeypatch.setenv("ALTK_KILL_AT", "loop:trained:1")
+    monkeypatch.setenv("ALTK_KILL_ONCE", str(tmp_path / "killed-once"))
+    sweep = _tiny_sweep(tiny_cfg, tmp_path / "sw", parse_grid(["seeds=0-2"]))
+    results = sweep.launch_local(workers=2)
+    assert (tmp_path / "killed-once").exists()  # a worker did die
+    assert results == {name: "done" for name in sweep.cfgs}
+    index = json.loads((tmp_path / "sw" / "index.json").read_text())
+    assert {v["status"] for v in index.values()} == {"done"}
+    assert all(load_run(sweep.run_dir(n)).status == "finished" for n in sweep.cfgs)

@@ -9,6 +9,7 @@ last completed round (the run record does that); a failed run does not stop the 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import concurrent.futures.process  # noqa: F401  (cf.process.BrokenProcessPool)
 import json
 import multiprocessing as mp
 import os
@@ -214,7 +215,35 @@ class Sweep:
         workers = max(1, min(workers or n_gpus or os.cpu_count() or 1, len(todo) or 1))
         for name in todo:
             self._set(name, "running")
-        results = {}
+        results: dict[str, str] = {}
+        bar = progress(total=len(todo), desc=f"runs of {self.out.name}", unit="run")
+        remaining, breaks = list(todo), 0
+        while remaining:
+            # a worker killed from outside (the OOM killer, a signal) breaks the whole pool: the
+            # runs still to do go to a new pool and resume from their last completed round; after
+            # a second break each goes alone, so the run that kills its worker is the only one failed
+            alone = breaks >= 2
+            for batch in ([[n] for n in remaining] if alone else [remaining]):
+                try:
+                    self._pool(batch, 1 if alone else workers, n_gpus, results, bar)
+                except cf.process.BrokenProcessPool:
+                    if alone:
+                        results[batch[0]] = "failed"
+                        self._set(batch[0], "failed", "its worker process died (killed by a signal, e.g. the OOM "
+                                  "killer, or out of memory); rerun the sweep to resume it from its last round")
+                        bar.write(f"[sweep] {batch[0]}: failed (its worker process died)")
+            if not alone:
+                breaks += 0 if all(n in results for n in remaining) else 1
+                if breaks:
+                    bar.write(f"[sweep] a worker process died; {sum(n not in results for n in remaining)} runs "
+                              f"restart in a new pool and resume from their last completed round")
+            remaining = [n for n in remaining if n not in results] if not alone else []
+        bar.close()
+        return results
+
+    def _pool(self, names: list[str], workers: int, n_gpus: int, results: dict, bar) -> None:
+        """Run `names` in one process pool, recording each as it returns; BrokenProcessPool
+        propagates (a worker died) with the finished ones recorded."""
         ctx = mp.get_context("spawn")
         gpus = None
         if n_gpus:  # each worker bound to one GPU, spread evenly (one per GPU by default)
@@ -223,17 +252,14 @@ class Sweep:
                 gpus.put(i % n_gpus)
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                                     initargs=(os.getpid(), gpus)) as pool:
-            futures = {pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name))): name for name in todo}
-            bar = progress(total=len(futures), desc=f"runs of {self.out.name}", unit="run")
-            for i, fut in enumerate(cf.as_completed(futures)):
-                bar.update(1)
+            futures = {pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name))): name for name in names}
+            for fut in cf.as_completed(futures):
                 status, error = fut.result()
-                kill_point(f"sweep:run_returned:{i}")  # a run is done, the index not yet updated
+                kill_point(f"sweep:run_returned:{len(results)}")  # a run is done, the index not yet updated
                 self._set(futures[fut], status, error)
                 results[futures[fut]] = status
+                bar.update(1)
                 bar.write(f"[sweep] {futures[fut]}: {status}")
-            bar.close()
-        return results
 
     def launch_submitit(self, *, cluster: str | None = None, folder: str | Path | None = None,
                         **parameters) -> dict[str, str]:
