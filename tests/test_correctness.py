@@ -158,3 +158,25 @@ def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
     with exclusive(tmp_path / "sweep", "sweep", directory=True):  # a sweep running elsewhere
         with pytest.raises(LockedError, match="sweep .* is being written"):
             Sweep(tmp_path / "sweep", {}).launch_local(workers=1)
+
+
+def test_leftovers_of_a_kill_are_cleaned_on_the_next_start(feats, tmp_path):
+    run = tmp_path / "run"
+    run_probe(feats["pool"], {"test": feats["test"]}, run, al=AL, max_rounds=2)
+    (run / ".state.json.tmp4242").write_text("{")  # a kill inside an atomic write
+    (run / "probe_state" / "round_005.npz").write_bytes(b"stale")  # a state ahead of the record
+    (run / "probe_state" / ".round_002.tmp.npz").write_bytes(b"half")
+    rec = run_probe(feats["pool"], {"test": feats["test"]}, run, al=AL)
+    assert rec.status == "finished" and not list(run.glob(".*.tmp*"))
+    assert [p.name for p in (run / "probe_state").iterdir()] == ["round_002.npz"]  # the last round's only
+
+
+def test_a_damaged_toy_world_cache_is_rendered_again(tmp_path):
+    from toolkit.data import create_dataset
+
+    first = create_dataset("toyworld", "test", **TINY_DATA, cache_dir=str(tmp_path))
+    (cached,) = tmp_path.glob("test-*.npz")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short
+    with pytest.warns(UserWarning, match="damaged"):
+        again = create_dataset("toyworld", "test", **TINY_DATA, cache_dir=str(tmp_path))
+    assert torch.equal(first.images, again.images)

@@ -86,6 +86,8 @@ class RunWriter:
             for stub in (cfg_path, self.dir / "meta.json", self.dir / "state.json", rounds_path):
                 stub.unlink(missing_ok=True)
         if cfg_path.exists():
+            for leftover in self.dir.glob(".*.tmp*"):  # a kill inside an atomic write left it; never read
+                leftover.unlink(missing_ok=True)
             saved = yaml.safe_load(cfg_path.read_text())
             differ = _diff(saved.get("config", {}), config, defaults)
             if differ:

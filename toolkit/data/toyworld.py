@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -181,6 +182,23 @@ def generate_split(params: ToyWorldParams, split: str) -> tuple[np.ndarray, pd.D
     return images, table
 
 
+def _read_split(path: Path):
+    """(images, attribute table) of a cached split, or None when the file is damaged (a copy cut
+    short, a disk error): it is deleted and the split is rendered again."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images = z["images"]
+            table = pd.DataFrame({k[5:]: z[k] for k in z.files if k.startswith("attr_")})
+            table.index = pd.Index(z["ids"], name="id")
+        return images, table
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as err:
+        warnings.warn(f"{path} is damaged ({type(err).__name__}: {err}); rendering the split again", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
 def fingerprint(params: ToyWorldParams, split: str) -> str:
     payload = json.dumps({"params": asdict(params), "split": split, "version": GENERATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -193,25 +211,31 @@ def _plain(column: pd.Series) -> np.ndarray:
 
 
 def load_toyworld(split: str, *, cache_dir: str | Path | None = "auto", **params) -> GroupedDataset:
-    cache_dir = default_dir(cache_dir, "toyworld")
     """The toy-world split, rendered once and cached on disk under its fingerprint."""
+    cache_dir = default_dir(cache_dir, "toyworld")
     p = ToyWorldParams(**params)
     p.validate()
     fp = fingerprint(p, split)
     path = Path(cache_dir) / f"{split}-{fp}.npz" if cache_dir is not None else None
-    if path is not None and path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            images = z["images"]
-            table = pd.DataFrame({k[5:]: z[k] for k in z.files if k.startswith("attr_")})
-            table.index = pd.Index(z["ids"], name="id")
+    loaded = _read_split(path) if path is not None and path.exists() else None
+    if loaded is not None:
+        images, table = loaded
     else:
         images, table = generate_split(p, split)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-            np.savez(tmp, images=images, ids=table.index.to_numpy(),
-                     **{f"attr_{c}": _plain(table[c]) for c in table.columns})
-            os.replace(tmp, path)  # atomic: a reader never sees a half-written cache
+            try:
+                np.savez(tmp, images=images, ids=table.index.to_numpy(),
+                         **{f"attr_{c}": _plain(table[c]) for c in table.columns})
+                os.replace(tmp, path)  # atomic: a reader never sees a half-written cache
+            except OSError as err:  # a full disk: no temporary file left to fill it again
+                tmp.unlink(missing_ok=True)
+                raise OSError(err.errno, f"could not write the toy-world cache {path} ({err.strerror}); free space "
+                                         f"there or set ALTK_CACHE to another folder") from None
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
     return GroupedDataset(
         name="toyworld",
         split=split,

@@ -369,6 +369,7 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
                 labelled = draw_seed_set(labels, spec.al.seed_size, spec.al.seed_set, round_rng(spec.seed, 0, stream=1))
             probe = (load_probe_state(Path(spec.out_dir), writer.completed_rounds - 1, spec.C)
                      if writer.completed_rounds else None)
+            _clean_probe_states(Path(spec.out_dir), keep=writer.completed_rounds - 1)
             states.append(_RunState(spec, writer, labelled, dataset_rows(pool, labelled), probe, sizes))
         rows = _PoolRows(pool, stream, score_chunk or max(64, (2 << 20) // (4 * pool.embeddings.shape[1])))
         stack.callback(rows.close)
@@ -435,6 +436,17 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
             if s.writer.completed_rounds == len(s.sizes) + 1:  # also repairs a state.json that a kill left behind
                 s.writer.write_state(finished=True)
         return [load_run(s.dir) for s in states]
+
+
+def _clean_probe_states(run_dir: Path, keep: int) -> None:
+    """Remove what a kill left in probe_state/: temporary files, and states of rounds other than
+    the last completed one (a kill between a round's state and its record leaves one ahead)."""
+    folder = run_dir / "probe_state"
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name.startswith(".") or path != _probe_state_path(run_dir, keep):
+            path.unlink(missing_ok=True)
 
 
 def _probe_state_path(run_dir: Path, round_index: int) -> Path:
