@@ -180,3 +180,30 @@ def test_a_damaged_toy_world_cache_is_rendered_again(tmp_path):
     with pytest.warns(UserWarning, match="damaged"):
         again = create_dataset("toyworld", "test", **TINY_DATA, cache_dir=str(tmp_path))
     assert torch.equal(first.images, again.images)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["run", "toy", "--set", "data.params.n_train=abc"], "data.params.n_train must be an integer"),
+    (["run", "toy", "--set", "data.params.n_train=400.5"], "data.params.n_train must be an integer"),
+    (["run", "toy", "--set", "data.params.image_size=0"], "image_size must be at least 16"),
+    (["run", "toy", "--set", "data.params.n_val=41"], "n_val must be a multiple of 4"),
+    (["run", "toy", "--set", "data.params.object_size=[0.3,0.1]"], "object_size must be"),
+    (["extract", "--model", "toy_resnet", "--dataset", "toyworld", "--split", "test", "--device", "gpu"],
+     "device 'gpu' is not a device name"),
+    (["extract", "--model", "toy_resnet", "--dataset", "toyworld", "--split", "test", "--batch-size", "0"],
+     "batch_size .* must be an integer >= 1"),
+    (["suite", "--al", "bugdet=5", "--tasks", "1", "--seeds", "0"], "unknown config key 'al.bugdet'"),
+    (["demo", "--probe", "--al", "bugdet=5"], "unknown config key 'al.bugdet'"),
+])
+def test_bad_input_is_one_line_naming_the_option(args, match, capsys, tiny_backbone):
+    import re
+
+    from conftest import install_backbone
+
+    from toolkit.cli import main
+
+    install_backbone(tiny_backbone, None)
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.count("\n") == 0 and re.search(match, err), err

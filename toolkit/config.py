@@ -264,6 +264,13 @@ def validate_config(cfg: "RunConfig") -> None:
                           f"al.per_round={cfg.al.per_round}); use indices in that range or -1 for the last")
 
 
+def al_config(values: dict | None = None, **more) -> "ALConfig":
+    """An ALConfig from a mapping (the CLI's --al KEY=VALUE), unknown keys and bad values named."""
+    al = _merge(ALConfig(), {**(values or {}), **more}, "al.")
+    validate_al(al)
+    return al
+
+
 def validate_al(al: "ALConfig") -> None:
     """The protocol's range checks alone (the probe loop takes an ALConfig without a RunConfig)."""
     for (section, key), (ok, what) in _RANGES.items():

@@ -7,14 +7,19 @@ import warnings
 import numpy as np
 import torch
 
+from toolkit.errors import ConfigError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """"auto" -> cuda if available else cpu; anything else is checked and returned."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
     return device
 
 

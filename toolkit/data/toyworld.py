@@ -75,20 +75,39 @@ class ToyWorldParams:
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; tuples keep the params hashable and their fingerprint stable
-        object.__setattr__(self, "object_size", tuple(float(v) for v in self.object_size))
+        try:
+            object.__setattr__(self, "object_size", tuple(float(v) for v in self.object_size))
+            assert len(self.object_size) == 2
+        except (TypeError, ValueError, AssertionError):
+            raise DataError(f"toyworld: data.params.object_size must be two numbers [low, high], got "
+                            f"{self.object_size!r}") from None
         object.__setattr__(self, "label_shapes", _pair(self.label_shapes, str))
         object.__setattr__(self, "place_hues", _pair(self.place_hues, float))
         if self.place_textures is not None:
             object.__setattr__(self, "place_textures", _pair(self.place_textures, str))
 
     def validate(self) -> None:
+        for name in ("n_train", "n_val", "n_test", "image_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DataError(f"toyworld: data.params.{name} must be an integer, got {value!r}")
         for name in ("matched_fraction", "eval_matched_fraction", "minority_fraction", "nuisance"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise DataError(f"toyworld: {name} must lie in [0, 1], got {value}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise DataError(f"toyworld: data.params.{name} must be a number in [0, 1], got {value!r}")
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) < 4:
-                raise DataError(f"toyworld: {name} must be at least 4, got {getattr(self, name)}")
+                raise DataError(f"toyworld: data.params.{name} must be at least 4, got {getattr(self, name)}")
+        for name in ("n_val", "n_test"):  # the evaluation splits hold the four groups in equal numbers
+            if getattr(self, name) % 4:
+                raise DataError(f"toyworld: data.params.{name} must be a multiple of 4 (four equal groups), got "
+                                f"{getattr(self, name)}; e.g. {getattr(self, name) // 4 * 4 or 4}")
+        if self.image_size < 16:
+            raise DataError(f"toyworld: data.params.image_size must be at least 16 pixels, got {self.image_size}")
+        lo, hi = self.object_size
+        if not 0 < lo <= hi < 0.5:
+            raise DataError(f"toyworld: data.params.object_size must be [low, high] with 0 < low <= high < 0.5 "
+                            f"(half-sizes as a share of the image side), got {list(self.object_size)}")
         validate_task(self.label_shapes, self.place_hues, self.place_textures)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit._util.paths import cache_path
-from toolkit.config import ALConfig
+from toolkit.config import ALConfig, al_config
 from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
 from toolkit.features.cache import extract_features
 from toolkit.features.probe import ProbeRun, run_probes
@@ -36,6 +36,7 @@ def dose_response(
     """
     data = dict(data or PROBE_POOL)
     al = dict(al or PROBE_AL)
+    al_config(al)
     out = Path(out) if out is not None else cache_path("dose-response")
     rows = []
     for w in weights:

@@ -21,6 +21,7 @@ from typing import Callable
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
 from toolkit.al.sweep import die_with_parent
+from toolkit.config import al_config
 from toolkit.data.toy_tasks import Task
 from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES
 from toolkit.record import RunRecord, load_run, write_atomic
@@ -96,6 +97,7 @@ def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out
                                                  "seeds": list(seeds)}, indent=1))
     ensure_toy_doses(list(doses))  # before the workers start, so none of them pretrains
     data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
+    al_config(al)  # unknown keys and bad values named here, not as a traceback in a worker
     jobs = [(w, t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks for w in doses]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     if workers == 1:

@@ -14,7 +14,7 @@ from typing import Callable
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
 from toolkit.analysis import final_summary
-from toolkit.config import ALConfig
+from toolkit.config import ALConfig, al_config
 from toolkit.experiments.protocols import (
     FINAL_METRICS,
     PROBE_AL,
@@ -37,6 +37,7 @@ def run_probe_demo(*, seeds: list[int], out: str | Path | None = None, data: dic
                    log: Callable[[str], None] | None = info) -> str:
     """Run (or resume) the probe demo and write its tables under `out`; returns the summary table."""
     log = log or (lambda _: None)
+    al_config({**PROBE_AL, **(al or {})})  # unknown keys and bad values named before any work
     out = Path(out) if out is not None else cache_path("demo-probe")
     t0 = time.time()
     if model == "toy_resnet":

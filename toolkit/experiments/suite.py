@@ -15,6 +15,7 @@ from pathlib import Path
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
 from toolkit.al.sweep import die_with_parent
+from toolkit.config import al_config
 from toolkit.data.toy_tasks import Task
 from toolkit.errors import ConfigError
 from toolkit.experiments.protocols import ARMS, PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
@@ -93,6 +94,7 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
     workers = workers or os.cpu_count() or 1
     if mode == "probe":
         data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
+        al_config(al)  # unknown keys and bad values named here, not as a traceback in a worker
         jobs = [(t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks]
         if workers == 1 or len(tasks) == 1:  # in-process: simplest to debug, and what a notebook wants
             for i, job in enumerate(jobs, 1):

@@ -27,6 +27,7 @@ from toolkit._util.faults import kill_point
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
 from toolkit._util.progress import progress
+from toolkit._util.repro import resolve_device
 from toolkit._util.version import __version__
 from toolkit.al.finetune import infer
 from toolkit.data import GroupedDataset, create_dataset
@@ -229,7 +230,10 @@ def extract_features(
         raise CacheError(f"unknown layer {layer!r}; valid layers: {', '.join(LAYERS)}")
     if dtype not in ("float16", "float32"):
         raise CacheError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
-    device = torch.device(device)
+    for name, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CacheError(f"extraction {name} (--{name.replace('_', '-')}) must be an integer >= 1, got {value!r}")
+    device = resolve_device(str(device))
     ds = create_dataset(dataset_name, split, **(dataset_params or {}))
     torch.manual_seed(seed)
     model = create_model(model_name, weights=weights, num_classes=ds.num_classes).to(device).eval()
