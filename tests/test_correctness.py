@@ -207,3 +207,28 @@ def test_bad_input_is_one_line_naming_the_option(args, match, capsys, tiny_backb
         main(args)
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and err.count("\n") == 0 and re.search(match, err), err
+
+
+def test_damaged_records_and_bad_output_paths_are_one_line_errors(tiny_cfg, tmp_path, capsys):
+    from toolkit.cli import main
+    from toolkit.record import load_run
+
+    run = tmp_path / "run"
+    run_active_learning(tiny_cfg, run, log=None, max_rounds=1)
+    good = (run / "rounds.jsonl").read_text()
+    (run / "rounds.jsonl").write_text(good.replace('"acquired"', '"acq"'))
+    with pytest.raises(RecordError, match="round record 1: missing acquired"):
+        load_run(run)
+    (run / "rounds.jsonl").write_text(good)
+    (run / "config.yaml").write_text("")
+    with pytest.raises(RecordError, match="config.yaml is empty or damaged"):
+        run_active_learning(tiny_cfg, run, log=None)  # the rerun that would resume it
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for args in (["report", str(run.parent), "--out", str(tmp_path)],                       # a folder for a file
+                 ["run", "toy", "--out", str(a_file / "run"), "--set", "al.budget=5"]):  # a file for a folder
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        err = capsys.readouterr().err.strip()
+        assert stop.value.code == 2 and err.count("\n") == 0, err
+    assert not list(tmp_path.glob("*.tmp*"))

@@ -388,6 +388,13 @@ def main(argv: list[str] | None = None) -> None:
         # one line that names the option or file and what to do; --debug shows the traceback
         print(f"altk {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as err:  # a read-only folder, a full disk, a file where a folder should be
+        if args.debug:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"altk {args.command}: error: {err.strerror or err}{where}; check the path and its permissions and "
+              f"free space (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

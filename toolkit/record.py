@@ -88,7 +88,7 @@ class RunWriter:
         if cfg_path.exists():
             for leftover in self.dir.glob(".*.tmp*"):  # a kill inside an atomic write left it; never read
                 leftover.unlink(missing_ok=True)
-            saved = yaml.safe_load(cfg_path.read_text())
+            saved = _read_header(cfg_path)
             differ = _diff(saved.get("config", {}), config, defaults)
             if differ:
                 raise RecordError(
@@ -257,6 +257,18 @@ class RunRecord:
         return df.join(pd.DataFrame(logits, columns=[f"logit_{c}" for c in range(logits.shape[1])]))
 
 
+def _read_header(path: Path) -> dict:
+    """config.yaml, or a RecordError naming it when it is empty or not YAML."""
+    try:
+        header = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        header = err
+    if not isinstance(header, dict) or not isinstance(header.get("config"), dict):
+        raise RecordError(f"{path} is empty or damaged (not the YAML header of a run record); delete the run "
+                          f"directory {path.parent} to run it again")
+    return header
+
+
 def _parse_round(line: str, path: Path, number: int) -> dict:
     try:
         return json.loads(line)
@@ -317,10 +329,20 @@ def load_run(run_dir: str | Path) -> RunRecord:
                                 f"that made it: the run resumes and rewrites state.json from rounds.jsonl")
     if missing:
         raise MissingFileError(f"{run_dir} is not a complete run record: missing {', '.join(missing)}")
-    header = yaml.safe_load((run_dir / "config.yaml").read_text())
-    meta = json.loads((run_dir / "meta.json").read_text())
+    header = _read_header(run_dir / "config.yaml")
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{run_dir / 'meta.json'} is not valid JSON ({err.msg}); the file was damaged outside the "
+                          f"toolkit. Delete the run directory and run it again") from None
     rows = [_parse_round(line, run_dir / "rounds.jsonl", i)
             for i, line in enumerate((run_dir / "rounds.jsonl").read_text().splitlines(), 1) if line.strip()]
+    for i, row in enumerate(rows, 1):
+        missing = [k for k in ("round", "n_labels", "metrics", "acquired") if k not in row]
+        if missing or (i == 1 and "seed_set" not in row):
+            raise RecordError(f"{run_dir / 'rounds.jsonl'}, round record {i}: missing {', '.join(missing or ['seed_set'])}"
+                              f"; the file was edited or damaged outside the toolkit. Restore it, or delete the run "
+                              f"directory to run it again")
     flat, acq = [], []
     for row in rows:
         f = {"round": row["round"], "n_labels": row["n_labels"]}

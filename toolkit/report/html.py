@@ -240,6 +240,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     """
     if not run_dirs:
         raise RecordError("no run directories given")
+    if Path(out).is_dir():
+        raise RecordError(f"--out {out} is a folder; the report is one HTML file: pass a file name, e.g. {Path(out) / 'report.html'}")
     bar = progress(total=len(run_dirs) + 5, desc="report", unit="step")  # the runs, then 5 parts of the page
     records = []
     for d in run_dirs:
