@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import concurrent.futures.process  # noqa: F401  (cf.process.BrokenProcessPool)
 import json
+import logging
 import multiprocessing as mp
 import os
 import traceback
@@ -77,8 +78,14 @@ def run_one(cfg: RunConfig, run_dir: str) -> str:
     """Run (or resume) one run; returns "done" or raises. What every launcher executes."""
     from toolkit.al.loop import run_active_learning
 
+    import torch
+
     name = Path(run_dir).name
     to_stdout()  # a worker process or a cluster job: its log is its stdout
+    if cfg.threads is None and not torch.cuda.is_available():
+        # one thread per run on the CPU, whichever launcher runs it: the thread count changes
+        # float sums, so a local pool and a cluster job give the same record only with the same count
+        torch.set_num_threads(1)
     run_active_learning(cfg, run_dir, log=lambda m: info(f"[{name}] {m.strip()}"))
     return "done"
 
@@ -86,10 +93,6 @@ def run_one(cfg: RunConfig, run_dir: str) -> str:
 def _safe_run_one(cfg: RunConfig, run_dir: str) -> tuple[str, str | None]:
     """Pool worker: placement is set on the process (`init_worker`), not in the config, so a
     run keeps the same config (and can resume) whichever launcher runs it next."""
-    import torch
-
-    if cfg.threads is None and not torch.cuda.is_available():
-        torch.set_num_threads(1)  # one thread per process: steadier than sharing cores
     try:
         return run_one(cfg, run_dir), None
     except Exception:  # reported in the index; the other runs go on
@@ -121,6 +124,45 @@ def die_with_parent(parent: int | None = None) -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if parent is not None and os.getppid() != parent:  # it died before the call: do not outlive it
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _FirstSacctWarningOnly(logging.Filter):
+    """On a cluster without accounting submitit warns that sacct failed at every poll: keep the
+    first (it says why job states may lag), drop the repeats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "sacct" not in record.getMessage():
+            return True
+        first, self.seen = not self.seen, True
+        return first
+
+
+def _quiet_sacct_warnings() -> None:
+    log = logging.getLogger("submitit")
+    if not any(isinstance(f, _FirstSacctWarningOnly) for f in log.filters):
+        log.addFilter(_FirstSacctWarningOnly())
+
+
+def _slurm_result(job, poll_s: float = 2.0):
+    """The job's result, or an error once it has left Slurm's queue without one. Without Slurm
+    accounting submitit cannot tell a cancelled job from a running one and would wait forever;
+    squeue can: a requeued (pre-empted) job stays in the queue and is waited for."""
+    import subprocess
+    import time
+
+    gone = 0
+    while not job.done():
+        queued = subprocess.run(["squeue", "-h", "-j", str(job.job_id)], capture_output=True, text=True)
+        gone = gone + 1 if queued.returncode != 0 or not queued.stdout.strip() else 0
+        if gone >= 3:  # three polls in a row, so a result being written is not mistaken for a loss
+            raise RuntimeError(f"Slurm job {job.job_id} left the queue without a result: cancelled (scancel), or "
+                               f"killed by Slurm (time or memory limit). Its log: {job.paths.stderr}")
+        time.sleep(poll_s)
+    return job.result()
 
 
 def _is_finished(run_dir: Path) -> bool:
@@ -280,15 +322,17 @@ class Sweep:
         if not todo:
             return {}
         self._prepare(todo)
+        _quiet_sacct_warnings()
         executor = submitit.AutoExecutor(folder=str(folder or self.out / "submitit" / "%j"), cluster=cluster)
         executor.update_parameters(**{"timeout_min": 60, "name": f"altk-{self.out.name}", **parameters})
         jobs = executor.map_array(run_one, [self.cfgs[n] for n in todo], [str(self.run_dir(n)) for n in todo])
         for name in todo:
             self._set(name, "running")
         results = {}
+        slurm = executor.cluster == "slurm"
         for name, job in zip(todo, jobs):
             try:
-                results[name] = job.result()
+                results[name] = _slurm_result(job) if slurm else job.result()
                 self._set(name, "done")
             except Exception as err:  # submitit.FailedJobError carries the job's traceback
                 results[name] = "failed"
