@@ -76,9 +76,9 @@ def expand_grid(preset: str, grid: dict[str, list], overrides: list[str] | None 
 
 def run_one(cfg: RunConfig, run_dir: str) -> str:
     """Run (or resume) one run; returns "done" or raises. What every launcher executes."""
-    from toolkit.al.loop import run_active_learning
-
     import torch
+
+    from toolkit.al.loop import run_active_learning
 
     name = Path(run_dir).name
     to_stdout()  # a worker process or a cluster job: its log is its stdout
