@@ -46,7 +46,7 @@ def test_disk_cache_round_trip(tmp_path):
 
 
 def test_bad_input_errors():
-    with pytest.raises(ValueError, match=r"matched_fraction must be a number in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match=r"matched_fraction must be a number in \[0, 1\], got 1.5"):
         create_dataset("toyworld", "train", matched_fraction=1.5, cache_dir=None)
     with pytest.raises(ValueError, match="valid splits"):
         create_dataset("toyworld", "holdout", cache_dir=None)
