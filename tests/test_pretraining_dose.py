@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_DATA, install_backbone
+from conftest import TINY_DATA
 
 from toolkit.models.pretrain import (PretrainRecipe, coverage_shapes, make_pretraining_data, parse_dose,
                                      pretrain_toy, step_checkpoint, toy_checkpoint)

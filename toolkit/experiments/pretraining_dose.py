@@ -43,6 +43,7 @@ def run_name(weights: str, task: Task | str, strategy: str, seed: int) -> str:
 def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict, al: dict,
                feature_root: str | None, threads: int | None) -> str:
     """One backbone on one task: caches, the probe runs in lockstep, the separability measures."""
+    import numpy as np
     import torch
 
     from toolkit.analysis.separability import GroupSeparability
@@ -61,8 +62,6 @@ def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict,
     measures = Path(out) / "measures" / f"{dose_name(weights)}-{task.name}.json"
     if not measures.exists():
         pool = open_cache(caches["train"])
-        import numpy as np
-
         smallest = int(np.unique(pool.labels * 2 + pool.spurious, return_counts=True)[1].min())
         # folds are stratified by group, so the smallest group bounds them (5 at the study's pool sizes)
         sep = GroupSeparability(cv=max(2, min(5, smallest)), random_state=0).fit(pool.embeddings, pool.labels,
