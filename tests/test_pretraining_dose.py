@@ -8,8 +8,15 @@ import pytest
 import torch
 from conftest import TINY_DATA
 
-from toolkit.models.pretrain import (PretrainRecipe, coverage_shapes, make_pretraining_data, parse_dose,
-                                     pretrain_toy, step_checkpoint, toy_checkpoint)
+from toolkit.models.pretrain import (
+    PretrainRecipe,
+    coverage_shapes,
+    make_pretraining_data,
+    parse_dose,
+    pretrain_toy,
+    step_checkpoint,
+    toy_checkpoint,
+)
 from toolkit.models.toy import ToyResNet
 
 TINY = PretrainRecipe(n_images=300, steps=12, batch_size=16, warmup_steps=2)
