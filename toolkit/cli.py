@@ -168,6 +168,8 @@ def cmd_dose(args) -> None:
     from toolkit.report.figures import gain_vs_measure_figure, pretraining_dose_figure
     from toolkit.report.tables import format_dose
 
+    if args.real:
+        return _real_dose(args)
     doses = args.doses.split(",") if args.doses else list(DEFAULT_DOSES)
     for w in doses:  # fail before any work on a name that is not a dose
         if w not in ("random", "pretrained"):
@@ -192,6 +194,26 @@ def cmd_dose(args) -> None:
     print("\n" + text)
     print(f"\n[dose] wrote {out / 'dose.csv'} (one row per backbone x task), {out / 'correlations.csv'}, "
           f"{out / 'dose.html'}")
+
+
+def _real_dose(args) -> None:
+    from toolkit.analysis.dose import backbone_table
+    from toolkit.config import parse_overrides
+    from toolkit.experiments.pretraining_dose import REAL_BACKBONES, run_real_dose
+    from toolkit.report.figures import backbone_gain_figure
+    from toolkit.report.tables import format_backbones
+
+    out = Path(args.out or cache_path("dose-real"))
+    seeds = _seeds(args.seeds)
+    print(f"[dose] {len(REAL_BACKBONES)} real backbones (EfficientNet-Lite0/1/2 ImageNet, Lite0 random init) on "
+          f"fashion_places x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
+    study = run_real_dose(seeds, out=out, workers=args.workers, al=parse_overrides(args.al) if args.al else None)
+    table = backbone_table(study["records"], study["measures"])
+    write_atomic(out / "dose.csv", table.to_csv(index=False))
+    text = format_backbones(table)
+    write_atomic(out / "dose.txt", text + "\n")
+    write_atomic(out / "dose.html", backbone_gain_figure(table).to_html(include_plotlyjs=True))
+    print("\n" + text + f"\n\n[dose] wrote {out / 'dose.csv'}, {out / 'dose.txt'}, {out / 'dose.html'}")
 
 
 def cmd_suite(args) -> None:
@@ -362,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="dataset options (n_train=4000)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (budget=60 per_round=5)")
+    p.add_argument("--real", action="store_true", help="the real-network axis instead: EfficientNet-Lite0/1/2 "
+                   "(ImageNet, offline) and Lite0 from random init on fashion_places (--doses, --tasks, --data unused)")
     p.set_defaults(func=cmd_dose)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")

@@ -86,6 +86,24 @@ def dose_table(records: dict[tuple[str, str], list[RunRecord]], measures: list[d
     return pd.DataFrame(rows)
 
 
+def backbone_table(records: dict[str, list[RunRecord]], measures: list[dict], *, metric: str = METRIC
+                   ) -> pd.DataFrame:
+    """One row per named backbone on a single task (the real-network axis): the `dose_row`
+    measurements, whose CIs are over seeds, beside the backbone's measures (separability,
+    parameters, input size) from `measures` rows keyed by "backbone"."""
+    by_name = {m["backbone"]: m for m in measures if "backbone" in m}
+    rows = []
+    for name, recs in records.items():
+        if not [r for r in recs if r.status == "finished"]:
+            continue
+        row = {"backbone": name, **{k: v for k, v in by_name.get(name, {}).items() if k != "backbone"}}
+        row.update(dose_row(recs, metric=metric))
+        rows.append(row)
+    if not rows:
+        raise RecordError("backbone_table: no finished runs")
+    return pd.DataFrame(rows)
+
+
 def gain_by_dose(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFrame:
     """Mean [95% t-CI over tasks] of `value` per backbone, with its axis and dose."""
     out = []

@@ -35,14 +35,29 @@ def dose_name(weights: str) -> str:
     return weights.split("@", 1)[1] if "@" in weights else weights
 
 
+def backbone_task(weights: str, task: Task | str) -> str:
+    """The prefix of one backbone x task's run names and its measures file: "step400-t03"."""
+    return f"{dose_name(weights)}-{task.name if isinstance(task, Task) else task}"
+
+
 def run_name(weights: str, task: Task | str, strategy: str, seed: int) -> str:
-    name = task.name if isinstance(task, Task) else task
-    return f"{dose_name(weights)}-{name}-{strategy}-s{seed}"
+    return f"{backbone_task(weights, task)}-{strategy}-s{seed}"
 
 
 def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict, al: dict,
                feature_root: str | None, threads: int | None) -> str:
-    """One backbone on one task: caches, the probe runs in lockstep, the separability measures."""
+    """One toy backbone on one toy task (a worker's job)."""
+    _probe_and_measure("toy_resnet", weights, "toyworld", {**data, **task.data_params()}, task.name,
+                       backbone_task(weights, task), seeds, out, al, feature_root,
+                       threads)
+    return f"{weights} {task.name}"
+
+
+def _probe_and_measure(model: str, weights: str, dataset: str, params: dict, task: str, prefix: str,
+                       seeds: list[int], out: str, al: dict, feature_root: str | None, threads: int | None,
+                       extra: dict | None = None) -> None:
+    """One backbone on one task: the pool and test caches, the probe runs of every strategy and seed
+    in lockstep (named `{prefix}-{strategy}-s{seed}`), and the pool embedding's separability measures."""
     import numpy as np
     import torch
 
@@ -53,13 +68,12 @@ def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict,
 
     if threads:
         torch.set_num_threads(threads)
-    params = {**data, **task.data_params()}
-    caches = {split: extract_features("toy_resnet", "toyworld", split, weights=weights, dataset_params=params,
+    caches = {split: extract_features(model, dataset, split, weights=weights, dataset_params=params,
                                       root=feature_root, log=None) for split in ("train", "test")}
-    runs = [ProbeRun(Path(out) / "runs" / run_name(weights, task, s, seed), ALConfig(strategy=s, **al), seed)
+    runs = [ProbeRun(Path(out) / "runs" / f"{prefix}-{s}-s{seed}", ALConfig(strategy=s, **al), seed)
             for s in STRATEGIES for seed in seeds]
     run_probes(caches["train"], {"test": caches["test"]}, runs)
-    measures = Path(out) / "measures" / f"{dose_name(weights)}-{task.name}.json"
+    measures = Path(out) / "measures" / f"{prefix}.json"
     if not measures.exists():
         pool = open_cache(caches["train"])
         smallest = int(np.unique(pool.labels * 2 + pool.spurious, return_counts=True)[1].min())
@@ -68,14 +82,14 @@ def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict,
                                                                                 pool.spurious)
         per_group = sep.per_group_.set_index("group")["group_probe"]
         scores = dict(zip(sep.scores_["target"], sep.scores_["balanced_accuracy"]))
-        row = {"weights": weights, "task": task.name, "sep_label": scores.get("label"),
+        row = {"weights": weights, "task": task, "sep_label": scores.get("label"),
                "sep_spurious": scores.get("spurious"), "sep_group": scores.get("group"),
                "sep_group_worst": float(per_group.min()),
                "sep_group_mismatched": float(per_group[[g for g in per_group.index
-                                                        if g.split("_")[0][1:] != g.split("_")[1][1:]]].mean())}
+                                                        if g.split("_")[0][1:] != g.split("_")[1][1:]]].mean()),
+               **(extra or {})}
         measures.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(measures, json.dumps(row, indent=1))
-    return f"{weights} {task.name}"
 
 
 def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out: str | Path | None = None,
@@ -98,17 +112,80 @@ def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out
     data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
     al_config(al)  # unknown keys and bad values named here, not as a traceback in a worker
     jobs = [(w, t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks for w in doses]
+    _run_jobs(_dose_task, jobs, workers, log)
+    return load_dose_study(out, doses, tasks, seeds)
+
+
+# the real-network axis: ImageNet EfficientNet-Lite at three sizes (each at its own input size,
+# timm's data config) and Lite0 from random init, on the fashion_places composites
+REAL_BACKBONES = (("efficientnet_lite0", "random"), ("efficientnet_lite0", "pretrained"),
+                  ("efficientnet_lite1", "pretrained"), ("efficientnet_lite2", "pretrained"))
+REAL_TASK = "fashion_places"
+
+
+def real_label(model: str, weights: str) -> str:
+    """A short backbone name: ("efficientnet_lite1", "pretrained") -> "lite1"; random init -> "lite0-random"."""
+    short = model.removeprefix("efficientnet_")
+    return short if weights == "pretrained" else f"{short}-{weights}"
+
+
+def _real_task(model: str, weights: str, seeds: list[int], out: str, data: dict, al: dict,
+               feature_root: str | None, threads: int | None) -> str:
+    from toolkit.models import MODELS, create_model
+
+    size = MODELS[model].input_size
+    n_params = sum(p.numel() for p in create_model(model, weights="random", num_classes=2).backbone.parameters())
+    label = real_label(model, weights)
+    size = data.get("size", size)
+    _probe_and_measure(model, weights, REAL_TASK, {**data, "size": size}, REAL_TASK, f"{label}-{REAL_TASK}", seeds, out,
+                       al, feature_root, threads,
+                       extra={"backbone": label, "model": model, "input_size": size, "params_m": n_params / 1e6})
+    return label
+
+
+def run_real_dose(seeds: list[int], *, backbones=REAL_BACKBONES, out: str | Path | None = None,
+                  data: dict | None = None, al: dict | None = None, feature_root: str | Path | None = None, workers: int | None = None,
+                  log: Callable[[str], None] | None = info) -> dict:
+    """The real-network axis in probe mode: each backbone on `fashion_places` at its own input size,
+    least-confidence and random for every seed (`data`: fashion_places options; a "size" there
+    replaces every backbone's own). Returns {"records": {label: [RunRecord, ...]},
+    "measures": [dict, ...]} (also under `out`: runs/, measures/)."""
+    log = log or (lambda _: None)
+    out = Path(out) if out is not None else cache_path("dose-real")
+    out.mkdir(parents=True, exist_ok=True)
+    al = {**PROBE_AL, **(al or {})}
+    al_config(al)
+    jobs = [(m, w, list(seeds), str(out), dict(data or {}), al, feature_root and str(feature_root))
+            for m, w in backbones]
+    _run_jobs(_real_task, jobs, workers, log)
+    return load_real_dose(out, backbones, seeds)
+
+
+def load_real_dose(out: str | Path, backbones, seeds: list[int]) -> dict:
+    """The records and measures of a real-network dose folder (missing runs are skipped)."""
+    out = Path(out)
+    records = {}
+    for m, w in backbones:
+        label = real_label(m, w)
+        dirs = [out / "runs" / f"{label}-{REAL_TASK}-{s}-s{seed}" for s in STRATEGIES for seed in seeds]
+        records[label] = [load_run(d) for d in dirs if (d / "state.json").exists()]
+    measures = [json.loads(p.read_text()) for p in sorted((out / "measures").glob("*.json"))]
+    return {"records": records, "measures": measures}
+
+
+def _run_jobs(fn, jobs: list[tuple], workers: int | None, log: Callable[[str], None]) -> None:
+    """Run `fn(*job, threads)` for every job: in-process with one worker, else in spawned
+    processes (one torch thread each) that die with the study."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     if workers == 1:
         for i, job in enumerate(jobs, 1):
-            log(f"[dose] {_dose_task(*job, None)} done ({i}/{len(jobs)})")
-    else:  # workers die with the study; one torch thread each
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
-                                    initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_dose_task, *job, 1) for job in jobs]
-            for i, fut in enumerate(cf.as_completed(futures), 1):
-                log(f"[dose] {fut.result()} done ({i}/{len(jobs)})")
-    return load_dose_study(out, doses, tasks, seeds)
+            log(f"[dose] {fn(*job, None)} done ({i}/{len(jobs)})")
+        return
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+                                initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(fn, *job, 1) for job in jobs]
+        for i, fut in enumerate(cf.as_completed(futures), 1):
+            log(f"[dose] {fut.result()} done ({i}/{len(jobs)})")
 
 
 def load_dose_study(out: str | Path, doses: list[str], tasks: list[Task], seeds: list[int]) -> dict:

@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from toolkit.errors import MissingFileError, ModelError
-from toolkit.models.packaged import EFFICIENTNET_LITE0, PackagedWeights, load_by_position, read_packaged
+from toolkit.models.packaged import (
+    EFFICIENTNET_LITE0,
+    EFFICIENTNET_LITE1,
+    EFFICIENTNET_LITE2,
+    PackagedWeights,
+    load_by_position,
+    read_packaged,
+)
 from toolkit.models.toy import ToyResNet
 
 
@@ -113,6 +120,12 @@ MODELS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(_timm_builder("tf_efficientnet_lite0.in1k"), "tf_efficientnet_lite0.in1k",
                                     input_size=224, packaged=EFFICIENTNET_LITE0,
                                     description="EfficientNet-Lite0 (ImageNet-1k): real weights, offline from a pip package"),
+    "efficientnet_lite1": ModelSpec(_timm_builder("tf_efficientnet_lite1.in1k"), "tf_efficientnet_lite1.in1k",
+                                    input_size=240, packaged=EFFICIENTNET_LITE1,
+                                    description="EfficientNet-Lite1 (ImageNet-1k, 240 px): real weights, offline"),
+    "efficientnet_lite2": ModelSpec(_timm_builder("tf_efficientnet_lite2.in1k"), "tf_efficientnet_lite2.in1k",
+                                    input_size=260, packaged=EFFICIENTNET_LITE2,
+                                    description="EfficientNet-Lite2 (ImageNet-1k, 260 px): real weights, offline"),
     "timm_test_resnet": ModelSpec(_timm_builder("test_resnet"), "test_resnet", input_size=32,
                                   description="tiny timm ResNet for tests"),
     "tiny_bit": ModelSpec(_tiny_bit_builder, input_size=32, description="tiny BiT-architecture ResNetV2 for tests"),

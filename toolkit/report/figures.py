@@ -125,6 +125,25 @@ def pretraining_dose_figure(by_dose: pd.DataFrame, *, value: str = "auc_gain",
     return fig
 
 
+def backbone_gain_figure(table: pd.DataFrame, *, value: str = "auc_gain",
+                         title: str = "Real networks on fashion_places: gain by ImageNet model size") -> go.Figure:
+    """The gain (mean and 95% CI over seeds, `analysis.dose.backbone_table`) per backbone, against its
+    parameter count; random-init backbones are the dotted line."""
+    pre = table[~table["backbone"].str.contains("random")].sort_values("params_m")
+    rnd = table[table["backbone"].str.contains("random")]
+    fig = go.Figure(go.Scatter(x=pre["params_m"], y=pre[value], mode="lines+markers+text", text=pre["backbone"],
+                               textposition="top center", line=dict(color=PALETTE[0]),
+                               error_y=dict(type="data", symmetric=False, array=pre[f"{value}_high"] - pre[value],
+                                            arrayminus=pre[value] - pre[f"{value}_low"])))
+    for _, r in rnd.iterrows():
+        fig.add_hline(y=float(r[value]), line_dash="dot", line_color="grey", annotation_text=r["backbone"])
+    fig.add_hline(y=0.0, line_dash="dash", line_color="lightgrey")
+    fig.update_layout(title=title, xaxis_title="backbone parameters (millions)",
+                      yaxis_title="worst-group AUC gain of least-confidence over random", template="plotly_white",
+                      width=700, height=420, showlegend=False)
+    return fig
+
+
 def gain_vs_measure_figure(table: pd.DataFrame, measure: str = "sep_label", *, value: str = "auc_gain",
                            x_label: str = "linear separability of the label (5-fold probe, balanced accuracy)"
                            ) -> go.Figure:

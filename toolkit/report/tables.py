@@ -115,3 +115,20 @@ def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
                      f"   Spearman {c['spearman']:+.2f} [{c['spearman_low']:+.2f}, {c['spearman_high']:+.2f}]"
                      f"   ({c['rows']} rows, {c['clusters']} tasks)")
     return "\n".join(lines)
+
+
+def format_backbones(table: pd.DataFrame) -> str:
+    """The real-network axis' printed table: one row per backbone, CIs over seeds."""
+    n = int(table["n_seeds"].max())
+    lines = [f"Worst-group gain of least-confidence over random per backbone (mean [95% t-CI over {n} seeds]); "
+             "final worst-group of each strategy; the pool embedding's separability:",
+             f"{'backbone':<14}{'params':>8}{'px':>5}{'AUC gain':>26}{'final gain':>26}{'LC':>7}{'random':>8}"
+             f"{'label':>8}{'spur.':>7}{'worst grp':>10}{'up mism.':>9}"]
+    for _, r in table.iterrows():
+        lines.append(f"{r['backbone']:<14}{r.get('params_m', float('nan')):>7.1f}M{r.get('input_size', 0):>5.0f}"
+                     + f"{r['auc_gain']:+.3f} [{r['auc_gain_low']:+.3f}, {r['auc_gain_high']:+.3f}]".rjust(26)
+                     + f"{r['final_gain']:+.3f} [{r['final_gain_low']:+.3f}, {r['final_gain_high']:+.3f}]".rjust(26)
+                     + f"{r['lc_final']:>7.3f}{r['rnd_final']:>8.3f}{r.get('sep_label', float('nan')):>8.3f}"
+                       f"{r.get('sep_spurious', float('nan')):>7.3f}{r.get('sep_group_worst', float('nan')):>10.3f}"
+                       f"{r['up_mismatched_min']:>9.1f}")
+    return "\n".join(lines)
