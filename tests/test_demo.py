@@ -9,7 +9,10 @@ def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):
     install_backbone(tiny_backbone, tmp_path)
     overrides = ["finetune.max_steps=4", "finetune.micro_batch=16", "al.seed_size=10", "al.per_round=5",
                  "al.budget=10", "eval_batch_size=128", *[f"data.params.{k}={v}" for k, v in TINY_DATA.items()]]
-    tidy = run_demo(seeds=[0, 1], out="out", workers=2, overrides=overrides)
+    screen = {"backbones": ("random", "pretrained"), "seeds": [0, 1], "data": TINY_DATA,
+              "al": {"seed_size": 10, "per_round": 5, "budget": 10}}
+    tidy = run_demo(seeds=[0, 1], out="out", workers=2, overrides=overrides, screen_tasks=1, screen=screen,
+                    log=print)  # alone, nothing has routed the toolkit logger to stdout
     assert len(tidy) == 2 * 2 * 2 * 3  # weights x strategies x seeds x rounds
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert set(zip(summary.weights, summary.strategy)) == {
@@ -18,4 +21,7 @@ def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):
     assert (summary["n_seeds"] == 2).all() and (summary["n_labels"] == 20).all()
     printed = capsys.readouterr().out
     assert "Upsampling ratio" in printed and "Label efficiency" in printed and "y1_s0" in printed
+    # the first screen comes first, from its own folder; the grid's tables do not mix its runs in
+    assert printed.index("First screen") < printed.index("Final budget")
+    assert len(pd.read_csv(tmp_path / "out" / "screen" / "screen.csv")) == 2  # 2 backbones x 1 task
     assert (tmp_path / "out" / "learning_curves.html").stat().st_size > 10_000

@@ -58,3 +58,37 @@ def test_bootstrap_label_efficiency_brackets_point():
     meth = np.array([0.1, 0.5, 0.6, 0.7, 0.8]) + rng.normal(0, 0.02, (8, 5))
     point, lo, hi = bootstrap_label_efficiency(n, base, meth, rng=np.random.default_rng(1), n_boot=300)
     assert lo <= point <= hi and 2.0 < point < 3.0
+
+
+def test_label_efficiency_lower_bound_where_the_ratio_is_undefined():
+    from toolkit.metrics import label_efficiency_bound
+
+    n = np.array([40, 60, 80, 100])
+    flat = np.array([0.9, 0.85, 0.88, 0.86])  # random never improves on its seed set: the ratio is undefined
+    lc = np.array([0.9, 0.89, 0.95, 0.97])
+    assert np.isnan(label_efficiency(n, flat, lc))
+    # above random's best (0.90, its seed set) first at 80 labels, measured, not interpolated
+    assert label_efficiency_bound(n, flat, lc) == pytest.approx(100 / 80)
+    assert label_efficiency_bound(n, flat, lc, uncounted=40) == pytest.approx(60 / 40)
+    assert np.isnan(label_efficiency_bound(n, flat, flat))  # neither improves: nothing to bound
+    assert label_efficiency_bound(n, flat, lc + 0.2) == pytest.approx(100 / 40)  # above from the first point
+    assert label_efficiency_bound(n, flat, lc + 0.2, uncounted=40) == np.inf
+
+
+def test_the_efficiency_table_marks_a_bound_and_the_text_says_so():
+    import pandas as pd
+
+    from toolkit.analysis.curves import label_efficiency_table
+    from toolkit.report.tables import efficiency_cell
+
+    rows = []
+    for seed in range(3):
+        for strategy, curve in (("random", [0.9, 0.85, 0.88, 0.86]), ("least_confidence", [0.9, 0.89, 0.95, 0.97])):
+            rows += [{"weights": "pretrained", "strategy": strategy, "seed": seed, "n_labels": n, "m": v + seed / 100}
+                     for n, v in zip((40, 60, 80, 100), curve)]
+    eff = label_efficiency_table(pd.DataFrame(rows), "m", by=["weights"]).iloc[0]
+    assert eff["bound"] and eff["efficiency"] == pytest.approx(1.25)
+    assert efficiency_cell(eff).startswith(">= 1.25x")
+    flat = pd.DataFrame(rows).assign(m=0.5)
+    eff = label_efficiency_table(flat, "m", by=["weights"]).iloc[0]
+    assert not eff["bound"] and efficiency_cell(eff) == "n/a (neither improves)"

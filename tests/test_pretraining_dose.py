@@ -141,3 +141,24 @@ def test_the_real_network_axis_runs_and_tables_each_backbone(tmp_path, capsys):
     assert table["n_seeds"].eq(2).all() and table["sep_label"].between(0, 1).all()
     text = format_backbones(table.reset_index())
     assert text.count("\n") == 3 and "lite0-random" in text
+
+
+def test_the_first_screen_tables_the_claims_per_backbone_over_tasks(step_doses, tmp_path):
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.first_screen import run_first_screen
+
+    out = tmp_path / "screen"
+    text = run_first_screen(tasks=2, seeds=[0, 1], backbones=("random", "pretrained@step5", "pretrained"), out=out,
+                            workers=1, data=TINY_DATA, al={"seed_size": 10, "per_round": 5, "budget": 10}, log=None)
+    table = pd.read_csv(out / "screen.csv")
+    # the suite's first two draws, whatever their results
+    assert set(table["task"]) == {t.name for t in draw_tasks(2, seed=0)}
+    assert len(table) == 3 * 2 and table["n_seeds"].eq(2).all()
+    lines = text.splitlines()
+    rows = [next(line for line in lines if line.startswith(w + " ")) for w in ("random", "pretrained@step5", "pretrained")]
+    assert lines.index(rows[0]) < lines.index(rows[1]) < lines.index(rows[2])  # ordered by dose
+    expected = table[table["weights"] == "pretrained"]["auc_gain"].mean()
+    assert f"{expected:+.3f}" in rows[2]  # the mean over tasks of the per-task paired gains
+    assert "over 2 tasks" in text and "Label efficiency" in text
+    assert (out / "screen.html").stat().st_size > 10_000
+    assert not (out / "measures").exists()  # the screen skips the cross-validated measures

@@ -53,7 +53,8 @@ def cmd_demo(args) -> None:
         run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set,
                  preset="fashion-places", legend=REAL["legend"], title="Real images (EfficientNet-Lite0)")
         return
-    run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set)
+    run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set,
+             screen_tasks=args.screen_tasks)
 
 
 def cmd_make_composite(args) -> None:
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--probe", action="store_true", help="probe-only mode on cached features (10 seeds by default)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE",
                    help="probe mode: protocol, e.g. budget=360 per_round=20 (default: 40 + 60 by 5)")
+    p.add_argument("--screen-tasks", type=int, default=5, help="the first screen: the claims in probe mode on the "
+                   "suite's first K tasks, before the full-finetuning grid (toy world; 0 skips it)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("make-composite",

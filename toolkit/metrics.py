@@ -173,6 +173,35 @@ def label_efficiency(n_labels: np.ndarray, baseline_curve: np.ndarray, method_cu
     return float((n_labels[-1] - uncounted) / (needed - uncounted)) if needed > uncounted else float("inf")
 
 
+def label_efficiency_bound(n_labels: np.ndarray, baseline_curve: np.ndarray, method_curve: np.ndarray, *,
+                           uncounted: float = 0.0) -> float:
+    """A lower bound on label efficiency, for where `label_efficiency` is undefined (the
+    baseline never improves on its first point).
+
+    target = the best value the baseline reaches anywhere within its budget B, so it needs
+    more than B labels for any value above it; n = the first *measured* label count at which
+    the method's curve is above target (no interpolation, which would put n just past the
+    seed set). Efficiency > (B - s) / (n - s), s = `uncounted`. nan when the method never
+    gets above target either (nothing is learned by either); inf when its first point
+    already is.
+
+    Examples:
+        >>> import numpy as np
+        >>> n = np.array([40, 60, 80, 100])
+        >>> flat = np.array([0.5, 0.5, 0.49, 0.5])         # random: never above its seed-set value
+        >>> label_efficiency_bound(n, flat, np.array([0.5, 0.5, 0.7, 0.8]))  # above 0.5 from 80 labels
+        1.25
+        >>> label_efficiency_bound(n, flat, np.array([0.5, 0.5, 0.7, 0.8]), uncounted=40)  # 60 / 40
+        1.5
+    """
+    n_labels, baseline_curve, method_curve = (np.asarray(a, float) for a in (n_labels, baseline_curve, method_curve))
+    above = np.flatnonzero(method_curve > baseline_curve.max())
+    if not len(above):
+        return float("nan")
+    needed = n_labels[above[0]]
+    return float((n_labels[-1] - uncounted) / (needed - uncounted)) if needed > uncounted else float("inf")
+
+
 def bootstrap_label_efficiency(
     n_labels: np.ndarray,
     baseline_runs: np.ndarray,
@@ -182,20 +211,22 @@ def bootstrap_label_efficiency(
     n_boot: int = 2000,
     level: float = 0.95,
     uncounted: float = 0.0,
+    statistic=label_efficiency,
 ) -> tuple[float, float, float]:
     """Label efficiency of mean curves, with a percentile bootstrap CI over seeds.
 
     Args:
         baseline_runs, method_runs: (n_seeds, n_points) curves at the shared `n_labels`.
         uncounted: see `label_efficiency`.
+        statistic: `label_efficiency`, or `label_efficiency_bound` where it is undefined.
     """
     b, m = np.asarray(baseline_runs, float), np.asarray(method_runs, float)
-    point = label_efficiency(n_labels, b.mean(0), m.mean(0), uncounted=uncounted)
+    point = statistic(n_labels, b.mean(0), m.mean(0), uncounted=uncounted)
     boots = np.empty(n_boot)
     for i in range(n_boot):
         bi = b[rng.integers(0, len(b), len(b))].mean(0)
         mi = m[rng.integers(0, len(m), len(m))].mean(0)
-        boots[i] = label_efficiency(n_labels, bi, mi, uncounted=uncounted)
+        boots[i] = statistic(n_labels, bi, mi, uncounted=uncounted)
     boots = boots[~np.isnan(boots)]
     if np.isnan(point) or len(boots) == 0:
         return point, float("nan"), float("nan")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import RecordError
-from toolkit.metrics import bootstrap_label_efficiency, mean_ci
+from toolkit.metrics import bootstrap_label_efficiency, label_efficiency_bound, mean_ci
 from toolkit.record import RunRecord, tidy_rounds  # noqa: F401  (tidy_rounds: re-exported)
 
 ARM_COLUMNS = ["model", "weights", "strategy"]
@@ -124,7 +124,12 @@ def label_efficiency_table(tidy: pd.DataFrame, metric: str, *, method: str = "le
     `labels_counted`: "all" counts the seed set (labels = seed set + acquired); "acquired"
     counts only acquired labels (the seed set, the runs' first label count, is taken off
     both sides). The paper does not say which its "5.8x" uses; the column
-    `labels_counted` names the convention in the output."""
+    `labels_counted` names the convention in the output.
+
+    Where the ratio is undefined (the baseline's mean curve never improves on its first
+    point) but the method's rises above everything the baseline reached, the row holds
+    `label_efficiency_bound` instead, with `bound` True: efficiency is *at least* that.
+    Where neither improves, efficiency is nan (nothing to compare)."""
     if labels_counted not in LABEL_COUNTS:
         raise RecordError(f"labels_counted must be one of {sorted(LABEL_COUNTS)}, got {labels_counted!r}")
     rows = []
@@ -141,7 +146,11 @@ def label_efficiency_table(tidy: pd.DataFrame, metric: str, *, method: str = "le
         uncounted = float(common[0]) if labels_counted == "acquired" else 0.0
         eff, lo, hi = bootstrap_label_efficiency(np.array(common), b, m, rng=np.random.default_rng(seed),
                                                  uncounted=uncounted)
+        bound = bool(np.isnan(eff))
+        if bound:
+            eff, lo, hi = bootstrap_label_efficiency(np.array(common), b, m, rng=np.random.default_rng(seed),
+                                                     uncounted=uncounted, statistic=label_efficiency_bound)
         rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), metric=metric,
                          labels_counted=LABEL_COUNTS[labels_counted],
-                         efficiency=eff, low=lo, high=hi, budget=int(common[-1])))
+                         efficiency=eff, low=lo, high=hi, bound=bound and not np.isnan(eff), budget=int(common[-1])))
     return pd.DataFrame(rows)

@@ -104,6 +104,30 @@ def backbone_table(records: dict[str, list[RunRecord]], measures: list[dict], *,
     return pd.DataFrame(rows)
 
 
+def task_means(records: dict[tuple[str, str], list[RunRecord]], metrics: list[str] | None = None) -> pd.DataFrame:
+    """Every finished run's rounds, averaged over seeds within each task: one row per
+    (weights, strategy, task, n_labels), so that what follows counts tasks, not runs."""
+    frames = []
+    for (weights, task), recs in records.items():
+        recs = [r for r in recs if r.status == "finished"]
+        if recs:
+            frames.append(tidy_rounds(recs).assign(task=task))
+    if not frames:
+        raise RecordError("task_means: no finished runs")
+    tidy = pd.concat(frames, ignore_index=True)
+    metrics = metrics or [c for c in tidy.columns if c.startswith("test/")]
+    return tidy.groupby(["weights", "strategy", "task", "n_labels"], as_index=False)[metrics].mean()
+
+
+def pooled_label_efficiency(means: pd.DataFrame, metric: str = METRIC, *, labels_counted: str = "all",
+                            seed: int = 0) -> pd.DataFrame:
+    """Label efficiency of the task-averaged curves per backbone, with a bootstrap CI over
+    tasks (`task_means` output; a lower bound where the ratio is undefined, see
+    `label_efficiency_table`)."""
+    return label_efficiency_table(means.rename(columns={"task": "seed"}), metric, by=["weights"], seed=seed,
+                                  labels_counted=labels_counted)
+
+
 def gain_by_dose(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFrame:
     """Mean [95% t-CI over tasks] of `value` per backbone, with its axis and dose."""
     out = []

@@ -1,8 +1,11 @@
-"""The toy-world demo: pretrained vs unpretrained x uncertainty vs random x seeds.
+"""The toy-world demo: its first screen, then pretrained vs unpretrained x uncertainty vs random
+x seeds with full finetuning.
 
-Pretrains the toy backbone on first use, runs the grid as a sweep (toolkit.al.sweep: a
-local process pool, one torch thread per process; re-running resumes), then returns the
-summary table and writes the runs, a summary CSV, a learning-curve figure and a report.
+Pretrains the toy backbone on first use (saving the dose checkpoints on the way). The first
+screen (`toolkit.experiments.first_screen`) measures the claims in probe mode across the suite's
+first tasks, with a half-pretrained arm; then the full-finetuning grid runs as a sweep
+(toolkit.al.sweep: a local process pool, one torch thread per process; re-running resumes).
+Returns the grid's rounds and writes the runs, a summary CSV, a learning-curve figure and a report.
 """
 from __future__ import annotations
 
@@ -37,20 +40,27 @@ def demo_configs(seeds: list[int], overrides: list[str] | None = None, preset: s
 
 def run_demo(*, seeds: list[int], out: str | Path | None = None, workers: int | None = None,
              overrides: list[str] | None = None, preset: str = "toy", legend: str = TOY_LEGEND,
-             title: str = "Toy world", log: Callable[[str], None] | None = info) -> pd.DataFrame:
+             title: str = "Toy world", screen_tasks: int = 0, screen: dict | None = None,
+             log: Callable[[str], None] | None = info) -> pd.DataFrame:
     """Run (or resume) the demo grid and write its tables, figure and report under `out`.
 
-    Returns every round of every run (also `out/rounds.csv`); the printed summary table is
-    `out/summary.txt`.
+    `screen_tasks` > 0 (toy preset only) runs the first screen on that many of the suite's tasks
+    first, under `out/screen` (`screen`: more `run_first_screen` keywords). Returns every round of every grid run (also `out/rounds.csv`);
+    the printed summary table is `out/summary.txt`.
     """
     log = log or (lambda _: None)
     out = Path(out) if out is not None else cache_path("demo")
     t0 = time.time()
     if preset == "toy":
         ensure_toy_backbone()
+    if screen_tasks and preset == "toy":
+        from toolkit.experiments.first_screen import run_first_screen
+
+        run_first_screen(tasks=screen_tasks, out=out / "screen", workers=workers, log=log, **(screen or {}))
     cfgs = demo_configs(seeds, overrides, preset)
     workers = workers or max(1, min(len(cfgs), os.cpu_count() or 1))
-    log(f"[demo] {len(cfgs)} runs on {workers} worker process(es); records under {out / 'runs'}")
+    log(f"\n[demo] full finetuning on the default toy task: {len(cfgs)} runs on {workers} worker process(es); "
+        f"records under {out / 'runs'}")
     results = Sweep(out, cfgs).launch_local(workers=workers)
     failed = {n: s for n, s in results.items() if s != "done"}
     if failed:

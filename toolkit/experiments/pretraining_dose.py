@@ -45,17 +45,16 @@ def run_name(weights: str, task: Task | str, strategy: str, seed: int) -> str:
 
 
 def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict, al: dict,
-               feature_root: str | None, threads: int | None) -> str:
+               feature_root: str | None, measure: bool, threads: int | None) -> str:
     """One toy backbone on one toy task (a worker's job)."""
     _probe_and_measure("toy_resnet", weights, "toyworld", {**data, **task.data_params()}, task.name,
-                       backbone_task(weights, task), seeds, out, al, feature_root,
-                       threads)
+                       backbone_task(weights, task), seeds, out, al, feature_root, threads, measure=measure)
     return f"{weights} {task.name}"
 
 
 def _probe_and_measure(model: str, weights: str, dataset: str, params: dict, task: str, prefix: str,
                        seeds: list[int], out: str, al: dict, feature_root: str | None, threads: int | None,
-                       extra: dict | None = None) -> None:
+                       extra: dict | None = None, measure: bool = True) -> None:
     """One backbone on one task: the pool and test caches, the probe runs of every strategy and seed
     in lockstep (named `{prefix}-{strategy}-s{seed}`), and the pool embedding's separability measures."""
     import numpy as np
@@ -74,7 +73,7 @@ def _probe_and_measure(model: str, weights: str, dataset: str, params: dict, tas
             for s in STRATEGIES for seed in seeds]
     run_probes(caches["train"], {"test": caches["test"]}, runs)
     measures = Path(out) / "measures" / f"{prefix}.json"
-    if not measures.exists():
+    if measure and not measures.exists():
         pool = open_cache(caches["train"])
         smallest = int(np.unique(pool.labels * 2 + pool.spurious, return_counts=True)[1].min())
         # folds are stratified by group, so the smallest group bounds them (5 at the study's pool sizes)
@@ -94,8 +93,10 @@ def _probe_and_measure(model: str, weights: str, dataset: str, params: dict, tas
 
 def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out: str | Path | None = None,
                    data: dict | None = None, al: dict | None = None, feature_root: str | Path | None = None,
-                   workers: int | None = None, log: Callable[[str], None] | None = info) -> dict:
-    """Run (or resume) every dose x task x seed x strategy in probe mode.
+                   workers: int | None = None, measure: bool = True,
+                   log: Callable[[str], None] | None = info) -> dict:
+    """Run (or resume) every dose x task x seed x strategy in probe mode (`measure`: also the
+    separability measures, cross-validated probes that cost about as much as the runs).
 
     Returns {"records": {(weights, task): [RunRecord, ...]}, "measures": [dict, ...]}; both are
     also on disk under `out` (runs/, measures/, doses.json). Pretraining doses are pretrained
@@ -111,7 +112,8 @@ def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out
     ensure_toy_doses(list(doses))  # before the workers start, so none of them pretrains
     data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
     al_config(al)  # unknown keys and bad values named here, not as a traceback in a worker
-    jobs = [(w, t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks for w in doses]
+    jobs = [(w, t, list(seeds), str(out), data, al, feature_root and str(feature_root), measure)
+            for t in tasks for w in doses]
     _run_jobs(_dose_task, jobs, workers, log)
     return load_dose_study(out, doses, tasks, seeds)
 

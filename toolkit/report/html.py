@@ -281,7 +281,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     bar.update(1)
     page.h2("Label efficiency")
     page.note("Labels random sampling needs for its final value / labels least-confidence needs to reach it "
-              "(mean curves; bootstrap 95% CI over seeds). n/a: random does not improve on the seed set. "
+              "(mean curves; bootstrap 95% CI over seeds). Where random never improves on its seed-set value, "
+              "`bound` marks a lower bound: least-confidence gets above everything random reached, at the "
+              "label count shown; nan: neither improves. "
               "The paper's 5.8x is on plain accuracy and does not say whether the seed set counts: both "
               "conventions are shown.")
     eff_metrics = [m for m in (f"{split}/accuracy", f"{split}/worst_group") if m in tidy]
