@@ -162,3 +162,23 @@ def test_the_first_screen_tables_the_claims_per_backbone_over_tasks(step_doses, 
     assert "over 2 tasks" in text and "Label efficiency" in text
     assert (out / "screen.html").stat().st_size > 10_000
     assert not (out / "measures").exists()  # the screen skips the cross-validated measures
+
+
+def test_the_full_finetuning_dose_study_runs_through_the_sweep(step_doses, tmp_path, capsys):
+    from toolkit.cli import main
+
+    overrides = ["finetune.max_steps=3", "finetune.micro_batch=16", "al.seed_size=10", "al.per_round=5",
+                 "al.budget=5", "eval_batch_size=128", *[f"data.params.{k}={v}" for k, v in TINY_DATA.items()]]
+    main(["dose", "--full", "--doses", "random,pretrained@step5", "--tasks", "1", "--seeds", "0-1",
+          "--out", str(tmp_path / "full"), "--workers", "2", "--set", *overrides])
+    table = pd.read_csv(tmp_path / "full" / "dose.csv")
+    assert list(table["weights"]) == ["random", "pretrained@step5"] and table["n_seeds"].eq(2).all()
+    runs = sorted(p.name for p in (tmp_path / "full" / "runs").iterdir())
+    from toolkit.data.toy_tasks import draw_tasks
+
+    assert len(runs) == 2 * 2 * 2 and runs[0] == f"random-{draw_tasks(1)[0].name}-least_confidence-s0"
+    from toolkit.record import load_run
+
+    rec = load_run(tmp_path / "full" / "runs" / runs[-1])
+    assert rec.mode != "probe" and rec.weights in ("random", "pretrained@step5")
+    assert "Pretraining dose: the suite's first 1 toy tasks" in capsys.readouterr().out

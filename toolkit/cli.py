@@ -171,15 +171,17 @@ def cmd_dose(args) -> None:
 
     if args.real:
         return _real_dose(args)
+    if args.full:
+        return _full_dose(args)
     doses = args.doses.split(",") if args.doses else list(DEFAULT_DOSES)
     for w in doses:  # fail before any work on a name that is not a dose
         if w not in ("random", "pretrained"):
             from toolkit.models.pretrain import parse_dose
 
             parse_dose(w)
-    tasks = draw_tasks(args.tasks, seed=args.task_seed)
+    tasks = draw_tasks(args.tasks or 20, seed=args.task_seed)
     out = Path(args.out or cache_path("dose-study"))
-    seeds = _seeds(args.seeds)
+    seeds = _seeds(args.seeds or "0-9")
     print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
     study = run_dose_study(doses, tasks, seeds, out=out, workers=args.workers,
                            data=parse_overrides(args.data) if args.data else None,
@@ -197,6 +199,28 @@ def cmd_dose(args) -> None:
           f"{out / 'dose.html'}")
 
 
+def _full_dose(args) -> None:
+    from toolkit.analysis.dose import dose_table, pooled_label_efficiency, task_means
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.pretraining_dose import FULL_DOSES, run_full_dose
+    from toolkit.report.tables import format_screen
+
+    doses = args.doses.split(",") if args.doses else list(FULL_DOSES)
+    tasks, seeds = draw_tasks(args.tasks or 3, seed=args.task_seed), _seeds(args.seeds or "0-2")
+    out = Path(args.out or cache_path("dose-full"))
+    print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, full "
+          f"finetuning (toy preset), in {out}")
+    study = run_full_dose(doses, tasks, seeds, out=out, overrides=args.set, workers=args.workers)
+    table = dose_table(study["records"], [])
+    means = task_means(study["records"], ["test/worst_group", "test/accuracy"])
+    efficiency = {c: pooled_label_efficiency(means, labels_counted=c) for c in ("all", "acquired")}
+    text = format_screen(table, efficiency, n_seeds=len(seeds), title="Pretraining dose",
+                         mode="full finetuning")
+    write_atomic(out / "dose.csv", table.to_csv(index=False))
+    write_atomic(out / "dose.txt", text + "\n")
+    print("\n" + text + f"\n\n[dose] wrote {out / 'dose.csv'}, {out / 'dose.txt'}")
+
+
 def _real_dose(args) -> None:
     from toolkit.analysis.dose import backbone_table
     from toolkit.config import parse_overrides
@@ -205,7 +229,7 @@ def _real_dose(args) -> None:
     from toolkit.report.tables import format_backbones
 
     out = Path(args.out or cache_path("dose-real"))
-    seeds = _seeds(args.seeds)
+    seeds = _seeds(args.seeds or "0-9")
     print(f"[dose] {len(REAL_BACKBONES)} real backbones (EfficientNet-Lite0/1/2 ImageNet, Lite0 random init) on "
           f"fashion_places x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
     study = run_real_dose(seeds, out=out, workers=args.workers, al=parse_overrides(args.al) if args.al else None)
@@ -380,13 +404,17 @@ def main(argv: list[str] | None = None) -> None:
                                     "backbone was pretrained, and the representation measures that predict it")
     p.add_argument("--doses", default=None, help="comma-separated toy_resnet weights ids (default: random, "
                    "pretrained@step0,100,200,400,800, pretrained, pretrained@images5000, pretrained@shapes10)")
-    p.add_argument("--tasks", type=int, default=20, help="K tasks drawn from the suite's task distribution")
+    p.add_argument("--tasks", type=int, default=None, help="K tasks drawn from the suite's task distribution "
+                   "(default: 20, or 3 with --full)")
     p.add_argument("--task-seed", type=int, default=0)
-    p.add_argument("--seeds", default="0-9")
+    p.add_argument("--seeds", default=None, help="default: 0-9, or 0-2 with --full")
     p.add_argument("--out", default=None, help="study folder (default: <cache>/dose-study; re-running resumes)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="dataset options (n_train=4000)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (budget=60 per_round=5)")
+    p.add_argument("--full", action="store_true", help="full finetuning (toy preset, through the sweep) instead of "
+                   "probe mode; default doses random, pretrained@step800, pretrained")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="--full: config overrides for every run")
     p.add_argument("--real", action="store_true", help="the real-network axis instead: EfficientNet-Lite0/1/2 "
                    "(ImageNet, offline) and Lite0 from random init on fashion_places (--doses, --tasks, --data unused)")
     p.set_defaults(func=cmd_dose)

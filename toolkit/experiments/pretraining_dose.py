@@ -118,6 +118,46 @@ def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out
     return load_dose_study(out, doses, tasks, seeds)
 
 
+FULL_DOSES = ("random", "pretrained@step800", "pretrained")
+
+
+def full_dose_configs(doses: list[str], tasks: list[Task], seeds: list[int], *, preset: str = "toy",
+                      overrides: list[str] | None = None) -> dict:
+    """One full-finetuning run config per dose x task x strategy x seed, named by `run_name`."""
+    from toolkit.config import resolve_config
+
+    return {run_name(w, t, s, seed): resolve_config(preset, t.overrides() + list(overrides or []) +
+                                                    [f"model.weights={w}", f"al.strategy={s}", f"seed={seed}"])
+            for t in tasks for w in doses for s in STRATEGIES for seed in seeds}
+
+
+def run_full_dose(doses: list[str], tasks: list[Task], seeds: list[int], *, out: str | Path | None = None,
+                  overrides: list[str] | None = None, workers: int | None = None, launcher: str = "local",
+                  launcher_kwargs: dict | None = None, log: Callable[[str], None] | None = info) -> dict:
+    """The dose study with full finetuning (the `toy` preset plus `overrides`), as one sweep
+    (`toolkit.al.sweep`: a local pool, or submitit). Same folder layout and return value as
+    `run_dose_study`, without the separability measures; failed runs are named, with their
+    last error line, and the finished ones are still returned."""
+    from toolkit.al.sweep import Sweep
+    from toolkit.errors import ConfigError
+    from toolkit.models.pretrain import ensure_toy_doses
+
+    log = log or (lambda _: None)
+    out = Path(out) if out is not None else cache_path("dose-full")
+    ensure_toy_doses(list(doses))  # before the workers start, so none of them pretrains
+    sweep = Sweep(out, full_dose_configs(doses, tasks, seeds, overrides=overrides))
+    if launcher == "local":
+        results = sweep.launch_local(workers=workers)
+    elif launcher == "submitit":
+        results = sweep.launch_submitit(**(launcher_kwargs or {}))
+    else:
+        raise ConfigError(f"unknown launcher {launcher!r}; valid: local, submitit")
+    failures = sweep.failures()
+    for name in (n for n, st in results.items() if st != "done"):
+        log(f"[dose] {name} failed: {failures.get(name, 'no error recorded')}")
+    return load_dose_study(out, doses, tasks, seeds)
+
+
 # the real-network axis: ImageNet EfficientNet-Lite at three sizes (each at its own input size,
 # timm's data config) and Lite0 from random init, on the fashion_places composites
 REAL_BACKBONES = (("efficientnet_lite0", "random"), ("efficientnet_lite0", "pretrained"),

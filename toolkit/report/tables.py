@@ -142,7 +142,8 @@ def format_backbones(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def format_screen(table: pd.DataFrame, efficiency: dict[str, pd.DataFrame], *, n_seeds: int) -> str:
+def format_screen(table: pd.DataFrame, efficiency: dict[str, pd.DataFrame], *, n_seeds: int,
+                  title: str = "First screen", mode: str = "probe mode") -> str:
     """The demo's first table: per backbone, both strategies' final worst-group, the gain of
     least-confidence over random and the mismatched groups' upsampling (mean [95% t-CI over
     tasks]); then label efficiency of the task-averaged curves (`efficiency`: by "all"/"acquired")."""
@@ -157,8 +158,8 @@ def format_screen(table: pd.DataFrame, efficiency: dict[str, pd.DataFrame], *, n
     by = {c: gain_by_dose(table, c).set_index("weights") for c in cols}
     order = by["auc_gain"].sort_values("dose", key=lambda d: d.where(by["auc_gain"]["axis"] != "random", -1)).index
     n_tasks, budget = int(by["auc_gain"]["tasks"].max()), int(efficiency["all"]["budget"].max())
-    lines = [f"First screen: the suite's first {n_tasks} toy tasks (a rule fixed before looking), {n_seeds} seeds "
-             f"each, probe mode, up to {budget} labels.",
+    lines = [f"{title}: the suite's first {n_tasks} toy tasks (a rule fixed before looking), {n_seeds} seeds "
+             f"each, {mode}, up to {budget} labels.",
              f"Worst-group test accuracy, mean [95% t-CI over {n_tasks} tasks]; gain = least-confidence minus random, "
              "paired by seed;",
              "up. mismatched = the less upsampled of the two mismatched groups under least-confidence "
