@@ -25,3 +25,19 @@ def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):
     assert printed.index("First screen") < printed.index("Final budget")
     assert len(pd.read_csv(tmp_path / "out" / "screen" / "screen.csv")) == 2  # 2 backbones x 1 task
     assert (tmp_path / "out" / "learning_curves.html").stat().st_size > 10_000
+
+
+def test_a_failed_demo_run_is_named_with_its_reason(tiny_backbone, tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from toolkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    install_backbone(tiny_backbone, tmp_path)
+    overrides = ["al.seed_set=bogus", *[f"data.params.{k}={v}" for k, v in TINY_DATA.items()]]  # fails in the runs
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--seeds", "0", "--screen-tasks", "0", "--workers", "2", "--out", "out", "--set", *overrides])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "4 of 4 demo runs failed" in err and "pre-least_confidence-s0: " in err
+    assert "unknown al.seed_set 'bogus'" in err and "index.json" in err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from toolkit._util.log import to_stdout
 from toolkit._util.paths import cache_path
-from toolkit.errors import AltkError, ConfigError
+from toolkit.errors import AltkError, ConfigError, RunsFailedError
 from toolkit.record import write_atomic
 
 
@@ -219,6 +219,9 @@ def _full_dose(args) -> None:
     write_atomic(out / "dose.csv", table.to_csv(index=False))
     write_atomic(out / "dose.txt", text + "\n")
     print("\n" + text + f"\n\n[dose] wrote {out / 'dose.csv'}, {out / 'dose.txt'}")
+    if study["failed"]:  # the table covers the finished runs; the failures were named above
+        raise RunsFailedError(f"{len(study['failed'])} runs failed (named above, with their last error line); "
+                              f"the table covers the finished ones; full errors in {out / 'index.json'}")
 
 
 def _real_dose(args) -> None:
@@ -437,6 +440,11 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["ALTK_QUIET"] = "1"
     try:
         args.func(args)
+    except RunsFailedError as err:  # one line per failed run, as the message lists them
+        if args.debug:
+            raise
+        print(f"altk {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except (AltkError, ValueError, FileNotFoundError, FileExistsError) as err:
         if args.debug:
             raise

@@ -48,3 +48,7 @@ class OutputExistsError(AltkError, FileExistsError):
 
 class LockedError(AltkError, RuntimeError):
     """Another live process is writing the same run, cache or sweep."""
+
+
+class RunsFailedError(AltkError, RuntimeError):
+    """Some runs of a demo, suite or study failed; the message names each with its last error line."""

@@ -21,6 +21,7 @@ from toolkit._util.paths import cache_path
 from toolkit.al.sweep import Sweep
 from toolkit.analysis import final_summary, learning_curves
 from toolkit.config import RunConfig, resolve_config
+from toolkit.errors import RunsFailedError
 from toolkit.experiments.protocols import FINAL_METRICS, STRATEGIES, TOY_LEGEND, WEIGHTS, arm_short
 from toolkit.models.pretrain import ensure_toy_backbone
 from toolkit.record import load_run, run_dirs, tidy_rounds, write_atomic
@@ -61,10 +62,13 @@ def run_demo(*, seeds: list[int], out: str | Path | None = None, workers: int | 
     workers = workers or max(1, min(len(cfgs), os.cpu_count() or 1))
     log(f"\n[demo] full finetuning on the default toy task: {len(cfgs)} runs on {workers} worker process(es); "
         f"records under {out / 'runs'}")
-    results = Sweep(out, cfgs).launch_local(workers=workers)
-    failed = {n: s for n, s in results.items() if s != "done"}
-    if failed:
-        raise RuntimeError(f"demo runs failed: {', '.join(failed)}; errors in {out / 'index.json'}")
+    sweep = Sweep(out, cfgs)
+    results = sweep.launch_local(workers=workers)
+    failed = [n for n, s in results.items() if s != "done"]
+    if failed:  # each run's reason, not only its name; the whole traceback stays in index.json
+        reasons = sweep.failures()
+        raise RunsFailedError(f"{len(failed)} of {len(cfgs)} demo runs failed:\n" + "\n".join(
+            f"  {n}: {reasons.get(n, 'no error recorded')}" for n in failed) + f"\nfull errors in {out / 'index.json'}")
     # every run in the folder (an earlier call's seeds too), as `altk report` reads it: one folder, one answer
     records = [load_run(d) for d in run_dirs(out / "runs")]
     tidy = tidy_rounds(records)

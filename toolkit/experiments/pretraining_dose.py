@@ -136,8 +136,8 @@ def run_full_dose(doses: list[str], tasks: list[Task], seeds: list[int], *, out:
                   launcher_kwargs: dict | None = None, log: Callable[[str], None] | None = info) -> dict:
     """The dose study with full finetuning (the `toy` preset plus `overrides`), as one sweep
     (`toolkit.al.sweep`: a local pool, or submitit). Same folder layout and return value as
-    `run_dose_study`, without the separability measures; failed runs are named, with their
-    last error line, and the finished ones are still returned."""
+    `run_dose_study`, without the separability measures, plus "failed" (run names): failed runs
+    are logged with their last error line, and the finished ones are still returned."""
     from toolkit.al.sweep import Sweep
     from toolkit.errors import ConfigError
     from toolkit.models.pretrain import ensure_toy_doses
@@ -153,9 +153,10 @@ def run_full_dose(doses: list[str], tasks: list[Task], seeds: list[int], *, out:
     else:
         raise ConfigError(f"unknown launcher {launcher!r}; valid: local, submitit")
     failures = sweep.failures()
-    for name in (n for n, st in results.items() if st != "done"):
+    failed = [n for n, st in results.items() if st != "done"]
+    for name in failed:
         log(f"[dose] {name} failed: {failures.get(name, 'no error recorded')}")
-    return load_dose_study(out, doses, tasks, seeds)
+    return {**load_dose_study(out, doses, tasks, seeds), "failed": failed}
 
 
 # the real-network axis: ImageNet EfficientNet-Lite at three sizes (each at its own input size,

@@ -17,7 +17,7 @@ from toolkit._util.paths import cache_path
 from toolkit.al.sweep import die_with_parent
 from toolkit.config import al_config
 from toolkit.data.toy_tasks import Task
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, RunsFailedError
 from toolkit.experiments.protocols import ARMS, PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
 from toolkit.record import RunRecord, load_run, write_atomic
 
@@ -121,8 +121,11 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
         else:
             raise ConfigError(f"unknown launcher {launcher!r}; valid: local, submitit")
         failed = [n for n, s in results.items() if s != "done"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} suite runs failed ({', '.join(failed[:5])}...); see {out / 'index.json'}")
+        if failed:  # each run's reason, not only its name; the whole traceback stays in index.json
+            reasons = sweep.failures()
+            raise RunsFailedError(f"{len(failed)} of {len(results)} suite runs failed:\n" + "\n".join(
+                f"  {n}: {reasons.get(n, 'no error recorded')}" for n in failed[:10])
+                + ("\n  ..." if len(failed) > 10 else "") + f"\nfull errors in {out / 'index.json'}")
     return load_suite(out, tasks, seeds)
 
 
