@@ -166,6 +166,8 @@ def test_cifar_presets_two_rounds(preset, tmp_path):
     ("place", 3, r"column 'place' must hold integers in 0..1; rows \[0\] hold \[3\]"),
     ("split", 7, r"column 'split' must hold integers in 0..2"),
     ("img_id", 1, r"img_id must be unique; \[1\] appear more than once"),
+    ("img_filename", None, r"column 'img_filename' must hold a relative image path in every row; rows \[0\] hold \[nan\]"),
+    ("img_filename", ".", r"img_filename '\.' is a folder"),
 ])
 def test_waterbirds_metadata_is_validated_column_by_column(tmp_path, column, value, message):
     import pandas as pd
@@ -182,6 +184,12 @@ def test_waterbirds_metadata_is_validated_column_by_column(tmp_path, column, val
 def test_empty_metadata_is_named(tmp_path):
     (tmp_path / "metadata.csv").write_text("")
     with pytest.raises(ValueError, match=r"metadata.csv is empty; expected a header img_id"):
+        create_dataset("waterbirds", "train", root=str(tmp_path), resolution=32, cache_dir=None)
+
+
+def test_binary_metadata_is_named(tmp_path):
+    (tmp_path / "metadata.csv").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"metadata.csv is not a readable CSV text file"):
         create_dataset("waterbirds", "train", root=str(tmp_path), resolution=32, cache_dir=None)
 
 

@@ -83,3 +83,19 @@ def test_compute_dtype_is_part_of_the_cache_fingerprint():
     kw = dict(model="toy_resnet", weights="w", layer="penultimate", dataset=ds, transform="t")
     assert compute_dtype(torch.device("cpu")) == "float32" and compute_dtype(torch.device("cuda")) != "float32"
     assert make_fingerprint(**kw, compute="float32") != make_fingerprint(**kw, compute="bfloat16-autocast")
+
+
+def test_empty_non_dict_and_wrong_shape_weights_files_are_named(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.pt is not a readable PyTorch weights file"):
+        create_model("toy_resnet", weights=str(empty), num_classes=2)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match="holds Tensor, not a state dict of tensors"):
+        create_model("toy_resnet", weights=str(tmp_path / "tensor.pt"), num_classes=2)
+    state = create_model("toy_resnet", weights="random", num_classes=2).backbone.state_dict()
+    key = next(k for k, v in state.items() if v.ndim == 4)
+    state[key] = torch.zeros(*state[key].shape[:-1], state[key].shape[-1] + 2)
+    torch.save(state, tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match=rf"1 tensors have other shapes, e.g. {key} .* \(the model has"):
+        create_model("toy_resnet", weights=str(tmp_path / "wide.pt"), num_classes=2)

@@ -67,6 +67,9 @@ def read_metadata(layout: MetadataLayout, root: Path) -> pd.DataFrame:
         meta = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty; expected a header {', '.join(REQUIRED)} and one row per image") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:  # a binary or garbled file
+        raise DataError(f"{path} is not a readable CSV text file ({type(err).__name__}: {str(err)[:100]}); expected "
+                        f"a header {', '.join(REQUIRED)} and one comma-separated row per image") from None
     missing = [c for c in REQUIRED if c not in meta.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {missing}; it has {list(meta.columns)}. "
@@ -86,6 +89,11 @@ def read_metadata(layout: MetadataLayout, root: Path) -> pd.DataFrame:
             raise DataError(f"{path}: column {column!r} must hold {want}; rows {rows} hold "
                              f"{meta.loc[bad, column].head(5).tolist()}")
         meta[column] = values.astype(np.int64)
+    names = meta["img_filename"]
+    bad = names.isna() | ~names.map(lambda v: isinstance(v, str) and v.strip() != "")
+    if bad.any():
+        raise DataError(f"{path}: column 'img_filename' must hold a relative image path in every row; rows "
+                        f"{meta.index[bad][:5].tolist()} hold {names[bad].head(5).tolist()}")
     duplicated = meta["img_id"][meta["img_id"].duplicated(keep=False)]
     if len(duplicated):
         raise DataError(f"{path}: img_id must be unique; {sorted(set(duplicated.tolist()))[:5]} appear more than once")
@@ -142,6 +150,8 @@ def content_digest(root: Path, files: list[str]) -> str:
     h = hashlib.sha256((root / "metadata.csv").read_bytes())
     for name in files:
         path = root / name
+        if path.is_dir():
+            raise DataError(f"{root / 'metadata.csv'}: img_filename {name!r} is a folder ({path}), not an image file")
         if path.exists():  # a missing image is reported, with its name, when it is decoded
             h.update(name.encode())
             h.update(path.read_bytes())

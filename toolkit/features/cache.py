@@ -354,8 +354,9 @@ def _check_free_space(folder: Path, needed: int) -> None:
 
     free = shutil.disk_usage(folder).free
     if free < needed * 1.05 + (64 << 20):
-        raise OSError(f"not enough disk space in {folder} for this cache: about {needed / 2**20:.0f} MiB needed, "
-                      f"{free / 2**20:.0f} MiB free. Free some space or pass another output folder (out=...).")
+        raise OSError(f"not enough disk space in {folder} for this cache: it needs about {needed / 2**20:.1f} MiB "
+                      f"plus a 64 MiB margin (HDF5 metadata, the read-back check), and {free / 2**20:.0f} MiB are "
+                      "free. Free some space or pass another output folder (out=...).")
 
 
 def _verify_written(partial: Path) -> None:

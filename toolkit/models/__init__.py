@@ -254,7 +254,7 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors, pickle and zip each raise their own kinds
         raise ModelError(f"{path} is not a readable {'safetensors' if path.suffix == '.safetensors' else 'PyTorch'} "
-                         f"weights file ({type(err).__name__}: {str(err).splitlines()[0][:120]}); pass a "
+                         f"weights file ({type(err).__name__}: {(str(err).splitlines() or ['empty file?'])[0][:120]}); pass a "
                          f".safetensors, .pth/.pt or BiT .npz file") from None
     if isinstance(backbone, ToyResNet) and isinstance(state, dict) and "recipe" in state:
         # same parameter shapes, different strides: a v1 toy checkpoint would load silently
@@ -266,7 +266,16 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} holds {type(state).__name__}, not a state dict of tensors (name -> tensor); save "
+                         f"one with torch.save(model.state_dict(), path)")
     state = {k.removeprefix("backbone.").removeprefix("module."): v for k, v in state.items()}
+    target = backbone.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (the model has {tuple(target[k].shape)})" for k, v in state.items()
+             if k in target and v.shape != target[k].shape]
+    if wrong:
+        raise ModelError(f"{path} does not fit the architecture: {len(wrong)} tensors have other shapes, e.g. "
+                         f"{'; '.join(wrong[:3])}. Was it saved from another model or size?")
     result = backbone.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not _head_key(k)]
     if result.missing_keys or unexpected:
