@@ -193,6 +193,18 @@ def test_binary_metadata_is_named(tmp_path):
         create_dataset("waterbirds", "train", root=str(tmp_path), resolution=32, cache_dir=None)
 
 
+def test_a_truncated_decoded_cache_is_decoded_again(tmp_path):
+    root = make_waterbirds(tmp_path / "wb")
+    kw = dict(root=str(root), resolution=32, cache_dir=str(tmp_path / "c"))
+    first = create_dataset("waterbirds", "train", **kw).images.clone()
+    cached = next((tmp_path / "c").rglob("*.npy"))
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="a damaged decoded-image cache .* decoding the images again"):
+        again = create_dataset("waterbirds", "train", **kw).images
+    assert torch.equal(again, first)
+    assert torch.equal(create_dataset("waterbirds", "train", **kw).images, first)  # repaired: no warning needed
+
+
 def test_decoded_cache_follows_content_not_names_and_times(tmp_path):
     import os
 

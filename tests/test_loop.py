@@ -131,6 +131,14 @@ def test_load_run_rejects_incomplete(tmp_path):
         load_run(tmp_path)
 
 
+@pytest.mark.parametrize("garble", [b"\xff\xfe\x00garbage", b"[1, 2]", b"{\"pool_size\": "])
+def test_a_garbled_meta_json_is_named(tiny_cfg, tmp_path, garble):
+    run_active_learning(tiny_cfg, tmp_path / "run", max_rounds=1, log=None)
+    (tmp_path / "run" / "meta.json").write_bytes(garble)
+    with pytest.raises(ValueError, match=r"meta.json is not a valid run meta file .* Delete the run directory"):
+        load_run(tmp_path / "run")
+
+
 @pytest.mark.parametrize("strategy", ["least_confidence", "random"])
 def test_pool_outputs_hold_every_candidate_and_explain_the_picks(tiny_cfg, tmp_path, strategy):
     from toolkit.al.acquisition import least_confidence

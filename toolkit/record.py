@@ -332,9 +332,12 @@ def load_run(run_dir: str | Path) -> RunRecord:
     header = _read_header(run_dir / "config.yaml")
     try:
         meta = json.loads((run_dir / "meta.json").read_text())
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{run_dir / 'meta.json'} is not valid JSON ({err.msg}); the file was damaged outside the "
-                          f"toolkit. Delete the run directory and run it again") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"it holds a JSON {type(meta).__name__}, not an object")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        why = err.msg if isinstance(err, json.JSONDecodeError) else str(err)[:80]
+        raise RecordError(f"{run_dir / 'meta.json'} is not a valid run meta file ({why}); the file was damaged "
+                          f"outside the toolkit. Delete the run directory and run it again") from None
     rows = [_parse_round(line, run_dir / "rounds.jsonl", i)
             for i, line in enumerate((run_dir / "rounds.jsonl").read_text().splitlines(), 1) if line.strip()]
     for i, row in enumerate(rows, 1):

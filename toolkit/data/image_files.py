@@ -3,6 +3,7 @@ for memory, and a fingerprinted on-disk cache of decoded splits for those that f
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -181,7 +182,16 @@ def materialise(images: FileImages, cache_path: Path | None, in_memory: bool | s
     if in_memory is False or (in_memory == "auto" and n_bytes > IN_MEMORY_LIMIT_BYTES):
         return images
     if cache_path is not None and cache_path.exists():
-        return torch.from_numpy(np.load(cache_path))
+        try:
+            cached = np.load(cache_path)
+            if cached.shape == tuple(images.shape):
+                return torch.from_numpy(cached)
+            reason = f"shape {cached.shape}"
+        except (ValueError, OSError, EOFError) as err:  # truncated or overwritten: derived data, so rebuild it
+            reason = f"{type(err).__name__}: {str(err)[:80]}"
+        warnings.warn(f"{cache_path}: a damaged decoded-image cache ({reason}); decoding the images again",
+                      stacklevel=2)
+        cache_path.unlink()
     decoded = images[np.arange(len(images))].numpy()
     if cache_path is not None:
         save_array_atomic(cache_path, decoded)
