@@ -109,10 +109,30 @@ def test_not_enough_disk_space_is_refused_before_writing(tiny_backbone, params, 
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 9 << 20, 1 << 20))
-    with pytest.raises(OSError, match="not enough disk space .* MiB needed, 1 MiB free"):
+    with pytest.raises(OSError, match="not enough disk space .* MiB more plus a 64 MiB margin .* and 1 MiB are free"):
         extract_features("toy_resnet", "toyworld", "test", weights=str(tiny_backbone), dataset_params=params,
                          root=tmp_path / "f", log=None)
     assert not [f for f in (tmp_path / "f").rglob("*") if f.is_file() and not f.name.endswith(".lock")]
+
+
+def test_a_disk_that_fills_during_extraction_stops_it_resumably(tiny_backbone, params, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    kw = dict(weights=str(tiny_backbone), dataset_params=params, chunk_rows=16, log=None)
+    reference = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "ref", **kw)
+    usage, real, calls = namedtuple("usage", "total used free"), shutil.disk_usage, []
+
+    def filling(path):  # room for the first check and two chunks, then another process fills the disk
+        calls.append(path)
+        return usage(10 << 30, 0, 10 << 30) if len(calls) <= 3 else usage(10 << 30, 10 << 30, 1 << 20)
+
+    monkeypatch.setattr(shutil, "disk_usage", filling)
+    with pytest.raises(OSError, match=r"The rows done so far are kept in .*\.partial: free some space"):
+        extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "f", **kw)
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    path = extract_features("toy_resnet", "toyworld", "test", root=tmp_path / "f", **kw)  # resumes at row 32
+    assert np.array_equal(open_cache(path).embeddings, open_cache(reference).embeddings)
 
 
 def test_a_fresh_extraction_with_loader_workers_reads_its_file_back(tiny_backbone, tmp_path):

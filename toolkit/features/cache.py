@@ -314,6 +314,9 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
             hi = min(lo + chunk_rows, n)
             bar.update(hi - lo)
             emb = _embed(model, ds, np.arange(lo, hi), device, batch_size, workers).astype(dtype)
+            # the disk may fill after the first check (another process): stop cleanly, resumable, before
+            # HDF5 fails mid-write (it then only warns, and its cleanup floods stderr)
+            _check_free_space(partial.parent, emb.nbytes, resumable=partial)
             _write_chunk(f, lo, hi, emb)
             kill_point(f"extract:chunk_written:{lo // chunk_rows}")  # rows written, progress not yet recorded
             if "chunk_sha256" in f:  # caches begun before verification have none
@@ -349,14 +352,16 @@ def _digest(rows: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
 
 
-def _check_free_space(folder: Path, needed: int) -> None:
+def _check_free_space(folder: Path, needed: int, resumable: Path | None = None) -> None:
     import shutil
 
     free = shutil.disk_usage(folder).free
     if free < needed * 1.05 + (64 << 20):
+        then = (f"The rows done so far are kept in {resumable}: free some space and run the same extraction "
+                "again to resume." if resumable else "Free some space or pass another output folder (out=...).")
         raise OSError(f"not enough disk space in {folder} for this cache: it needs about {needed / 2**20:.1f} MiB "
-                      f"plus a 64 MiB margin (HDF5 metadata, the read-back check), and {free / 2**20:.0f} MiB are "
-                      "free. Free some space or pass another output folder (out=...).")
+                      f"more plus a 64 MiB margin (HDF5 metadata, the read-back check), and {free / 2**20:.0f} MiB "
+                      f"are free. {then}")
 
 
 def _verify_written(partial: Path) -> None:
