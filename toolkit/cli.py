@@ -162,11 +162,11 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_dose(args) -> None:
-    from toolkit.analysis.dose import dose_table, gain_by_dose, measure_correlations
+    from toolkit.analysis.dose import dose_table, measure_correlations
     from toolkit.config import parse_overrides
     from toolkit.data.toy_tasks import draw_tasks
     from toolkit.experiments.pretraining_dose import DEFAULT_DOSES, run_dose_study
-    from toolkit.report.figures import gain_vs_measure_figure, pretraining_dose_figure
+    from toolkit.report.html import build_dose_report
     from toolkit.report.tables import format_dose
 
     if args.real:
@@ -192,8 +192,10 @@ def cmd_dose(args) -> None:
     write_atomic(out / "correlations.csv", corr.to_csv(index=False))
     text = format_dose(table, corr)
     write_atomic(out / "dose.txt", text + "\n")
-    figs = [pretraining_dose_figure(gain_by_dose(table)), gain_vs_measure_figure(table)]
-    write_atomic(out / "dose.html", "".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figs)))
+    import shlex
+
+    command = "altk " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if argv_is_cli() else ""
+    build_dose_report(table, corr, out / "dose.html", command=command)
     print("\n" + text)
     print(f"\n[dose] wrote {out / 'dose.csv'} (one row per backbone x task), {out / 'correlations.csv'}, "
           f"{out / 'dose.html'}")
@@ -273,10 +275,10 @@ def cmd_suite(args) -> None:
                                   **({"gpus_per_node": args.gpus} if args.gpus else {})}}
     records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, **kwargs)
     table = suite_table(records, tasks)
-    table.to_csv(out / "suite.csv", index=False)
-    claim_shares(table).to_csv(out / "claims.csv", index=False)
+    write_atomic(out / "suite.csv", table.to_csv(index=False))
+    write_atomic(out / "claims.csv", claim_shares(table).to_csv(index=False))
     text = format_suite(table)
-    (out / "suite.txt").write_text(text + "\n")
+    write_atomic(out / "suite.txt", text + "\n")
     command = "altk " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if argv_is_cli() else ""
     page = build_suite_report(table, out / "suite.html", command=command)
     print("\n" + text, flush=True)
