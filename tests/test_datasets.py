@@ -1,9 +1,8 @@
-import torch
-
 """Real-dataset loaders on tiny copies generated in the releases' on-disk formats."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from toolkit.al.loop import run_active_learning

@@ -16,8 +16,8 @@ from typing import Callable
 
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
-from toolkit.analysis.dose import dose_table, pooled_label_efficiency, task_means
 from toolkit.analysis.curves import learning_curves
+from toolkit.analysis.dose import dose_table, pooled_label_efficiency, task_means
 from toolkit.data.toy_tasks import draw_tasks
 from toolkit.experiments.pretraining_dose import run_dose_study
 from toolkit.record import write_atomic
