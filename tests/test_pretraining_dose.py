@@ -182,3 +182,23 @@ def test_the_full_finetuning_dose_study_runs_through_the_sweep(step_doses, tmp_p
     rec = load_run(tmp_path / "full" / "runs" / runs[-1])
     assert rec.mode != "probe" and rec.weights in ("random", "pretrained@step5")
     assert "Pretraining dose: the suite's first 1 toy tasks" in capsys.readouterr().out
+
+
+def test_coverage_counts_the_tasks_label_shapes_seen_in_pretraining():
+    from toolkit.analysis.dose import gain_by_coverage
+    from toolkit.data.toy_tasks import Task
+    from toolkit.data.toyworld import SHAPES
+    from toolkit.experiments.pretraining_dose import coverage_of
+
+    seen = [SHAPES[i] for i in coverage_shapes(10)]
+    unseen = [s for s in SHAPES if s not in seen]
+    task = Task("t", ((seen[0], seen[1], unseen[0]), (unseen[1], unseen[2], seen[2])), ((0, 0.1), (0.5, 0.6)),
+                0.9, 0.3, 0)
+    assert coverage_of("pretrained@shapes10", task) == {"label_shapes_seen": 3, "label_shapes": 6}
+    assert coverage_of("pretrained@step400", task) == {}
+    table = pd.DataFrame({"weights": ["pretrained@shapes10"] * 4 + ["pretrained"],
+                          "label_shapes_seen": [1, 1, 3, 3, np.nan], "label_shapes": [6, 6, 6, 6, np.nan],
+                          "auc_gain": [0.0, 0.2, 0.3, 0.5, 0.9]})
+    by = gain_by_coverage(table).set_index("label_shapes_seen")
+    assert by.loc[1, "auc_gain"] == pytest.approx(0.1) and by.loc[3, "auc_gain"] == pytest.approx(0.4)
+    assert list(by["tasks"]) == [2, 2] and set(by["weights"]) == {"pretrained@shapes10"}

@@ -79,7 +79,8 @@ def dose_table(records: dict[tuple[str, str], list[RunRecord]], measures: list[d
         axis, dose = dose_axis(weights)
         row = {"weights": weights, "task": task, "axis": axis, "dose": final_step if dose == float("inf") else dose}
         row.update(dose_row(recs, metric=metric))
-        row.update({k: v for k, v in by_key.get((weights, task), {}).items() if k.startswith("sep_")})
+        row.update({k: v for k, v in by_key.get((weights, task), {}).items()
+                    if k.startswith("sep_") or k.startswith("label_shapes")})
         rows.append(row)
     if not rows:
         raise RecordError("dose_table: no finished runs")
@@ -126,6 +127,19 @@ def pooled_label_efficiency(means: pd.DataFrame, metric: str = METRIC, *, labels
     `label_efficiency_table`)."""
     return label_efficiency_table(means.rename(columns={"task": "seed"}), metric, by=["weights"], seed=seed,
                                   labels_counted=labels_counted)
+
+
+def gain_by_coverage(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFrame:
+    """The coverage backbones' gain by how many of the task's label shapes they were pretrained
+    on: mean [95% t-CI over tasks] per (backbone, shapes seen). Empty without coverage rows."""
+    if "label_shapes_seen" not in table:
+        return pd.DataFrame(columns=["weights", "label_shapes_seen", value, "low", "high", "tasks"])
+    rows = []
+    for (weights, seen), g in table.dropna(subset=["label_shapes_seen"]).groupby(["weights", "label_shapes_seen"]):
+        m, lo, hi = mean_ci(g[value])
+        rows.append({"weights": weights, "label_shapes_seen": int(seen), "label_shapes": int(g["label_shapes"].iloc[0]),
+                     value: m, "low": lo, "high": hi, "tasks": len(g)})
+    return pd.DataFrame(rows)
 
 
 def gain_by_dose(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFrame:

@@ -44,11 +44,25 @@ def run_name(weights: str, task: Task | str, strategy: str, seed: int) -> str:
     return f"{backbone_task(weights, task)}-{strategy}-s{seed}"
 
 
+def coverage_of(weights: str, task: Task) -> dict:
+    """For a coverage backbone (`pretrained@shapesK`): how many of the task's label shapes were
+    among the K it was pretrained on ({} for the other doses)."""
+    from toolkit.data.toyworld import SHAPES
+    from toolkit.models.pretrain import coverage_shapes, parse_dose
+
+    if not weights.startswith("pretrained@shapes"):
+        return {}
+    seen = {SHAPES[i] for i in coverage_shapes(parse_dose(weights)[1])}
+    shapes = [s for family in task.label_shapes for s in family]
+    return {"label_shapes_seen": sum(s in seen for s in shapes), "label_shapes": len(shapes)}
+
+
 def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict, al: dict,
                feature_root: str | None, measure: bool, threads: int | None) -> str:
     """One toy backbone on one toy task (a worker's job)."""
     _probe_and_measure("toy_resnet", weights, "toyworld", {**data, **task.data_params()}, task.name,
-                       backbone_task(weights, task), seeds, out, al, feature_root, threads, measure=measure)
+                       backbone_task(weights, task), seeds, out, al, feature_root, threads, measure=measure,
+                       extra=coverage_of(weights, task))
     return f"{weights} {task.name}"
 
 

@@ -99,7 +99,7 @@ def format_suite(table: pd.DataFrame) -> str:
 
 def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
     """The dose study's printed summary: the gain per backbone, and the measures' correlations."""
-    from toolkit.analysis.dose import gain_by_dose
+    from toolkit.analysis.dose import gain_by_coverage, gain_by_dose
 
     gains = gain_by_dose(table, "auc_gain").set_index("weights")
     finals = gain_by_dose(table, "final_gain").set_index("weights")
@@ -117,6 +117,13 @@ def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
                      + f"{f['final_gain']:+.3f} [{f['low']:+.3f}, {f['high']:+.3f}]".rjust(26)
                      + f"{s['sep_label']:>8.3f}{s['sep_spurious']:>7.3f}{s['sep_group_worst']:>10.3f}"
                        f"{s['seed_set_accuracy']:>9.3f}{s['up_mismatched_min']:>9.1f}")
+    coverage = gain_by_coverage(table)
+    if len(coverage):
+        lines += ["", "Coverage backbones: the AUC gain by how many of the task's label shapes were among the shapes "
+                  "pretrained on (mean [95% t-CI over tasks]):"]
+        for _, r in coverage.iterrows():
+            lines.append(f"  {r['weights']:<24}{r['label_shapes_seen']} of {r['label_shapes']} seen   "
+                         f"{r['auc_gain']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]   ({r['tasks']} tasks)")
     lines += ["", "How well each measure predicts the AUC gain across backbone x task (bootstrap 95% CI over tasks):"]
     for _, c in correlations.iterrows():
         lines.append(f"  {c['x']:<24} Pearson {c['pearson']:+.2f} [{c['pearson_low']:+.2f}, {c['pearson_high']:+.2f}]"

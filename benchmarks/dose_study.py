@@ -1,0 +1,69 @@
+"""The probe-mode pretraining-dose study against its 15-minute target (issue #22), by phase.
+
+    .venv/bin/python benchmarks/dose_study.py [--tasks 20] [--seeds 10] [--workers 2]
+
+Runs `run_dose_study` with the default nine backbones on a fresh cache root (the toy
+backbone's checkpoints are linked in, so pretraining is not counted; rendering the tasks'
+worlds and extracting their features are). Phase 1: worlds, extraction and the probe runs
+(`measure=False`); phase 2: the separability measures alone on the same folder (the runs
+exist, so only the cross-validated probes are computed). Prints each phase's seconds, the
+total and its ratio to the 15-minute target, and the probe runs' share as the baseline
+measured in the same run (what the study costs without extraction and measures).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = 15 * 60
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    from toolkit._util.paths import cache_path
+
+    backbones = cache_path("toy_backbone")
+    root = Path(tempfile.mkdtemp(prefix="altk-dose-bench-"))
+    os.environ["ALTK_CACHE"] = str(root / "cache")  # the workers (spawned) inherit it
+    (root / "cache").mkdir()
+    (root / "cache" / "toy_backbone").symlink_to(backbones.resolve())
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.pretraining_dose import DEFAULT_DOSES, run_dose_study
+    from toolkit.models.pretrain import ensure_toy_doses
+
+    ensure_toy_doses(list(DEFAULT_DOSES))  # pretrains what is missing, outside the timing
+    tasks, seeds = draw_tasks(args.tasks, seed=0), list(range(args.seeds))
+    out = root / "study"
+    try:
+        t0 = time.perf_counter()
+        run_dose_study(list(DEFAULT_DOSES), tasks, seeds, out=out, workers=args.workers, measure=False, log=None)
+        t1 = time.perf_counter()
+        run_dose_study(list(DEFAULT_DOSES), tasks, seeds, out=out, workers=args.workers, measure=True, log=None)
+        t2 = time.perf_counter()
+        # the baseline: the same probe runs again from scratch on the now cached features
+        shutil.rmtree(out / "runs")
+        run_dose_study(list(DEFAULT_DOSES), tasks, seeds, out=out, workers=args.workers, measure=False, log=None)
+        t3 = time.perf_counter()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    n_runs = len(DEFAULT_DOSES) * len(tasks) * len(seeds) * 2
+    total = t2 - t0
+    print(f"dose study: {len(DEFAULT_DOSES)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies "
+          f"= {n_runs} probe runs, {args.workers} workers")
+    print(f"  worlds + extraction + probe runs  {t1 - t0:8.1f} s")
+    print(f"  separability measures             {t2 - t1:8.1f} s")
+    print(f"  total                             {total:8.1f} s = {total / 60:.1f} min; target 15 min: "
+          f"{total / TARGET_S:.2f}x the target ({'met' if total <= TARGET_S else 'missed'})")
+    print(f"  baseline, probe runs alone on cached features: {t3 - t2:.1f} s; the study is {total / (t3 - t2):.1f}x it")
+
+
+if __name__ == "__main__":
+    main()
