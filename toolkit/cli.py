@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_make_composite)
 
     p = sub.add_parser("extract", help="penultimate embeddings of a dataset split into an HDF5 cache")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a registered name, timm:<name> or hf:<hub id>")
     p.add_argument("--weights", default="pretrained", help="pretrained, random, or a checkpoint path")
     p.add_argument("--dataset", required=True)
     p.add_argument("--split", required=True)
@@ -366,7 +366,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("run", help="one active-learning run from a preset plus overrides")
+    model_forms = ("model.name takes a registered name (toolkit.list_models(): toy_resnet, bit_m_r50x1, vit_b16, "
+                   "efficientnet_lite0/1/2, roberta_large, ...), timm:<name> for any "
+                   "timm model (timm:convnext_tiny.fb_in22k), or hf:<hub id> for a transformers text encoder "
+                   "(hf:roberta-base). model.weights takes pretrained, random, or a local weights file "
+                   "(.safetensors/.pth/.pt/.npz; a save_pretrained folder for text models).")
+    p = sub.add_parser("run", help="one active-learning run from a preset plus overrides", epilog=model_forms)
     p.add_argument("preset", help="a preset name (see toolkit/presets) or a YAML path")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. al.strategy=random seed=3")
     p.add_argument("--out", default=None, help="run directory (resumes if it holds this config's partial run)")

@@ -188,9 +188,9 @@ def real_label(model: str, weights: str) -> str:
 
 def _real_task(model: str, weights: str, seeds: list[int], out: str, data: dict, al: dict,
                feature_root: str | None, threads: int | None) -> str:
-    from toolkit.models import MODELS, create_model
+    from toolkit.models import create_model, model_spec
 
-    size = MODELS[model].input_size
+    size = model_spec(model).input_size
     n_params = sum(p.numel() for p in create_model(model, weights="random", num_classes=2).backbone.parameters())
     label = real_label(model, weights)
     size = data.get("size", size)

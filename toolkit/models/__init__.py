@@ -148,11 +148,49 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
+NAME_FORMS = ("a registered name (list_models())", "timm:<timm model name>, e.g. timm:convnext_tiny.fb_in22k",
+              "hf:<transformers hub id>, e.g. hf:roberta-base (text)")
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec behind a model name: a registered short name, `timm:<name>` (any timm model,
+    its input size from timm's pretrained config) or `hf:<hub id>` (a transformers text encoder).
+
+    Examples:
+        >>> from toolkit.models import model_spec
+        >>> model_spec("timm:resnet18.a1_in1k").timm_name, model_spec("timm:resnet18.a1_in1k").input_size
+        ('resnet18.a1_in1k', 224)
+        >>> model_spec("hf:roberta-base").hf_name
+        'roberta-base'
+    """
+    if name in MODELS:
+        return MODELS[name]
+    if name.startswith("timm:"):
+        import timm
+
+        timm_name = name.removeprefix("timm:")
+        if not timm.is_model(timm_name.split(".")[0]):
+            raise ModelError(f"model {name!r}: timm has no model {timm_name.split('.')[0]!r}; list them with "
+                             f"timm.list_models('*pattern*') (the part after a dot is the weights tag)")
+        try:
+            cfg = timm.models.get_pretrained_cfg(timm_name)
+        except RuntimeError as err:  # an unknown weights tag
+            raise ModelError(f"model {name!r}: {err}") from None
+        size = int(cfg.input_size[-1]) if cfg is not None else 224
+        return ModelSpec(_timm_builder(timm_name), timm_name, input_size=size, description=f"timm {timm_name}")
+    if name.startswith("hf:") and len(name) > 3:
+        return ModelSpec(None, hf_name=name.removeprefix("hf:"), input_size=512,
+                         description=f"transformers {name.removeprefix('hf:')} (text)")
+    raise ModelError(f"unknown model {name!r}; a model name is one of: " + "; ".join(NAME_FORMS)
+                     + f". Registered: {', '.join(list_models())}")
+
+
 def create_model(name: str, *, weights: str = "pretrained", num_classes: int, zero_head: bool = True) -> Classifier:
     """Build a registered classifier.
 
     Args:
-        name: a registered name (see `list_models()`).
+        name: a registered name (see `list_models()`), `timm:<name>` for any timm model
+            (`timm:convnext_tiny.fb_in22k`), or `hf:<hub id>` for a transformers text encoder.
         weights: "pretrained" (hub / the toy checkpoint), "random" (same architecture, random
             init; seed torch beforehand for reproducibility), or a path to a local file
             (.safetensors, .pth/.pt/.bin state dict, or an original BiT .npz). Text models
@@ -171,11 +209,9 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
         >>> model(torch.zeros(1, 3, 32, 32)).shape, model.embed(torch.zeros(1, 3, 32, 32)).shape
         (torch.Size([1, 2]), torch.Size([1, 256]))
     """
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    spec = model_spec(name)
     if num_classes < 1:
         raise ModelError(f"num_classes must be >= 1, got {num_classes}")
-    spec = MODELS[name]
     if spec.hf_name is not None:
         from toolkit.models.text import build_text_backbone
 
