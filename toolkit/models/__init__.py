@@ -29,9 +29,16 @@ class Classifier(nn.Module):
     """backbone -> embedding -> zero-initialised linear head."""
 
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, *, name: str, weights: str,
-                 zero_head: bool = True) -> None:
+                 zero_head: bool = True, input_mean: tuple | None = None, input_std: tuple | None = None) -> None:
         super().__init__()
         self.backbone = backbone
+        # the toolkit feeds images in [-1, 1] (BiT's transform); a backbone trained with another
+        # mean and std (timm's data config) sees them re-normalised: ((x + 1) / 2 - mean) / std
+        self.renormalise = input_mean is not None and (tuple(input_mean), tuple(input_std)) != ((0.5,) * 3, (0.5,) * 3)
+        if self.renormalise:
+            mean, std = torch.tensor(input_mean).view(1, -1, 1, 1), torch.tensor(input_std).view(1, -1, 1, 1)
+            self.register_buffer("input_scale", 1 / (2 * std), persistent=False)
+            self.register_buffer("input_shift", (0.5 - mean) / std, persistent=False)
         self.head = nn.Linear(num_features, num_classes)  # PyTorch's default init unless zeroed
         if zero_head:
             nn.init.zeros_(self.head.weight)
@@ -41,6 +48,8 @@ class Classifier(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (pre-logits) features, (B, num_features)."""
+        if self.renormalise:
+            x = x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +79,8 @@ class ModelSpec:
     description: str = ""
     hf_name: str | None = None  # a transformers text model (hub id); its backbone is built from weights
     packaged: "PackagedWeights | None" = None  # weights shipped in a pip package (used before the hub)
+    mean: tuple | None = None  # the input normalisation the weights expect (None: the toolkit's [-1, 1])
+    std: tuple | None = None
 
 
 def _timm_builder(timm_name: str) -> Callable[[], tuple[nn.Module, int]]:
@@ -176,8 +187,9 @@ def model_spec(name: str) -> ModelSpec:
             cfg = timm.models.get_pretrained_cfg(timm_name)
         except RuntimeError as err:  # an unknown weights tag
             raise ModelError(f"model {name!r}: {err}") from None
-        size = int(cfg.input_size[-1]) if cfg is not None else 224
-        return ModelSpec(_timm_builder(timm_name), timm_name, input_size=size, description=f"timm {timm_name}")
+        data = timm.data.resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+        return ModelSpec(_timm_builder(timm_name), timm_name, input_size=int(data["input_size"][-1]),
+                         description=f"timm {timm_name}", mean=tuple(data["mean"]), std=tuple(data["std"]))
     if name.startswith("hf:") and len(name) > 3:
         return ModelSpec(None, hf_name=name.removeprefix("hf:"), input_size=512,
                          description=f"transformers {name.removeprefix('hf:')} (text)")
@@ -233,7 +245,8 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
                 f"an existing .safetensors/.pth/.pt/.npz file"
             )
         load_backbone_weights(backbone, path)
-    return Classifier(backbone, num_features, num_classes, name=name, weights=str(weights), zero_head=zero_head)
+    return Classifier(backbone, num_features, num_classes, name=name, weights=str(weights), zero_head=zero_head,
+                      input_mean=spec.mean, input_std=spec.std)
 
 
 def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
