@@ -69,3 +69,36 @@ def test_a_timm_model_sees_its_own_input_normalisation():
     with torch.no_grad():
         assert torch.allclose(model.embed(x), model.backbone(((x + 1) / 2 - mean) / std), atol=1e-5)
     assert "input_scale" not in model.state_dict()  # derived from the name, not saved weights
+
+
+@pytest.fixture
+def tiny_clip(tmp_path):
+    """A tiny open_clip architecture, registered the way open_clip registers its own configs."""
+    import json
+
+    open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is not installed")
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
+                                           "head_width": 16},
+           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+    (tmp_path / "clipcfg").mkdir()
+    (tmp_path / "clipcfg" / "altk-tiny-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "clipcfg")
+    return "open_clip:altk-tiny-clip/none"
+
+
+def test_an_open_clip_image_tower_runs_the_loop_and_extraction(tiny_clip, tmp_path):
+    cfg = resolve_config("toy", {"data": {"params": {**TINY_DATA, "cache_dir": str(tmp_path / "data")}},
+                                 "model": {"name": tiny_clip, "weights": "random"},
+                                 "finetune": {"max_steps": 3, "micro_batch": 16},
+                                 "al": {"seed_size": 10, "per_round": 5, "budget": 5}, "eval_batch_size": 128})
+    rec = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert rec.status == "finished" and rec.rounds["n_labels"].tolist() == [10, 15]
+    path = extract_features(tiny_clip, "toyworld", "test", weights="random", dataset_params=TINY_DATA,
+                            root=tmp_path / "f", log=None)
+    assert open_cache(path).embeddings.shape[1] == 16
+    model = create_model(tiny_clip, weights="random", num_classes=2)
+    assert model.renormalise  # CLIP's own mean and std, not [-1, 1]
+    with pytest.raises(ValueError, match="weights=pretrained needs a tag"):
+        create_model("open_clip:altk-tiny-clip", weights="pretrained", num_classes=2)
+    with pytest.raises(ValueError, match="open_clip has no architecture 'nope'"):
+        create_model("open_clip:nope/x", weights="random", num_classes=2)

@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_make_composite)
 
     p = sub.add_parser("extract", help="penultimate embeddings of a dataset split into an HDF5 cache")
-    p.add_argument("--model", required=True, help="a registered name, timm:<name> or hf:<hub id>")
+    p.add_argument("--model", required=True, help="a registered name, timm:<name>, open_clip:<arch>/<tag> or hf:<hub id>")
     p.add_argument("--weights", default="pretrained", help="pretrained, random, or a checkpoint path")
     p.add_argument("--dataset", required=True)
     p.add_argument("--split", required=True)
@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
 
     model_forms = ("model.name takes a registered name (toolkit.list_models(): toy_resnet, bit_m_r50x1, vit_b16, "
                    "efficientnet_lite0/1/2, roberta_large, ...), timm:<name> for any "
-                   "timm model (timm:convnext_tiny.fb_in22k), or hf:<hub id> for a transformers text encoder "
+                   "timm model (timm:convnext_tiny.fb_in22k), open_clip:<arch>/<tag> for an open_clip image tower "
+                   "(open_clip:ViT-B-32/laion2b_s34b_b79k), or hf:<hub id> for a transformers text encoder "
                    "(hf:roberta-base). model.weights takes pretrained, random, or a local weights file "
                    "(.safetensors/.pth/.pt/.npz; a save_pretrained folder for text models).")
     p = sub.add_parser("run", help="one active-learning run from a preset plus overrides", epilog=model_forms)

@@ -79,6 +79,7 @@ class ModelSpec:
     description: str = ""
     hf_name: str | None = None  # a transformers text model (hub id); its backbone is built from weights
     packaged: "PackagedWeights | None" = None  # weights shipped in a pip package (used before the hub)
+    clip_name: str | None = None  # an open_clip image tower (open_clip:<arch>/<tag>); built from weights
     mean: tuple | None = None  # the input normalisation the weights expect (None: the toolkit's [-1, 1])
     std: tuple | None = None
 
@@ -160,6 +161,7 @@ def list_models() -> list[str]:
 
 
 NAME_FORMS = ("a registered name (list_models())", "timm:<timm model name>, e.g. timm:convnext_tiny.fb_in22k",
+              "open_clip:<arch>/<pretrained tag>, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k (the image tower)",
               "hf:<transformers hub id>, e.g. hf:roberta-base (text)")
 
 
@@ -190,6 +192,12 @@ def model_spec(name: str) -> ModelSpec:
         data = timm.data.resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
         return ModelSpec(_timm_builder(timm_name), timm_name, input_size=int(data["input_size"][-1]),
                          description=f"timm {timm_name}", mean=tuple(data["mean"]), std=tuple(data["std"]))
+    if name.startswith("open_clip:"):
+        from toolkit.models.clip import parse_clip_name
+
+        arch, tag = parse_clip_name(name)
+        return ModelSpec(None, input_size=224, description=f"open_clip {arch} image tower ({tag or 'no tag'})",
+                         clip_name=name)
     if name.startswith("hf:") and len(name) > 3:
         return ModelSpec(None, hf_name=name.removeprefix("hf:"), input_size=512,
                          description=f"transformers {name.removeprefix('hf:')} (text)")
@@ -230,6 +238,12 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
         backbone = build_text_backbone(spec.hf_name, weights)
         return Classifier(backbone, backbone.num_features, num_classes, name=name, weights=str(weights),
                           zero_head=zero_head)
+    if spec.clip_name is not None:
+        from toolkit.models.clip import build_clip_backbone
+
+        tower, mean, std = build_clip_backbone(spec.clip_name, weights)
+        return Classifier(tower, tower.num_features, num_classes, name=name, weights=str(weights),
+                          zero_head=zero_head, input_mean=mean, input_std=std)
     backbone, num_features = spec.build()
     if weights == "pretrained":
         _load_pretrained(name, spec, backbone)
