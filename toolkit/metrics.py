@@ -16,6 +16,7 @@ def group_metrics(
     spurious: np.ndarray | None,
     *,
     train_group_shares: dict[str, float] | None = None,
+    matched: bool = True,
 ) -> dict[str, float]:
     """Accuracy overall and per (label, spurious) group.
 
@@ -25,6 +26,7 @@ def group_metrics(
             matched example (as Waterbirds: waterbird=1 on water=1); None for no groups.
         train_group_shares: share of each group in the training pool, for the
             train-weighted average (the Waterbirds literature's "average accuracy").
+        matched: False where spurious values are not paired with labels: no mismatched keys.
 
     Returns:
         Without `spurious`: accuracy, acc/y<c> per class, worst_class, balanced.
@@ -59,9 +61,10 @@ def group_metrics(
     out.update({f"acc/{k}": v for k, v in accs.items()})
     out["worst_group"] = min(accs.values())
     out["balanced"] = float(np.mean(list(accs.values())))
-    out["mismatched"] = float(np.mean(mismatched)) if mismatched else float("nan")
-    off = labels != spurious
-    out["mismatched_pooled"] = float(correct[off].mean()) if off.any() else float("nan")
+    if matched:
+        out["mismatched"] = float(np.mean(mismatched)) if mismatched else float("nan")
+        off = labels != spurious
+        out["mismatched_pooled"] = float(correct[off].mean()) if off.any() else float("nan")
     if train_group_shares:
         w = {k: train_group_shares.get(k, 0.0) for k in accs}
         total = sum(w.values())

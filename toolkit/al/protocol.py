@@ -115,7 +115,7 @@ def attribute_shares(ds) -> dict[str, dict[str, float]]:
 def split_metrics(preds: np.ndarray, ds, train_shares: dict | None) -> dict:
     """Group metrics and the dataset's headline metrics, for a GroupedDataset or a FeatureCache."""
     sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
-    out = group_metrics(preds, ds.labels, sp, train_group_shares=train_shares)
+    out = group_metrics(preds, ds.labels, sp, train_group_shares=train_shares, matched=getattr(ds, "matched", True))
     for name in ds.extra_metrics:
         out.update(EXTRA_METRICS[name](preds, ds.labels, ds.attributes))
     return out

@@ -38,6 +38,8 @@ class GroupedDataset:
             (recorded with every acquired example; e.g. Amazon's product category).
         extra_metrics: names in `metrics.EXTRA_METRICS` computed on every evaluation
             (e.g. iWildCam's macro F1, Amazon's 10th-percentile reviewer accuracy).
+        matched: whether "label == spurious" means a matched example; False for a grouping
+            whose attribute values are not paired with labels (no mismatched metrics).
     """
 
     name: str
@@ -53,6 +55,9 @@ class GroupedDataset:
     train_size: int | None = None
     group_columns: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
+    # label == spurious marks a matched example (Waterbirds: waterbird on water); False where the
+    # attribute is not declared matched with the label: no "mismatched" groups or metrics then
+    matched: bool = True
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.attributes):

@@ -83,6 +83,7 @@ class FeatureCache:
     class_names: tuple[str, ...]
     group_columns: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
+    matched: bool = True  # see GroupedDataset.matched
     chunk_digests: tuple[str, ...] = ()  # sha256 of each chunk of stored embeddings, checked on open
 
     @property
@@ -167,9 +168,10 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
     g = f["attributes"].attrs
     meta = (str(g["label_column"]), str(g["spurious_column"]) or None, tuple(str(c) for c in g["class_names"]),
             tuple(str(c) for c in g.get("group_columns", ())), tuple(str(c) for c in g.get("extra_metrics", ())))
+    matched = bool(g.get("matched", True))
     if not lazy:
         f.close()
-    return FeatureCache(path, fp, ids, emb, attrs, *meta, chunk_digests=digests)
+    return FeatureCache(path, fp, ids, emb, attrs, *meta, matched=matched, chunk_digests=digests)
 
 
 def _decode(values: np.ndarray) -> np.ndarray:
@@ -300,6 +302,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
             grp.attrs["spurious_column"] = ds.spurious_column or ""
             grp.attrs["group_columns"] = list(ds.group_columns)  # caches written before these read as ()
             grp.attrs["extra_metrics"] = list(ds.extra_metrics)
+            grp.attrs["matched"] = bool(getattr(ds, "matched", True))  # caches written before this read as True
             grp.attrs["class_names"] = list(ds.class_names)
         start = int(f.attrs["rows_done"])
         if start and log:

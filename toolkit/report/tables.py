@@ -15,6 +15,7 @@ TOY_LEGEND = "(groups: y0=landbird, y1=waterbird; s0=land, s1=water; mismatched 
 def format_table(tidy: pd.DataFrame, records, legend: str = TOY_LEGEND,
                  metrics: list[str] = FINAL_METRICS) -> str:
     """The demo's printed summary: final metrics with CIs, upsampling, label efficiency."""
+    metrics = [m for m in metrics if m in tidy]  # e.g. no test/mismatched for an unmatched grouping
     fin = final_summary(tidy, metrics)
     ups = upsampling_summary(upsampling_ratios(records))
     eff = pd.concat([label_efficiency_table(tidy, m, labels_counted=c)
