@@ -146,3 +146,40 @@ def test_fashion_places_exported_and_loaded_back_gives_the_same_probe_records(tm
     assert "test/mismatched" in metrics and "test/worst_group" in metrics
     pd.testing.assert_frame_equal(a.rounds[metrics], b.rounds[metrics])
     assert a.acquisitions["id"].tolist() == b.acquisitions["id"].tolist()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_csv_text_runs_an_hf_encoder_through_the_loop_and_the_probe(fmt, tmp_path):
+    pytest.importorskip("transformers")
+    from wilds_copies import make_tiny_roberta
+
+    from toolkit.al.loop import run_active_learning
+    from toolkit.config import ALConfig, resolve_config
+    from toolkit.features.cache import extract_features
+    from toolkit.features.probe import run_probe
+
+    folder = make_tiny_roberta(tmp_path / "roberta")
+    rng = np.random.default_rng(0)
+    words = ["good", "solid", "nice", "awful", "bad", "poor"]
+    rows = [{"text": " ".join(rng.choice(words[:3] if y else words[3:], 4)) + (" not" if a else ""),
+             "label": int(y), "negation": int(a)} for y, a in zip(rng.integers(0, 2, 80), rng.integers(0, 2, 80))]
+    path = tmp_path / f"corpus.{fmt}"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True) if fmt == "jsonl" else \
+        pd.DataFrame(rows).to_csv(path, index=False)
+    params = {"path": str(path), "tokenizer": str(folder), "attributes": ["negation"], "max_length": 16,
+              "split_fractions": [0.5, 0.25, 0.25], "cache_dir": str(tmp_path / "tok")}
+    ds = create_dataset("csv_text", "train", **params)
+    assert len(ds) == 40 and ds.images.shape == (40, 16) and not ds.matched
+    assert ds.attributes.groupby(["label", "negation"]).size().sum() == 40
+    caches = {s: extract_features("hf:tiny-roberta", "csv_text", s, weights=str(folder), dataset_params=params,
+                                  root=tmp_path / "f", log=None) for s in ("train", "test")}
+    rec = run_probe(caches["train"], {"test": caches["test"]}, tmp_path / "probe",
+                    al=ALConfig(seed_size=6, per_round=2, budget=4), seed=0)
+    assert rec.rounds["n_labels"].tolist() == [6, 8, 10] and "test/worst_group" in rec.rounds
+    assert "test/mismatched" not in rec.rounds  # no pairing declared, so no mismatched groups
+    cfg = resolve_config(None, {"data": {"name": "csv_text", "params": params},
+                                 "model": {"name": "hf:tiny-roberta", "weights": str(folder)},
+                                 "finetune": {"max_steps": 2, "micro_batch": 4, "batch_size": 4},
+                                 "al": {"seed_size": 6, "per_round": 2, "budget": 2}, "eval_batch_size": 16})
+    run = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert run.status == "finished" and run.model == "hf:tiny-roberta"

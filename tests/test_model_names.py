@@ -64,7 +64,8 @@ def test_a_timm_model_sees_its_own_input_normalisation():
     """The toolkit's images are in [-1, 1]; an ImageNet-normalised timm model gets ((x+1)/2 - mean)/std."""
     torch.manual_seed(0)
     model = create_model("timm:resnet18.a1_in1k", weights="random", num_classes=2).eval()
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(model.embed(x), model.backbone(((x + 1) / 2 - mean) / std), atol=1e-5)

@@ -7,6 +7,7 @@ from typing import Callable
 from toolkit.data.base import GroupedDataset, normalize
 from toolkit.data.cifar import load_cifar10
 from toolkit.data.csv_images import load_csv_images
+from toolkit.data.csv_text import load_csv_text
 from toolkit.data.fashion_mnist import load_fashion_places
 from toolkit.data.metadata_images import load_metadata_images, load_treeperson, load_waterbirds
 from toolkit.data.toyworld import load_toyworld
@@ -21,6 +22,7 @@ _REGISTRY: dict[str, Callable[..., GroupedDataset]] = {
     "cifar10": load_cifar10,
     "fashion_places": load_fashion_places,
     "csv_images": load_csv_images,
+    "csv_text": load_csv_text,
     **{name: partial(load_wilds, name) for name in _WILDS},
 }
 
