@@ -177,9 +177,24 @@ def test_csv_text_runs_an_hf_encoder_through_the_loop_and_the_probe(fmt, tmp_pat
                     al=ALConfig(seed_size=6, per_round=2, budget=4), seed=0)
     assert rec.rounds["n_labels"].tolist() == [6, 8, 10] and "test/worst_group" in rec.rounds
     assert "test/mismatched" not in rec.rounds  # no pairing declared, so no mismatched groups
-    cfg = resolve_config(None, {"data": {"name": "csv_text", "params": params},
-                                 "model": {"name": "hf:tiny-roberta", "weights": str(folder)},
-                                 "finetune": {"max_steps": 2, "micro_batch": 4, "batch_size": 4},
-                                 "al": {"seed_size": 6, "per_round": 2, "budget": 2}, "eval_batch_size": 16})
+    cfg = resolve_config("csv-text", {"data": {"params": params},  # the preset's two rounds
+                                      "model": {"name": "hf:tiny-roberta", "weights": str(folder)},
+                                      "finetune": {"max_steps": 2}, "al": {"seed_size": 6, "budget": 2},
+                                      "eval_batch_size": 16})
     run = run_active_learning(cfg, tmp_path / "run", log=None)
-    assert run.status == "finished" and run.model == "hf:tiny-roberta"
+    assert run.status == "finished" and run.model == "hf:tiny-roberta" and run.rounds["n_labels"].tolist() == [6, 8]
+    assert "val/worst_group" in run.rounds and "test/acc/y1_s1" in run.rounds
+
+
+def test_the_csv_images_preset_two_rounds(tmp_path):
+    from toolkit.al.loop import run_active_learning
+    from toolkit.config import resolve_config
+
+    root = _folder(tmp_path / "d", _rows({(0, 0): 20, (1, 1): 20, (0, 1): 5, (1, 0): 5}))
+    cfg = resolve_config("csv-images", {"data": {"params": {"root": str(root), "resolution": 16, "matched": {0: 0, 1: 1},
+                                                            "cache_dir": None}},
+                                        "model": {"name": "timm:test_resnet", "weights": "random"},
+                                        "finetune": {"max_steps": 2, "micro_batch": 8},
+                                        "al": {"seed_size": 10, "per_round": 5, "budget": 5}})
+    run = run_active_learning(cfg, tmp_path / "run", log=None)
+    assert run.rounds["n_labels"].tolist() == [10, 15] and "test/mismatched" in run.rounds

@@ -97,6 +97,7 @@ def test_an_open_clip_image_tower_runs_the_loop_and_extraction(tiny_clip, tmp_pa
     path = extract_features(tiny_clip, "toyworld", "test", weights="random", dataset_params=TINY_DATA,
                             root=tmp_path / "f", log=None)
     assert open_cache(path).embeddings.shape[1] == 16
+    assert path.parent == tmp_path / "f" and path.name.startswith("toyworld-test-open_clip_altk-tiny-clip_none-")
     model = create_model(tiny_clip, weights="random", num_classes=2)
     assert model.renormalise  # CLIP's own mean and std, not [-1, 1]
     with pytest.raises(ValueError, match="weights=pretrained needs a tag"):

@@ -179,8 +179,14 @@ def _decode(values: np.ndarray) -> np.ndarray:
 
 
 def default_cache_path(fp: dict, root: str | Path | None = None) -> Path:
-    """`<root>/<dataset>-<split>-<model>-<digest>.h5`; root defaults to the cache root's features/."""
-    return Path(root if root is not None else cache_path("features")) / f"{fp['dataset']}-{fp['split']}-{fp['model']}-{fingerprint_digest(fp)}.h5"
+    """`<root>/<dataset>-<split>-<model>-<digest>.h5`; root defaults to the cache root's features/.
+    A model name's ":" and "/" (timm:..., open_clip:arch/tag) become "_" in the file name; the
+    fingerprint inside keeps the name as given."""
+    import re
+
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", fp["model"])
+    return Path(root if root is not None else cache_path("features")) / \
+        f"{fp['dataset']}-{fp['split']}-{model}-{fingerprint_digest(fp)}.h5"
 
 
 def extract_features(
