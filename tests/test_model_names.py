@@ -104,3 +104,15 @@ def test_an_open_clip_image_tower_runs_the_loop_and_extraction(tiny_clip, tmp_pa
         create_model("open_clip:altk-tiny-clip", weights="pretrained", num_classes=2)
     with pytest.raises(ValueError, match="open_clip has no architecture 'nope'"):
         create_model("open_clip:nope/x", weights="random", num_classes=2)
+
+
+@pytest.mark.parametrize("name", ["timm:test_resnet", "timm:test_vit"])
+def test_timm_features_are_timms_own_pre_logits(name):
+    """The oracle: timm's forward_head(pre_logits=True) on its forward_features."""
+    torch.manual_seed(0)
+    model = create_model(name, weights="random", num_classes=2).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ours = model.embed(x)
+        theirs = model.backbone.forward_head(model.backbone.forward_features(x), pre_logits=True)
+    assert torch.allclose(ours, theirs)
