@@ -312,6 +312,16 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
         >>> [r.status for r in recs]
         ['finished', 'finished', 'finished', 'finished']
     """
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the solver's vectors are a few thousand numbers, and a multi-threaded
+    # BLAS spends more on waking and syncing threads than on the work (6x slower on 2 cores,
+    # more when processes share them); it also makes the arithmetic independent of core count
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_probes(pool, evals, runs, score_chunk=score_chunk, stream=stream, log=log, max_rounds=max_rounds)
+
+
+def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> list[RunRecord]:
     import contextlib
 
     from toolkit._util.locks import exclusive
