@@ -234,5 +234,6 @@ def bootstrap_label_efficiency(
     if np.isnan(point) or len(boots) == 0:
         return point, float("nan"), float("nan")
     # no interpolation between order statistics: inf (reached with the seed set alone) stays inf
-    lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2], method="inverted_cdf")
+    with np.errstate(invalid="ignore"):  # numpy computes inf - inf on the way, then discards it
+        lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2], method="inverted_cdf")
     return point, float(lo), float(hi)
