@@ -28,12 +28,58 @@ def suite(folder: str) -> list[Path]:
 
 
 def dose(folder: str) -> list[Path]:
+    """Drawn with matplotlib directly: one panel per dose axis (the static export of the plotly
+    figure puts every axis on one x scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     from toolkit.analysis.dose import gain_by_dose
-    from toolkit.report.figures import gain_vs_measure_figure, pretraining_dose_figure
 
     table = pd.read_csv(Path(folder) / "dose.csv")
-    return [save_static(pretraining_dose_figure(gain_by_dose(table)), IMG / "dose-gain.png"),
-            save_static(gain_vs_measure_figure(table), IMG / "dose-vs-separability.png")]
+    by = gain_by_dose(table)
+    full = by[by["weights"] == "pretrained"].iloc[0]
+    rnd = by[by["axis"] == "random"]
+    panels = [("step", "pretraining steps (of 1,700)", None), ("images", "pretraining images", 40_000),
+              ("shapes", "shapes seen in pretraining (of 20)", 20)]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    for ax, (axis, label, full_dose) in zip(axes, panels):
+        g = by[by["axis"] == axis].sort_values("dose")
+        if full_dose is not None:
+            g = pd.concat([g, full.to_frame().T.assign(dose=full_dose)]).sort_values("dose")
+        ax.errorbar(g["dose"].astype(float), g["auc_gain"].astype(float),
+                    yerr=[(g["auc_gain"] - g["low"]).astype(float), (g["high"] - g["auc_gain"]).astype(float)],
+                    marker="o", capsize=3, color="#1f77b4")
+        if len(rnd):
+            ax.axhline(float(rnd["auc_gain"].iloc[0]), ls=":", color="grey", label="random init")
+        ax.axhline(0, ls="--", color="lightgrey")
+        ax.set_xlabel(label)
+        if axis == "images":
+            ax.set_xticks([5_000, 10_000, 20_000, 30_000, 40_000], ["5k", "10k", "20k", "30k", "40k"])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("worst-group AUC gain\n(least-confidence - random)")
+    axes[0].legend(loc="upper left", frameon=False)
+    fig.suptitle(f"Active-learning gain along the pretraining dose (mean, 95% CI over {int(by['tasks'].max())} tasks)")
+    fig.tight_layout()
+    gain = IMG / "dose-gain.png"
+    fig.savefig(gain, dpi=150)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (weights, g) in enumerate(table.groupby("weights", sort=False)):
+        ax.scatter(g["sep_label"], g["auc_gain"], s=14, label=weights, color=plt.cm.tab10(i % 10))
+    ax.axhline(0, ls="--", color="grey")
+    ax.set_xlabel("linear separability of the label (5-fold probe, balanced accuracy)")
+    ax.set_ylabel("worst-group AUC gain")
+    ax.set_title("Gain against the representation, per backbone and task")
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    scatter = IMG / "dose-vs-separability.png"
+    fig.savefig(scatter, dpi=150)
+    plt.close(fig)
+    return [gain, scatter]
 
 
 if __name__ == "__main__":
