@@ -56,6 +56,7 @@ def task_row(records: list[RunRecord], *, metric: str = METRIC, boot_seed: int =
         e = effs.loc[w] if w in effs.index else None
         row[f"{p}_efficiency"], row[f"{p}_efficiency_low"], row[f"{p}_efficiency_high"] = (
             (e["efficiency"], e["low"], e["high"]) if e is not None else (np.nan,) * 3)
+        row[f"{p}_efficiency_bound"] = bool(e is not None and e.get("bound", False))  # a lower bound (>=)
     both = gains.pivot_table(index="seed", columns="weights", values="auc_gain").dropna()
     diff = both["pretrained"] - both["random"] if {"pretrained", "random"} <= set(both.columns) else []
     row["gain_difference"], row["gain_difference_low"], row["gain_difference_high"] = mean_ci(diff)

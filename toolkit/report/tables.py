@@ -86,7 +86,7 @@ def format_suite(table: pd.DataFrame) -> str:
                         if c.split("_")[2][1:] != c.split("_")[3][1:])
         flags = "".join("Y" if r[c] else "." for c in CLAIMS)
         lines.append(f"  {r['task']:<9} pre {ci(r, 'pre_auc_gain')}  unpre {ci(r, 'unpre_auc_gain')}  "
-                     f"eff {r['pre_efficiency']:.2f}x  up {mism} / {r['pre_up_minority_matched']:.1f}  [{flags}]")
+                     f"eff {'>=' if r.get('pre_efficiency_bound', False) else ''}{r['pre_efficiency']:.2f}x  up {mism} / {r['pre_up_minority_matched']:.1f}  [{flags}]")
     lines.append("")
     lines.append(f"Across {len(table)} tasks (mean [95% t-CI over tasks]):")
     for _, r in aggregate(table).iterrows():
