@@ -240,6 +240,15 @@ class Sweep:
 
             ensure_toy_backbone()
 
+    def launch(self, launcher: str = "local", *, workers: int | None = None,
+               launcher_kwargs: dict | None = None) -> dict[str, str]:
+        """`launch_local` (a process pool of `workers`) or `launch_submitit` (`launcher_kwargs`)."""
+        if launcher == "local":
+            return self.launch_local(workers=workers)
+        if launcher == "submitit":
+            return self.launch_submitit(**(launcher_kwargs or {}))
+        raise ConfigError(f"unknown launcher {launcher!r}; valid: local, submitit")
+
     def launch_local(self, *, workers: int | None = None) -> dict[str, str]:
         """A local process pool: one torch thread per process on CPU, one process per GPU.
         Holds the sweep folder's lock: a second sweep on the same folder is refused."""

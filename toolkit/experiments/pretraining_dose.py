@@ -153,19 +153,13 @@ def run_full_dose(doses: list[str], tasks: list[Task], seeds: list[int], *, out:
     `run_dose_study`, without the separability measures, plus "failed" (run names): failed runs
     are logged with their last error line, and the finished ones are still returned."""
     from toolkit.al.sweep import Sweep
-    from toolkit.errors import ConfigError
     from toolkit.models.pretrain import ensure_toy_doses
 
     log = log or (lambda _: None)
     out = Path(out) if out is not None else cache_path("dose-full")
     ensure_toy_doses(list(doses))  # before the workers start, so none of them pretrains
     sweep = Sweep(out, full_dose_configs(doses, tasks, seeds, overrides=overrides))
-    if launcher == "local":
-        results = sweep.launch_local(workers=workers)
-    elif launcher == "submitit":
-        results = sweep.launch_submitit(**(launcher_kwargs or {}))
-    else:
-        raise ConfigError(f"unknown launcher {launcher!r}; valid: local, submitit")
+    results = sweep.launch(launcher, workers=workers, launcher_kwargs=launcher_kwargs)
     failures = sweep.failures()
     failed = [n for n, st in results.items() if st != "done"]
     for name in failed:

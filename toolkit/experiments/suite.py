@@ -114,12 +114,7 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
         from toolkit.al.sweep import Sweep
 
         sweep = Sweep(out, full_configs(tasks, seeds, overrides=overrides))
-        if launcher == "local":
-            results = sweep.launch_local(workers=workers)
-        elif launcher == "submitit":
-            results = sweep.launch_submitit(**(launcher_kwargs or {}))
-        else:
-            raise ConfigError(f"unknown launcher {launcher!r}; valid: local, submitit")
+        results = sweep.launch(launcher, workers=workers, launcher_kwargs=launcher_kwargs)
         failed = [n for n, s in results.items() if s != "done"]
         if failed:  # each run's reason, not only its name; the whole traceback stays in index.json
             reasons = sweep.failures()

