@@ -198,3 +198,35 @@ def test_the_csv_images_preset_two_rounds(tmp_path):
                                         "al": {"seed_size": 10, "per_round": 5, "budget": 5}})
     run = run_active_learning(cfg, tmp_path / "run", log=None)
     assert run.rounds["n_labels"].tolist() == [10, 15] and "test/mismatched" in run.rounds
+
+
+def test_a_general_grouping_flows_through_records_separability_and_the_report(tmp_path):
+    """Label x two attributes, no pairing: per-group metrics, upsampling, separability and the
+    report work; no mismatched metric is invented."""
+    from toolkit.analysis import upsampling_ratios
+    from toolkit.analysis.separability import GroupSeparability
+    from toolkit.config import ALConfig
+    from toolkit.features.cache import extract_features, open_cache
+    from toolkit.features.probe import run_probe
+    from toolkit.report.html import build_report
+
+    rng = np.random.default_rng(0)
+    rows = [{"file": f"{i}.png", "label": int(y), "a": int(rng.random() < (0.8 if y else 0.2)),
+             "b": int(rng.random() < 0.5)} for i, y in enumerate(rng.random(160) < 0.4)]
+    root = _folder(tmp_path / "d", rows)
+    params = {"root": str(root), "attributes": ["a", "b"], "resolution": 12, "cache_dir": None,
+              "split_fractions": [0.6, 0.2, 0.2]}
+    caches = {s: extract_features("toy_resnet", "csv_images", s, weights="random", dataset_params=params,
+                                  root=tmp_path / "f", log=None) for s in ("train", "test")}
+    pool = open_cache(caches["train"])
+    assert pool.spurious_column == "a+b" and not pool.matched
+    rec = run_probe(caches["train"], {"test": caches["test"]}, tmp_path / "run",
+                    al=ALConfig(seed_size=10, per_round=5, budget=10), seed=0)
+    assert "test/worst_group" in rec.rounds and "test/mismatched" not in rec.rounds
+    assert {c for c in rec.rounds if c.startswith("test/acc/")} <= {f"test/acc/y{y}_s{s}" for y in (0, 1)
+                                                                     for s in range(4)}
+    assert upsampling_ratios([rec])["pool_share"].sum() == pytest.approx(1.0)
+    sep = GroupSeparability(cv=2, random_state=0).fit(pool.embeddings, pool.labels, pool.spurious)
+    assert len(sep.per_group_) == pool.attributes.groupby(["label", "a+b"]).ngroups
+    page = build_report([rec.path], tmp_path / "report.html", representation=False)
+    assert page.exists() and page.stat().st_size > 10_000
