@@ -1,9 +1,14 @@
-"""Acquisition functions: pure array functions, higher score = acquire first.
+"""Acquisition strategies: the registry both loops choose from, and the per-row scores.
 
-All take probabilities `probs` of shape (n, C) (rows sum to 1) and return scores of
-shape (n,), except `max_logit`, which takes logits, and `random`, which takes a count
-and a Generator. In binary classification least-confidence, entropy and margin rank
-the pool identically.
+Two kinds of strategy. Score strategies rank the candidates by a per-row score (higher =
+acquire first) and take the top k: least-confidence, entropy and margin (from probabilities
+(n, C)), max-logit (from logits), random (from a Generator), and BALD (from S posterior
+samples of the probabilities, (S, n, C)). In binary classification least-confidence,
+entropy and margin rank the pool identically. Batch strategies choose k rows together from
+a representation: coreset, TypiClust, ProbCover (embeddings) and BADGE (embeddings and
+probabilities), in `toolkit.al.diversity`.
+
+`select_batch` is the one call both loops make; `needs` says which inputs a strategy reads.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from toolkit.al import diversity
 from toolkit.errors import ConfigError
 
 
@@ -46,14 +52,62 @@ def random(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.random(n)
 
 
-# Which input each strategy scores from; "random" needs none.
+def bald(prob_samples: np.ndarray) -> np.ndarray:
+    """BALD (Houlsby et al. 2011): the mutual information between a row's label and the model,
+    H[mean_s p_s] - mean_s H[p_s], from S posterior samples `prob_samples` of shape (S, n, C).
+    High where the samples disagree, zero where they agree however uncertain each is."""
+    p = np.asarray(prob_samples, dtype=np.float64)
+    if p.ndim != 3:
+        raise ConfigError(f"bald needs posterior samples of shape (S, n, C), got {p.shape}")
+    return entropy(p.mean(axis=0)) - np.mean([entropy(ps) for ps in p], axis=0)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _coreset(inputs: dict, k: int, rng):
+    return diversity.coreset(inputs["embeddings"], inputs["candidates"], inputs["labelled"], k, rng)
+
+
+def _typiclust(inputs: dict, k: int, rng):
+    return diversity.typiclust(inputs["embeddings"], inputs["candidates"], inputs["labelled"], k, rng)
+
+
+def _probcover(inputs: dict, k: int, rng):
+    # the ball graph depends on the rows only: computed once per pool when a memo is passed
+    memo, key = inputs.get("memo"), ("probcover", inputs["n_classes"])
+    graph = memo.get(key) if memo is not None else None
+    if graph is None:
+        graph = diversity.cover_graph(inputs["embeddings"], n_clusters=inputs["n_classes"])
+        if memo is not None:
+            memo[key] = graph
+    return diversity.probcover(inputs["embeddings"], inputs["candidates"], inputs["labelled"], k, graph=graph)
+
+
+def _badge(inputs: dict, k: int, rng):
+    return diversity.badge(inputs["embeddings"], softmax(inputs["logits"]), inputs["candidates"], k, rng)
+
+
+# Which input each strategy reads: "probs"/"logits" = the candidates' logits (n, C),
+# "none" = nothing, "samples" = S posterior samples of their logits (S, n, C);
+# "embeddings" = the pool's rows, "gradients" = the pool's rows and the candidates' logits.
 STRATEGIES: dict[str, tuple[str, Callable]] = {
     "least_confidence": ("probs", least_confidence),
     "entropy": ("probs", entropy),
     "margin": ("probs", margin),
     "max_logit": ("logits", max_logit),
     "random": ("none", random),
+    "bald": ("samples", bald),
+    "coreset": ("embeddings", _coreset),
+    "typiclust": ("embeddings", _typiclust),
+    "probcover": ("embeddings", _probcover),
+    "badge": ("gradients", _badge),
 }
+SCORE_KINDS = ("probs", "logits", "none", "samples")
 
 
 def list_strategies() -> list[str]:
@@ -67,9 +121,55 @@ def get_acquisition(name: str) -> tuple[str, Callable]:
     return STRATEGIES[name]
 
 
-def score_logits(name: str, logits: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Scores of one strategy from logits (n, C)."""
+def needs(name: str) -> set[str]:
+    """What a strategy reads: a subset of {"logits", "embeddings", "samples"}."""
+    kind = get_acquisition(name)[0]
+    return {"probs": {"logits"}, "logits": {"logits"}, "none": set(), "samples": {"samples"},
+            "embeddings": {"embeddings"}, "gradients": {"logits", "embeddings"}}[kind]
+
+
+def is_batch(name: str) -> bool:
+    """True for strategies that choose the batch jointly (no per-row score to stream a top-k of)."""
+    return get_acquisition(name)[0] not in SCORE_KINDS
+
+
+def select_batch(name: str, k: int, *, candidates: np.ndarray, labelled: np.ndarray, rng: np.random.Generator,
+                 n_classes: int, logits: np.ndarray | None = None, embeddings=None,
+                 logit_samples: np.ndarray | None = None, memo: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """k pool positions chosen by strategy `name`, best first, with their scores.
+
+    Args:
+        candidates: the positions to choose from; labelled: the positions already labelled.
+        rng: the round's Generator (random scores, BADGE's draws, k-means seeds).
+        n_classes: the number of classes (ProbCover's clusters).
+        logits: the candidates' logits (n_candidates, C), in the order of `candidates`.
+        embeddings: the whole pool's rows (n, d), indexed by position.
+        logit_samples: S posterior samples of the candidates' logits (S, n_candidates, C).
+        memo: a dict kept across calls on the same rows (ProbCover's graph); None recomputes.
+    """
     kind, fn = get_acquisition(name)
+    missing = [what for what in needs(name) if {"logits": logits, "embeddings": embeddings,
+                                                  "samples": logit_samples}[what] is None]
+    if missing:
+        raise ConfigError(f"strategy {name!r} needs {', '.join(sorted(missing))}; pass them to select_batch")
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if kind in SCORE_KINDS:
+        if kind == "samples":
+            scores = fn(softmax(logit_samples))
+        else:
+            scores = score_logits(name, logits if logits is not None else np.empty((len(candidates), 0)), rng)
+        order = select(scores, k)
+        return candidates[order], scores[order]
+    inputs = {"candidates": candidates, "labelled": np.asarray(labelled, dtype=np.int64), "logits": logits,
+              "embeddings": embeddings, "n_classes": n_classes, "memo": memo}
+    return fn(inputs, k, rng)
+
+
+def score_logits(name: str, logits: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Scores of one score strategy from logits (n, C)."""
+    kind, fn = get_acquisition(name)
+    if kind not in ("probs", "logits", "none"):
+        raise ConfigError(f"strategy {name!r} does not score from logits alone; use select_batch")
     if kind == "none":
         if rng is None:
             raise ConfigError("random acquisition needs a numpy Generator (rng=...)")

@@ -18,8 +18,8 @@ from toolkit._util.faults import kill_point
 from toolkit._util.log import info
 from toolkit._util.progress import progress
 from toolkit._util.repro import resolve_device, round_rng, round_torch_seed, set_deterministic
-from toolkit.al.acquisition import StreamingTopK, get_acquisition, score_logits
-from toolkit.al.finetune import finetune, make_optimizer, maybe_compile, predict_logits
+from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_logits, select_batch
+from toolkit.al.finetune import finetune, infer, make_optimizer, maybe_compile, predict_logits
 from toolkit.al.protocol import (
     acquisition_sizes,
     attribute_shares,
@@ -74,6 +74,67 @@ def score_pool(model, pool: GroupedDataset, candidates: np.ndarray, k: int, stra
     if outputs is not None:
         outputs.close()
     return top.result()
+
+
+# BALD with full finetuning: MC dropout on the head's input, at scoring time only
+MC_DROPOUT_RATE = 0.5
+MC_DROPOUT_SAMPLES = 20
+
+
+def mc_dropout_logits(embeddings: np.ndarray, weight: np.ndarray, bias: np.ndarray, rng: np.random.Generator,
+                      *, rate: float = MC_DROPOUT_RATE, samples: int = MC_DROPOUT_SAMPLES,
+                      chunk: int = 4096) -> np.ndarray:
+    """(samples, n, C) logits of the linear head on embeddings with inverted dropout at `rate`:
+    BALD's posterior samples for a finetuned network (Gal & Ghahramani 2016, on the head only).
+    Computed in numpy from a seeded Generator, so it is the same on every device."""
+    n = len(embeddings)
+    out = np.empty((samples, n, weight.shape[0]), dtype=np.float32)
+    for lo in range(0, n, chunk):
+        z = np.asarray(embeddings[lo:lo + chunk], dtype=np.float32)
+        for t in range(samples):
+            keep = rng.random(z.shape) >= rate
+            out[t, lo:lo + chunk] = (z * keep / (1 - rate)) @ weight.T + bias
+    return out
+
+
+def select_from_model(model, pool: GroupedDataset, labelled: np.ndarray, candidates: np.ndarray, k: int,
+                      strategy: str, rng: np.random.Generator, *, device, batch_size: int, workers: int = 0,
+                      outputs: PoolOutputWriter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A batch strategy (or BALD) on the finetuned network: one pass over the pool for its
+    penultimate embeddings and logits, then `select_batch`. Embeddings cover the labelled rows
+    too (coreset and TypiClust measure distances to them)."""
+    need = needs(strategy)
+    head = model.head if hasattr(model, "head") else model._orig_mod.head
+    embed = model.embed if hasattr(model, "embed") else model._orig_mod.embed
+
+    def both(x):
+        z = embed(x)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return torch.cat([z.float(), head(z.float())], dim=1)
+
+    model.to(device).eval()
+    positions = np.arange(len(pool)) if "embeddings" in need else np.asarray(candidates)
+    C = pool.num_classes
+    out = None
+    for pos, chunk in infer(both, pool, positions, device=device, batch_size=batch_size, workers=workers):
+        if out is None:
+            out = np.empty((len(pool), chunk.shape[1]), dtype=np.float32)
+        out[pos] = chunk
+    emb, logits = out[:, :-C], out[:, -C:]
+    samples = None
+    if "samples" in need:
+        w = head.weight.detach().float().cpu().numpy()
+        b = head.bias.detach().float().cpu().numpy()
+        samples = mc_dropout_logits(emb[candidates], w, b, rng)
+    picks, scores = select_batch(strategy, k, candidates=candidates, labelled=labelled, rng=rng, n_classes=C,
+                                 logits=logits[candidates], embeddings=emb if "embeddings" in need else None,
+                                 logit_samples=samples)
+    if outputs is not None:  # a batch strategy has no per-row score: NaN except the picks
+        row_scores = np.full(len(candidates), np.nan)
+        row_scores[np.searchsorted(candidates, picks)] = scores
+        outputs.write(pool.ids[candidates], row_scores, logits[candidates])
+        outputs.close()
+    return picks, scores
 
 
 def save_checkpoint(model: torch.nn.Module, run_dir: Path, round_index: int) -> Path:
@@ -223,9 +284,11 @@ def _run(
             unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
             outputs = (PoolOutputWriter(out_dir, r, len(unlabelled), pool.num_classes)
                        if cfg.al.save_pool_outputs else None)
-            picks, scores = score_pool(net, pool, unlabelled, sizes[r], cfg.al.strategy, rng,
-                                       device=device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
-                                       outputs=outputs)
+            choose = score_pool if needs(cfg.al.strategy) <= {"logits"} else select_from_model
+            kw = {"labelled": labelled} if choose is select_from_model else {}
+            picks, scores = choose(net, pool, candidates=unlabelled, k=sizes[r], strategy=cfg.al.strategy, rng=rng,
+                                   device=device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
+                                   outputs=outputs, **kw)
             acquired = dataset_rows(pool, picks, scores)
             labelled = np.concatenate([labelled, picks])
         t3 = time.perf_counter()

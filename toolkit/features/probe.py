@@ -17,7 +17,7 @@ import torch
 
 from toolkit._util.faults import kill_point
 from toolkit._util.repro import round_rng
-from toolkit.al.acquisition import StreamingTopK, get_acquisition, score_logits
+from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_logits, select_batch
 from toolkit.al.protocol import (
     acquisition_sizes,
     attribute_shares,
@@ -139,9 +139,30 @@ class _PoolRows:
             for lo in range(0, len(block), self.chunk_rows):
                 yield start + lo, start + min(lo + self.chunk_rows, len(block)), block[lo:lo + self.chunk_rows].numpy()
 
+    def view(self):
+        """The standardised pool as an array-like for batch strategies: the array in memory, or
+        a view that standardises the rows it is asked for from the file."""
+        return self.X.numpy() if self.X is not None else _StandardisedView(self)
+
     def close(self) -> None:
         if self.lazy is not None:
             self.emb.file.close()
+
+
+class _StandardisedView:
+    """Rows of a streamed pool, standardised on read: `v[lo:hi]`, `v[positions]`, `len(v)`, `v.shape`."""
+
+    def __init__(self, rows: _PoolRows) -> None:
+        self.rows = rows
+        self.shape = rows.emb.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            return standardise(self.rows.emb[key], self.rows.mean, self.rows.std).numpy()
+        return self.rows.rows(np.asarray(key)).numpy()
 
 
 # dataset params that may differ between a pool and its held-out splits: what only the pool's
@@ -242,7 +263,9 @@ class _RunState:
     def __init__(self, spec: ProbeRun, writer: RunWriter, labelled: np.ndarray, seed_rows: list, probe, sizes) -> None:
         self.spec, self.writer, self.labelled, self.seed_rows = spec, writer, labelled, seed_rows
         self.probe, self.sizes, self.r = probe, sizes, writer.completed_rounds
-        self.needs_model = get_acquisition(spec.al.strategy)[0] != "none"
+        self.needs = needs(spec.al.strategy)
+        self.needs_model = "logits" in self.needs
+        self.ensemble: list[LinearProbe] = []  # BALD's bootstrap probes of this round
 
     @property
     def dir(self) -> Path:
@@ -271,6 +294,30 @@ def _with_offset(z: np.ndarray, offset: np.ndarray) -> np.ndarray:
         z = z + offset[0]
         return np.stack([np.zeros_like(z), z], axis=1)
     return z + offset
+
+
+def raw_shape(n: int, column: np.ndarray) -> tuple:
+    """Shape of a pool's products with `_columns`: (n,) for the two-class column, else (n, C)."""
+    return (n,) if column.ndim == 1 else (n, column.shape[1])
+
+
+# BALD in probe mode: a bootstrap ensemble of this many probes per round
+BOOTSTRAP_PROBES = 10
+
+
+def bootstrap_probes(probe: LinearProbe, rows: "_PoolRows", labelled: np.ndarray, labels: np.ndarray,
+                     n_classes: int, C: float, rng: np.random.Generator, size: int = BOOTSTRAP_PROBES
+                     ) -> list[LinearProbe]:
+    """`size` probes, each fitted on a bootstrap resample of the labelled rows drawn within each
+    class (so every resample keeps the labelled set's class counts), warm-started from `probe`:
+    BALD's posterior samples in probe mode."""
+    y = labels[labelled]
+    out = []
+    for _ in range(size):
+        idx = np.concatenate([rng.choice(np.flatnonzero(y == c), (y == c).sum()) for c in np.unique(y)])
+        pos = labelled[idx]
+        out.append(LinearProbe(C=C).fit(rows.rows(pos), torch.from_numpy(labels[pos]), n_classes, warm_start=probe))
+    return out
 
 
 def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], runs: list[ProbeRun],
@@ -385,6 +432,7 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
         stack.callback(rows.close)
         X_eval = [standardise(c.embeddings, rows.mean, rows.std).numpy() for c in evals.values()]
         y_all = torch.from_numpy(labels)
+        memo: dict = {}  # what batch strategies may reuse across runs and rounds on this pool (ProbCover's graph)
         while True:
             active = [s for s in states if s.r <= len(s.sizes) and (max_rounds is None or s.r < max_rounds)]
             if not active:
@@ -394,6 +442,9 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
                 t0 = time.perf_counter()
                 s.probe = LinearProbe(C=s.spec.C).fit(rows.rows(s.labelled), y_all[s.labelled], n_classes,
                                                        warm_start=s.probe)
+                if "samples" in s.needs and s.r < len(s.sizes):
+                    s.ensemble = bootstrap_probes(s.probe, rows, s.labelled, labels, n_classes, s.spec.C,
+                                                  round_rng(s.spec.seed, s.r, stream=3))
                 train_s.append(time.perf_counter() - t0)
             t1 = time.perf_counter()
             cols = [_columns(s.probe) for s in active]
@@ -404,25 +455,33 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
             t2 = time.perf_counter()
             acquiring = [i for i, s in enumerate(active) if s.r < len(s.sizes)]
             scoring = [i for i in acquiring if active[i].needs_model]
-            raw = {i: np.empty((n,) if cols[i][0].ndim == 1 else (n, cols[i][0].shape[1]), np.float32)
-                   for i in scoring}
-            if scoring:
+            raw = {i: np.empty(raw_shape(n, cols[i][0]), np.float32) for i in scoring}
+            sampling = [i for i in acquiring if active[i].ensemble]
+            ens_cols = {i: [_columns(p) for p in active[i].ensemble] for i in sampling}
+            ens_raw = {i: np.empty((len(ens_cols[i]),) + raw_shape(n, ens_cols[i][0][0]), np.float32) for i in sampling}
+            if scoring or sampling:
                 for lo, hi, Xc in rows.chunks(n):  # one read of the pool per step; every run scores the chunk
                     for i in scoring:
                         raw[i][lo:hi] = Xc @ cols[i][0]
+                    for i in sampling:
+                        for j, (col, _) in enumerate(ens_cols[i]):
+                            ens_raw[i][j, lo:hi] = Xc @ col
             tops = {}
             for i in acquiring:
                 s = active[i]
                 unlabelled, rng = candidates(n, s.labelled, s.spec.al, s.spec.seed, s.r)
-                logits = _with_offset(raw[i][unlabelled], cols[i][1]) if i in raw else np.empty((len(unlabelled), 0))
-                tops[i] = StreamingTopK(s.sizes[s.r])
-                tops[i].update(score_logits(s.spec.al.strategy, logits, rng), unlabelled)
+                logits = _with_offset(raw[i][unlabelled], cols[i][1]) if i in raw else None
+                samples = (np.stack([_with_offset(ens_raw[i][j][unlabelled], off)
+                                     for j, (_, off) in enumerate(ens_cols[i])]) if i in ens_raw else None)
+                tops[i] = select_batch(s.spec.al.strategy, s.sizes[s.r], candidates=unlabelled, labelled=s.labelled,
+                                       rng=rng, n_classes=n_classes, logits=logits, logit_samples=samples,
+                                       embeddings=rows.view() if "embeddings" in s.needs else None, memo=memo)
             t3 = time.perf_counter()
             share = 1 / len(active)  # the shared passes' seconds, split evenly over the runs
             for i, s in enumerate(active):
                 acquired = []
                 if i in tops:
-                    picks, scores = tops[i].result()
+                    picks, scores = tops[i]
                     acquired = dataset_rows(pool, picks, scores)
                     s.labelled = np.concatenate([s.labelled, picks])
                 r = s.r

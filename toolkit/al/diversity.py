@@ -1,0 +1,339 @@
+"""Batch strategies that look at a representation: k-center coreset, TypiClust, ProbCover, BADGE.
+
+Each is a pure, seeded function of what it needs: the pool's rows `X` (n, d) — an array, or
+anything that returns an array for a contiguous slice `X[lo:hi]` and for a position array
+`X[positions]` — plus the positions of the `labelled` rows and of the `candidates` to choose
+from, the batch size `k` and a numpy Generator. Each returns `(picks, scores)`: the chosen
+positions in the order chosen, and the score each had when it was chosen.
+
+None builds an n x n matrix: distances go through row chunks (time O(n d) per pick for
+coreset and BADGE; O(n^2 d) once per pool for ProbCover's graph, memory O(edges)).
+Ties go to the lower position, so a run is reproducible from its seed alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolkit.errors import ConfigError
+
+CHUNK_ROWS = 4096
+
+
+def _check(X, candidates: np.ndarray, k: int) -> tuple[int, np.ndarray]:
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if not 0 <= k <= len(candidates):
+        raise ConfigError(f"cannot select k={k} from {len(candidates)} candidates")
+    return len(X), candidates
+
+
+def _chunks(n: int, chunk: int):
+    for lo in range(0, n, chunk):
+        yield lo, min(lo + chunk, n)
+
+
+def _as_float(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+
+
+def squared_norms(X, chunk: int = CHUNK_ROWS) -> np.ndarray:
+    """Row squared norms of X, chunk by chunk, in float64."""
+    out = np.empty(len(X))
+    for lo, hi in _chunks(len(X), chunk):
+        x = _as_float(X[lo:hi])
+        out[lo:hi] = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    return out
+
+
+def _sq_dist_to(X, sqn: np.ndarray, centre: np.ndarray, chunk: int) -> np.ndarray:
+    """||x_i - centre||^2 for every row, via ||x||^2 + ||c||^2 - 2 x.c (clipped at 0)."""
+    c = np.asarray(centre, dtype=np.float64)
+    out = np.empty(len(X))
+    for lo, hi in _chunks(len(X), chunk):
+        x = _as_float(X[lo:hi])
+        out[lo:hi] = x @ c.astype(x.dtype)
+    return np.maximum(sqn - 2 * out + c @ c, 0.0)
+
+
+def _min_sq_dist_to_set(X, sqn: np.ndarray, centres: np.ndarray, chunk: int) -> np.ndarray:
+    """min over the rows of `centres` of ||x_i - c||^2 for every row of X (inf if no centres)."""
+    out = np.full(len(X), np.inf)
+    if len(centres) == 0:
+        return out
+    C = _as_float(centres)
+    cn = np.einsum("ij,ij->i", C, C, dtype=np.float64)
+    for lo, hi in _chunks(len(X), chunk):
+        x = _as_float(X[lo:hi]).astype(C.dtype, copy=False)
+        for clo, chi in _chunks(len(C), chunk):
+            d = sqn[lo:hi, None] + cn[None, clo:chi] - 2 * (x @ C[clo:chi].T)
+            out[lo:hi] = np.minimum(out[lo:hi], d.min(axis=1))
+    return np.maximum(out, 0.0)
+
+
+def _argmax_first(values: np.ndarray) -> int:
+    """Position of the largest value; ties go to the lowest position (np.argmax's rule)."""
+    return int(np.argmax(values))
+
+
+# ----------------------------------------------------------------- k-center coreset
+
+def coreset(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.random.Generator,
+            *, chunk: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """k-center greedy (Sener & Savarese 2018): repeatedly pick the candidate farthest (Euclidean)
+    from every labelled and already-picked row. Scores are that distance at pick time.
+
+    With no labelled rows the first pick is a uniform draw from the candidates (every distance
+    is infinite); otherwise the function is deterministic and `rng` is unused.
+    """
+    n, candidates = _check(X, candidates, k)
+    sqn = squared_norms(X, chunk)
+    labelled = np.asarray(labelled, dtype=np.int64)
+    mind = _min_sq_dist_to_set(X, sqn, X[np.sort(labelled)] if len(labelled) else np.empty((0, 1)), chunk)
+    is_cand = np.zeros(n, dtype=bool)
+    is_cand[candidates] = True
+    picks, scores = [], []
+    for _ in range(k):
+        masked = np.where(is_cand, mind, -1.0)
+        if np.isinf(masked).any():
+            p = int(rng.choice(np.flatnonzero(np.isinf(masked))))
+        else:
+            p = _argmax_first(masked)
+        picks.append(p)
+        scores.append(float(np.sqrt(masked[p])))
+        is_cand[p] = False
+        mind = np.minimum(mind, _sq_dist_to(X, sqn, _as_float(X[p:p + 1])[0], chunk))
+    return np.array(picks, dtype=np.int64), np.array(scores)
+
+
+# ----------------------------------------------------------------- BADGE
+
+def gradient_factors(probs: np.ndarray) -> np.ndarray:
+    """p - onehot(argmax p): with the row's embedding h, the gradient of the cross-entropy at the
+    predicted label with respect to the last layer's weights is (p - onehot) outer h."""
+    p = np.asarray(probs, dtype=np.float64)
+    return p - np.eye(p.shape[1])[p.argmax(1)]
+
+
+def badge(X, probs: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.Generator,
+          *, origin_centre: bool = False, chunk: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings g_i = a_i outer x_i,
+    a_i = p_i - onehot(argmax p_i); `probs` are the candidates' class probabilities, in the
+    order of `candidates`, and X the rows the last layer sees.
+
+    The first pick is the largest ||g||; each next is drawn with probability proportional to
+    its squared distance D^2 to the nearest pick. g is never formed: ||g_i - g_j||^2 =
+    |a_i|^2 |x_i|^2 + |a_j|^2 |x_j|^2 - 2 (a_i.a_j)(x_i.x_j), so a pick costs O(n (d + C)).
+    Scores are D^2 at pick time (the first: ||g||^2).
+
+    D^2 is the distance to the picks, as the authors' code; `origin_centre=True` also counts
+    g = 0 as a centre (D^2 <= ||g||^2), as scikit-activeml's `Badge` does.
+    """
+    n, candidates = _check(X, candidates, k)
+    probs = np.asarray(probs)
+    if probs.shape[0] != len(candidates):
+        raise ConfigError(f"badge: probs has {probs.shape[0]} rows for {len(candidates)} candidates")
+    a = np.zeros((n, probs.shape[1]))
+    a[candidates] = gradient_factors(probs)
+    sqn = squared_norms(X, chunk)
+    an = np.einsum("ij,ij->i", a, a)
+    g2 = an * sqn  # ||g_i||^2
+    remaining = np.zeros(n, dtype=bool)
+    remaining[candidates] = True
+    d2 = np.where(remaining, g2, 0.0)
+    picks, scores = [], []
+    for i in range(k):
+        if i == 0 and d2.sum() > 0:
+            p = _argmax_first(d2)
+        elif d2.sum() > 0:
+            p = int(rng.choice(n, p=d2 / d2.sum()))
+        else:  # every remaining gradient embedding coincides with a pick: uniform, as scikit-activeml
+            p = int(rng.choice(np.flatnonzero(remaining)))
+        picks.append(p)
+        scores.append(float(d2[p]))
+        remaining[p] = False
+        xp = _as_float(X[p:p + 1])[0].astype(np.float64)
+        dots = np.empty(n)
+        for lo, hi in _chunks(n, chunk):
+            x = _as_float(X[lo:hi])
+            dots[lo:hi] = x @ xp.astype(x.dtype)
+        dist = np.maximum(g2 + g2[p] - 2 * (a @ a[p]) * dots, 0.0)
+        d2 = np.where(remaining, np.minimum(d2, dist) if (i or origin_centre) else dist, 0.0)
+    return np.array(picks, dtype=np.int64), np.array(scores)
+
+
+# ----------------------------------------------------------------- TypiClust
+
+def kmeans_labels(X, n_clusters: int, seed: int) -> np.ndarray:
+    """Cluster labels of every row: scikit-learn's KMeans (k-means++ init, one run) up to
+    50 clusters, MiniBatchKMeans above (as TypiClust's authors do), seeded."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    Xa = _as_float(X[0:len(X)])
+    n_clusters = min(n_clusters, len(Xa))
+    algo = KMeans if n_clusters <= 50 else MiniBatchKMeans
+    return algo(n_clusters=n_clusters, random_state=seed, n_init=1).fit_predict(Xa)
+
+
+def typicality(X_cluster: np.ndarray, knn: int = 20) -> np.ndarray:
+    """1 / mean distance to the row's `knn` nearest other rows of its cluster (TypiClust's
+    density); a cluster of one row gets 1."""
+    from sklearn.neighbors import NearestNeighbors
+
+    m = len(X_cluster)
+    if m == 1:
+        return np.ones(1)
+    kk = min(knn, m - 1)
+    dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(X_cluster).kneighbors(X_cluster)
+    return 1.0 / (dist.sum(axis=1) / kk + 1e-7)  # column 0 is the row itself (distance 0)
+
+
+def typiclust(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.random.Generator,
+              *, knn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500,
+              cluster_labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """TypiClust (Hacohen et al. 2022): cluster the rows into |labelled| + k clusters (at most
+    `max_clusters`); k times, take the largest cluster that holds no labelled or picked row
+    (ignoring clusters smaller than `min_cluster_size`) and pick its most typical candidate.
+    Scores are the typicality of each pick.
+
+    The k-means seed is drawn from `rng`; `cluster_labels` (n,) replaces the clustering. When
+    no uncovered cluster is left, the remaining picks are uniform draws (as scikit-activeml).
+    """
+    n, candidates = _check(X, candidates, k)
+    labelled = np.asarray(labelled, dtype=np.int64)
+    rows = np.union1d(candidates, labelled)  # a pool subsample leaves other rows out of the clustering
+    if cluster_labels is None:
+        sub = _as_float(X[rows]) if len(rows) < n else X
+        lab = kmeans_labels(sub, len(labelled) + k if max_clusters is None else min(len(labelled) + k, max_clusters),
+                            int(rng.integers(2**31 - 1)))
+        cluster_labels = np.full(n, -1)
+        cluster_labels[rows] = lab
+    cluster_labels = np.asarray(cluster_labels)
+    n_clusters = int(cluster_labels.max()) + 1
+    sizes = np.bincount(cluster_labels[rows], minlength=n_clusters).astype(float)
+    sizes[np.unique(cluster_labels[labelled])] = 0  # covered clusters
+    sizes[sizes < min_cluster_size] = 0
+    is_cand = np.zeros(n, dtype=bool)
+    is_cand[candidates] = True
+    picks, scores = [], []
+    for _ in range(k):
+        if sizes.max() > 0:
+            c = _argmax_first(sizes)
+            members = np.flatnonzero((cluster_labels == c) & np.isin(np.arange(n), rows))
+            typ = typicality(_as_float(X[members]), knn)
+            typ[~is_cand[members]] = -np.inf
+            j = _argmax_first(typ)
+            p, s = int(members[j]), float(typ[j])
+            sizes[c] = 0
+        else:
+            p, s = int(rng.choice(np.flatnonzero(is_cand))), float("nan")
+        picks.append(p)
+        scores.append(s)
+        is_cand[p] = False
+    return np.array(picks, dtype=np.int64), np.array(scores)
+
+
+# ----------------------------------------------------------------- ProbCover
+
+# radii tried for L2-normalised rows (distances in [0, 2]); the largest with purity >= alpha wins
+PROBCOVER_RADII = tuple(np.round(np.arange(0.05, 2.0001, 0.05), 2))
+
+
+@dataclass(frozen=True)
+class CoverGraph:
+    """ProbCover's ball graph on one pool: rows within `radius` of each other (CSR, symmetric,
+    self-loops included), the purity that radius reached and the purity of each radius tried."""
+
+    radius: float
+    purity: float
+    adjacency: object  # scipy.sparse.csr_matrix (n, n) of bools
+    purities: dict
+
+
+def normalise_rows(X, chunk: int = CHUNK_ROWS) -> np.ndarray:
+    """Rows scaled to unit L2 norm (ProbCover works on normalised embeddings, as its paper)."""
+    out = np.empty((len(X), X.shape[1]), dtype=np.float32)
+    for lo, hi in _chunks(len(X), chunk):
+        x = _as_float(X[lo:hi]).astype(np.float64)
+        out[lo:hi] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def distance_to_other_cluster(X: np.ndarray, labels: np.ndarray, chunk: int = CHUNK_ROWS) -> np.ndarray:
+    """For every row, the Euclidean distance to the nearest row of another cluster."""
+    sqn = squared_norms(X, chunk)
+    out = np.full(len(X), np.inf)
+    for lo, hi in _chunks(len(X), chunk):
+        d = sqn[lo:hi, None] + sqn[None, :] - 2 * (X[lo:hi] @ X.T)
+        d[labels[lo:hi, None] == labels[None, :]] = np.inf
+        out[lo:hi] = d.min(axis=1)
+    return np.sqrt(np.maximum(out, 0.0))
+
+
+def cover_graph(X, *, n_clusters: int, alpha: float = 0.95, seed: int = 0, radii=PROBCOVER_RADII,
+                radius: float | None = None, chunk: int = 1024) -> CoverGraph:
+    """The automatic radius and ball graph of ProbCover (Yehuda et al. 2022), on L2-normalised rows.
+
+    Radius: k-means with `n_clusters` clusters (the number of classes, as the paper) gives
+    pseudo-labels; a radius's purity is the share of rows whose ball holds no row of another
+    cluster. Going up `radii`, the largest radius whose purity is >= `alpha` is kept (the first
+    radius if none is), the rule of the paper and of scikit-activeml. A fixed `radius` skips it.
+    Purity for every radius comes from one distance per row (to the nearest other-cluster row),
+    and the graph from row chunks: neither holds an n x n matrix.
+    """
+    import scipy.sparse as sp
+
+    Xn = normalise_rows(X, chunk)
+    purities = {}
+    if radius is None:
+        labels = kmeans_labels(Xn, n_clusters, seed)
+        d_other = distance_to_other_cluster(Xn, labels, chunk)
+        radius = float(radii[0])
+        for r in sorted(radii):
+            purities[float(r)] = float((d_other > r).mean())  # impure if another cluster's row is within r
+            if purities[float(r)] < alpha:
+                break
+            radius = float(r)
+    sqn = squared_norms(Xn, chunk)
+    rows, cols = [], []
+    for lo, hi in _chunks(len(Xn), chunk):
+        d = sqn[lo:hi, None] + sqn[None, :] - 2 * (Xn[lo:hi] @ Xn.T).astype(np.float64)
+        i, j = np.nonzero(d <= radius * radius + 1e-9)
+        rows.append(i + lo)
+        cols.append(j)
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    adj = sp.csr_matrix((np.ones(len(i), dtype=bool), (i, j)), shape=(len(Xn), len(Xn)))
+    return CoverGraph(radius, purities.get(radius, float("nan")), adj, purities)
+
+
+def probcover(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.random.Generator | None = None,
+              *, graph: CoverGraph | None = None, n_clusters: int = 2, alpha: float = 0.95,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """ProbCover (Yehuda et al. 2022): on the ball graph of `cover_graph`, k times pick the
+    candidate whose ball covers the most rows not yet covered by a labelled or picked row.
+    Scores are that count. Deterministic (ties go to the lower position); `rng` is unused.
+
+    Pass `graph` to reuse one pool's graph across rounds and runs (it depends on the rows only).
+    """
+    n, candidates = _check(X, candidates, k)
+    graph = graph or cover_graph(X, n_clusters=n_clusters, alpha=alpha, seed=seed)
+    A = graph.adjacency
+    if A.shape[0] != n:
+        raise ConfigError(f"probcover: the graph has {A.shape[0]} rows, the pool {n}")
+    covered = np.zeros(n, dtype=bool)
+    labelled = np.asarray(labelled, dtype=np.int64)
+    if len(labelled):
+        covered[A[labelled].indices] = True
+    is_cand = np.zeros(n, dtype=bool)
+    is_cand[candidates] = True
+    picks, scores = [], []
+    for _ in range(k):
+        degree = A @ (~covered).astype(np.int64)
+        degree = np.where(is_cand, degree, -1)
+        p = _argmax_first(degree)
+        picks.append(p)
+        scores.append(float(degree[p]))
+        is_cand[p] = False
+        covered[A[p].indices] = True
+    return np.array(picks, dtype=np.int64), np.array(scores)
