@@ -87,9 +87,9 @@ def test_streaming_topk_too_few():
 @pytest.mark.parametrize("name", acq.list_strategies())
 def test_registry_names(name):
     kind, fn = acq.get_acquisition(name)
-    assert kind in {"probs", "logits", "none"} and callable(fn)
+    assert kind in {"probs", "logits", "none", "samples", "embeddings", "gradients"} and callable(fn)
 
 
 def test_unknown_strategy_lists_valid_names():
     with pytest.raises(ValueError, match="least_confidence"):
-        acq.get_acquisition("bald")
+        acq.get_acquisition("batchbald")
