@@ -97,7 +97,7 @@ def test_budget_and_seed_set_errors(tiny_cfg, tmp_path):
     big_seed = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, seed_size=1000))
     with pytest.raises(ValueError, match="seed set of 1000 is larger than the pool"):
         run_active_learning(big_seed, tmp_path / "b", log=None)
-    bad = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, strategy="bald"))
+    bad = dataclasses.replace(tiny_cfg, al=dataclasses.replace(tiny_cfg.al, strategy="batchbald"))
     with pytest.raises(ValueError, match="valid names"):
         run_active_learning(bad, tmp_path / "c", log=None)
     assert not (tmp_path / "a").exists()  # nothing written for a rejected config
