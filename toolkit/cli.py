@@ -265,7 +265,9 @@ def cmd_suite(args) -> None:
         tasks = [t for t in tasks if t.name in args.only]
     out = Path(args.out or cache_path(f"suite-{args.mode}"))
     seeds = _seeds(args.seeds or ("0-9" if args.mode == "probe" else "0-2"))
-    print(f"[suite] {len(tasks)} tasks x 4 arms x {len(seeds)} seeds, {args.mode} mode, in {out}", flush=True)
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    print(f"[suite] {len(tasks)} tasks x 2 backbones x {len(strategies)} strategies x {len(seeds)} seeds, "
+          f"{args.mode} mode, in {out}", flush=True)
     # every option goes through: run_task_suite refuses those of the other mode instead of ignoring them
     kwargs = {"data": parse_overrides(args.data) if args.data else None,
               "al": parse_overrides(args.al) if args.al else None, "overrides": args.set,
@@ -273,7 +275,8 @@ def cmd_suite(args) -> None:
               "launcher_kwargs": {"cluster": args.cluster, "timeout_min": args.timeout_min,
                                   **({"slurm_partition": args.partition} if args.partition else {}),
                                   **({"gpus_per_node": args.gpus} if args.gpus else {})}}
-    records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, **kwargs)
+    records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, strategies=strategies,
+                             **kwargs)
     table = suite_table(records, tasks)
     write_atomic(out / "suite.csv", table.to_csv(index=False))
     write_atomic(out / "claims.csv", claim_shares(table).to_csv(index=False))
@@ -284,6 +287,21 @@ def cmd_suite(args) -> None:
     print("\n" + text, flush=True)
     print(f"\n[suite] wrote {out / 'suite.csv'} (one row per task), {out / 'claims.csv'}, {page}; tasks and their "
           f"parameters in {out / 'tasks.json'}; re-run one with --only NAME", flush=True)
+    if len(strategies) > 2:
+        from toolkit.analysis.strategies import strategy_rows, strategy_summary
+        from toolkit.report.html import build_strategy_report
+        from toolkit.report.tables import format_strategies
+
+        rows = strategy_rows(records)
+        summary = strategy_summary(rows)
+        write_atomic(out / "strategies.csv", rows.to_csv(index=False))
+        write_atomic(out / "strategy_summary.csv", summary.to_csv(index=False))
+        text = format_strategies(summary)
+        write_atomic(out / "strategies.txt", text + "\n")
+        page = build_strategy_report(rows, summary, out / "strategies.html", command=command)
+        print("\n" + text, flush=True)
+        print(f"\n[suite] wrote {out / 'strategies.csv'} (one row per task x backbone x strategy), "
+              f"{out / 'strategy_summary.csv'}, {page}", flush=True)
 
 
 def argv_is_cli() -> bool:
@@ -399,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these tasks (e.g. t0-07)")
     p.add_argument("--seeds", default=None, help="run seeds (default: 0-9 probe, 0-2 full)")
     p.add_argument("--mode", choices=["probe", "full"], default="probe")
+    p.add_argument("--strategies", default="least_confidence,random",
+                   help="comma-separated strategy axis, always with least_confidence and random, e.g. "
+                        "least_confidence,random,badge,typiclust,probcover,coreset,bald")
     p.add_argument("--out", default=None, help="suite folder (default: cache/suite-<mode>; re-running resumes)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="probe: dataset options (n_train=4000)")

@@ -18,7 +18,7 @@ from toolkit.al.sweep import die_with_parent
 from toolkit.config import al_config
 from toolkit.data.toy_tasks import Task
 from toolkit.errors import ConfigError, RunsFailedError
-from toolkit.experiments.protocols import ARMS, PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
+from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
 from toolkit.record import RunRecord, load_run, write_atomic
 
 
@@ -29,8 +29,23 @@ def arm_name(task: Task | str, weights: str, strategy: str, seed: int) -> str:
 
 # ---------------------------------------------------------------- running
 
+def check_strategies(strategies) -> tuple[str, ...]:
+    """The suite's strategy axis: registered names, including the claims' pair (least-confidence
+    and random, the baseline every gain is measured against)."""
+    from toolkit.al.acquisition import get_acquisition
+
+    strategies = tuple(dict.fromkeys(strategies))
+    for s in strategies:
+        get_acquisition(s)  # an unknown name lists the valid ones
+    missing = [s for s in STRATEGIES if s not in strategies]
+    if missing:
+        raise ConfigError(f"the suite's strategies must include {' and '.join(STRATEGIES)} (the claims compare them, "
+                          f"and random is every gain's baseline); missing: {', '.join(missing)}")
+    return strategies
+
+
 def _probe_task(task: Task, seeds: list[int], out: str, data: dict, al: dict, feature_root: str | None,
-                threads: int | None) -> list[str]:
+                strategies: tuple[str, ...], threads: int | None) -> list[str]:
     """Extract the task's caches for both weights and run its probe arms (one worker's job)."""
     import torch
 
@@ -46,32 +61,35 @@ def _probe_task(task: Task, seeds: list[int], out: str, data: dict, al: dict, fe
         caches = {split: extract_features("toy_resnet", "toyworld", split, weights=weights, dataset_params=params,
                                           root=feature_root, log=None) for split in ("train", "test")}
         runs = [ProbeRun(Path(out) / "runs" / arm_name(task, weights, strategy, s), ALConfig(strategy=strategy, **al), s)
-                for strategy in STRATEGIES for s in seeds]
+                for strategy in strategies for s in seeds]
         run_probes(caches["train"], {"test": caches["test"]}, runs)  # every seed and strategy in lockstep
         done += [str(r.out_dir) for r in runs]
     return done
 
 
-def full_configs(tasks: list[Task], seeds: list[int], *, preset: str = "toy", overrides: list[str] | None = None):
+def full_configs(tasks: list[Task], seeds: list[int], *, preset: str = "toy", overrides: list[str] | None = None,
+                 strategies: tuple[str, ...] = STRATEGIES):
     """One run config per task x arm x seed (full finetuning), named by `arm_name`."""
     from toolkit.config import resolve_config
 
     return {arm_name(t, w, s, seed): resolve_config(preset, t.overrides() + list(overrides or []) +
                                                     [f"model.weights={w}", f"al.strategy={s}", f"seed={seed}"])
-            for t in tasks for w, s in ARMS for seed in seeds}
+            for t in tasks for w in WEIGHTS for s in strategies for seed in seeds}
 
 
 def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | None = None, mode: str = "probe",
                    data: dict | None = None, al: dict | None = None, overrides: list[str] | None = None,
                    feature_root: str | Path | None = None, workers: int | None = None,
-                   launcher: str = "local", launcher_kwargs: dict | None = None, log=info) -> dict[str, list[RunRecord]]:
+                   launcher: str = "local", launcher_kwargs: dict | None = None, strategies=STRATEGIES,
+                   log=info) -> dict[str, list[RunRecord]]:
     """Run every task's arms; returns {task name: its run records}. Re-running resumes.
 
     mode "probe": frozen features of the pretrained and unpretrained toy backbone, a linear
     probe (pool `data`, default 4,000; protocol `al`, default 40 -> 100 labels by 5);
     tasks are spread over `workers` processes. mode "full": full finetuning with the `toy`
     preset plus `overrides`, as one `toolkit.al.sweep.Sweep` (local pool, or submitit with
-    `launcher="submitit"`).
+    `launcher="submitit"`). `strategies`: the strategy axis (least-confidence and random
+    always among them); every strategy runs on both backbones and every seed.
     """
     import os
 
@@ -85,6 +103,7 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
                          "(e.g. al.budget=60, data.params.n_train=2000), not `data`/`al`")
     if mode not in ("probe", "full"):
         raise ConfigError(f"unknown suite mode {mode!r}; valid: probe, full")
+    strategies = check_strategies(strategies)
     out = Path(out) if out is not None else cache_path(f"suite-{mode}")
     out.mkdir(parents=True, exist_ok=True)
     listed = {t["name"]: t for t in json.loads((out / "tasks.json").read_text())} if (out / "tasks.json").exists() else {}
@@ -95,10 +114,10 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
     if mode == "probe":
         data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
         al_config(al)  # unknown keys and bad values named here, not as a traceback in a worker
-        jobs = [(t, list(seeds), str(out), data, al, feature_root and str(feature_root)) for t in tasks]
+        jobs = [(t, list(seeds), str(out), data, al, feature_root and str(feature_root), strategies) for t in tasks]
         if workers == 1 or len(tasks) == 1:  # in-process: simplest to debug, and what a notebook wants
             for i, job in enumerate(jobs, 1):
-                _probe_task(*job, None)
+                _probe_task(*job, threads=None)
                 if log:
                     log(f"[suite] {job[0].name} done ({i}/{len(tasks)} tasks)")
         else:  # one torch thread per process: tasks are independent, so processes scale best
@@ -113,7 +132,7 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
     elif mode == "full":
         from toolkit.al.sweep import Sweep
 
-        sweep = Sweep(out, full_configs(tasks, seeds, overrides=overrides))
+        sweep = Sweep(out, full_configs(tasks, seeds, overrides=overrides, strategies=strategies))
         results = sweep.launch(launcher, workers=workers, launcher_kwargs=launcher_kwargs)
         failed = [n for n, s in results.items() if s != "done"]
         if failed:  # each run's reason, not only its name; the whole traceback stays in index.json
@@ -121,14 +140,15 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
             raise RunsFailedError(f"{len(failed)} of {len(results)} suite runs failed:\n" + "\n".join(
                 f"  {n}: {reasons.get(n, 'no error recorded')}" for n in failed[:10])
                 + ("\n  ..." if len(failed) > 10 else "") + f"\nfull errors in {out / 'index.json'}")
-    return load_suite(out, tasks, seeds)
+    return load_suite(out, tasks, seeds, strategies)
 
 
-def load_suite(out: str | Path, tasks: list[Task], seeds: list[int]) -> dict[str, list[RunRecord]]:
+def load_suite(out: str | Path, tasks: list[Task], seeds: list[int],
+               strategies: tuple[str, ...] = STRATEGIES) -> dict[str, list[RunRecord]]:
     """The run records of a suite folder, grouped by task (missing runs are skipped)."""
     runs = Path(out) / "runs"
     found = {}
     for t in tasks:
-        dirs = [runs / arm_name(t, w, s, seed) for w, s in ARMS for seed in seeds]
+        dirs = [runs / arm_name(t, w, s, seed) for w in WEIGHTS for s in strategies for seed in seeds]
         found[t.name] = [load_run(d) for d in dirs if (d / "state.json").exists()]
     return found

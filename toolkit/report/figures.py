@@ -174,6 +174,30 @@ def task_gain_figure(table: pd.DataFrame, *, title: str = "Uncertainty gain per 
     return fig
 
 
+def strategy_figure(rows: pd.DataFrame, *, value: str = "auc_gain",
+                    title: str = "Worst-group gain over random, per strategy and task") -> go.Figure:
+    """One point per task for each strategy (x) and backbone (colour), from
+    `analysis.strategies.strategy_rows`; the mean across tasks as a bar behind the points."""
+    rows = rows[rows["strategy"] != "random"]
+    fig = go.Figure()
+    order = list(dict.fromkeys(rows["strategy"]))
+    for i, (weights, name) in enumerate((("pretrained", "pretrained"), ("random", "unpretrained"))):
+        g = rows[rows["weights"] == weights]
+        if not len(g):
+            continue
+        means = g.groupby("strategy")[value].mean().reindex(order)
+        fig.add_trace(go.Bar(x=order, y=means, name=f"{name} (mean)", marker_color=PALETTE[i], opacity=0.35,
+                             offsetgroup=str(i)))
+        fig.add_trace(go.Box(x=g["strategy"], y=g[value], name=f"{name} (tasks)", marker_color=PALETTE[i],
+                             boxpoints="all", jitter=0.4, pointpos=0, fillcolor="rgba(0,0,0,0)",
+                             line_width=0, offsetgroup=str(i), hovertext=g["task"]))
+    fig.add_hline(y=0.0, line_dash="dash", line_color="grey")
+    fig.update_layout(title=title, barmode="group", boxmode="group", xaxis_title="strategy",
+                      yaxis_title=f"worst-group {value.replace('_', ' ')} over random",
+                      template="plotly_white", width=900, height=450)
+    return fig
+
+
 def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto"):
     """Write a figure as PNG/PDF/SVG (by suffix) for papers.
 

@@ -355,6 +355,29 @@ def build_suite_report(table: pd.DataFrame, out: str | Path, *, tasks_json: str 
     return out
 
 
+def build_strategy_report(rows: pd.DataFrame, summary: pd.DataFrame, out: str | Path, *, command: str = "",
+                          title: str = "Which strategies find the disambiguating examples") -> Path:
+    """The suite's strategy axis: the summary per backbone and strategy, the gain per task
+    figure, and every task's row (`analysis.strategies`)."""
+    from toolkit.record import write_atomic
+    from toolkit.report.figures import strategy_figure
+
+    page = _Page(title)
+    if command:
+        page.note(f"Made by: {command}")
+    page.h2("Per backbone and strategy (mean [95% t-CI over tasks])")
+    page.table(summary)
+    page.figure(strategy_figure(rows))
+    page.h2("Per task")
+    page.note("auc_gain = mean worst-group accuracy over the run's label counts, strategy minus random, paired "
+              "over seeds; up_* = acquired share / pool share of each group; mismatched_first20 = mismatched "
+              "examples among the first 20 acquisitions (mean over seeds).")
+    page.table(rows)
+    out = Path(out)
+    write_atomic(out, page.render())
+    return out
+
+
 def build_dose_report(table: pd.DataFrame, correlations: pd.DataFrame, out: str | Path, *, command: str = "",
                       title: str = "Why pretraining helps: the pretraining dose") -> Path:
     """The pretraining-dose study's page (`altk dose`): the gain along each dose axis, how well

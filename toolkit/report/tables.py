@@ -98,6 +98,25 @@ def format_suite(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def format_strategies(summary: pd.DataFrame, *, first: int = 20) -> str:
+    """The strategy axis's printed summary (`analysis.strategies.strategy_summary`)."""
+    def ci(r, k, f="{:+.3f}"):
+        if pd.isna(r[k]):
+            return "n/a"
+        return f"{f.format(r[k])} [{f.format(r[k + '_low'])}, {f.format(r[k + '_high'])}]"
+
+    lines = [f"Strategies (mean [95% t-CI over tasks]): worst-group AUC gain and final gain over random; "
+             f"upsampling of the mismatched groups; mismatched among the first {first} acquisitions:"]
+    for weights, g in summary.groupby("weights", sort=False):
+        lines.append(f"  {'pretrained' if weights == 'pretrained' else 'unpretrained'} backbone:")
+        for _, r in g.iterrows():
+            pos = "" if r["strategy"] == "random" else f"  gain>0 in {int(r['tasks_gain_positive'])}/{int(r['tasks'])}"
+            lines.append(f"    {r['strategy']:<17} AUC {ci(r, 'auc_gain'):<26} final {ci(r, 'final_gain'):<26} "
+                         f"up {ci(r, 'up_mismatched_mean', '{:.2f}'):<20} first{first} "
+                         f"{ci(r, f'mismatched_first{first}', '{:.1f}')}{pos}")
+    return "\n".join(lines)
+
+
 def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
     """The dose study's printed summary: the gain per backbone, and the measures' correlations."""
     from toolkit.analysis.dose import gain_by_coverage, gain_by_dose
