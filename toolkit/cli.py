@@ -304,6 +304,32 @@ def cmd_suite(args) -> None:
               f"{out / 'strategy_summary.csv'}, {page}", flush=True)
 
 
+def cmd_select_once(args) -> None:
+    from toolkit.analysis.cost import compare_select_once, select_once_summary
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.select_once import preset_configs, run_select_once, task_of, toy_configs
+    from toolkit.report.tables import format_select_once
+
+    seeds = _seeds(args.seeds)
+    if args.preset:
+        configs = preset_configs(args.preset, seeds, overrides=args.set)
+    else:
+        configs = toy_configs(draw_tasks(args.tasks, seed=args.task_seed), seeds, strategy=args.strategy,
+                              overrides=args.set)
+    out = Path(args.out or cache_path("select-once" if not args.preset else f"select-once-{Path(args.preset).stem}"))
+    print(f"[select-once] {len(configs)} configs x (full loop, select-then-finetune-once), in {out}", flush=True)
+    records = run_select_once(configs, out, workers=args.workers)
+    table = compare_select_once(records["full"], records["once"], task_of=task_of)
+    summary = select_once_summary(table)
+    write_atomic(out / "comparison.csv", table.to_csv(index=False))
+    write_atomic(out / "comparison_summary.csv", summary.to_csv(index=False))
+    text = format_select_once(table, summary)
+    write_atomic(out / "comparison.txt", text + "\n")
+    print("\n" + text, flush=True)
+    print(f"\n[select-once] wrote {out / 'comparison.csv'} (one row per task x seed), {out / 'comparison_summary.csv'}",
+          flush=True)
+
+
 def argv_is_cli() -> bool:
     return Path(sys.argv[0]).name in ("altk", "__main__.py")
 
@@ -431,6 +457,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--partition", default=None)
     p.add_argument("--gpus", type=int, default=None)
     p.set_defaults(func=cmd_suite)
+
+    p = sub.add_parser("select-once", help="select on frozen features with a probe, finetune once; against the "
+                                           "full loop on the same tasks and seeds")
+    p.add_argument("--tasks", type=int, default=5, help="the suite's first K toy tasks (ignored with --preset)")
+    p.add_argument("--task-seed", type=int, default=0)
+    p.add_argument("--preset", default=None, help="a preset instead of toy tasks, e.g. fashion-places")
+    p.add_argument("--seeds", default="0-2")
+    p.add_argument("--strategy", default="least_confidence")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
+    p.add_argument("--out", default=None, help="folder (default: cache/select-once[-PRESET]; re-running resumes)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.set_defaults(func=cmd_select_once)
 
     p = sub.add_parser("dose", help="the pretraining-dose study: AL gain along how much, and on what, the toy "
                                     "backbone was pretrained, and the representation measures that predict it")

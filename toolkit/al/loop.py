@@ -280,6 +280,7 @@ def _run(
         t2 = time.perf_counter()
         kill_point(f"loop:evaluated:{r}")
         acquired: list[dict] = []
+        scored = 0
         if r < len(sizes):
             unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
             outputs = (PoolOutputWriter(out_dir, r, len(unlabelled), pool.num_classes)
@@ -290,6 +291,8 @@ def _run(
                                    device=device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
                                    outputs=outputs, **kw)
             acquired = dataset_rows(pool, picks, scores)
+            scored = (0 if not needs(cfg.al.strategy) else len(pool) if "embeddings" in needs(cfg.al.strategy)
+                      else len(unlabelled))
             labelled = np.concatenate([labelled, picks])
         t3 = time.perf_counter()
         if r in cfg.checkpoint_rounds or (r - n_rounds) in cfg.checkpoint_rounds:  # -1 = the last round
@@ -298,6 +301,10 @@ def _run(
                "acquired": acquired,
                "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2,
                            "data_in_train_s": train["data_seconds"],
+                           # compute in examples: training steps x batch, evaluation, pool scoring
+                           "passes": {"forward": train["steps"] * cfg.finetune.batch_size
+                                      + sum(len(d) for d in evals.values()) + scored,
+                                      "backward": train["steps"] * cfg.finetune.batch_size},
                            **({"load_data_s": load_s} if r == writer.completed_rounds else {})}}
         if r == 0:
             row["seed_set"] = seed_rows

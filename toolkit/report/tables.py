@@ -117,6 +117,22 @@ def format_strategies(summary: pd.DataFrame, *, first: int = 20) -> str:
     return "\n".join(lines)
 
 
+def format_select_once(table: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """Select-on-features-then-finetune-once against the full loop (`analysis.cost`)."""
+    lines = ["Per task and seed: final worst-group / accuracy, full loop vs select-then-finetune-once; overlap of "
+             "the acquired sets; seconds (full / once):"]
+    for _, r in table.iterrows():
+        lines.append(f"  {r['task']:<16} s{r['seed']}  full {r['full_worst_group']:.3f} / {r['full_accuracy']:.3f}   "
+                     f"once {r['once_worst_group']:.3f} / {r['once_accuracy']:.3f}   overlap {r['overlap']:.2f}   "
+                     f"{r['full_seconds']:.0f}s / {r['once_seconds']:.0f}s")
+    lines += ["", f"Across {len(table)} pairs (mean [95% t-CI]; diff = once - full, ratio = full / once):"]
+    for _, r in summary.iterrows():
+        big = abs(r["mean"]) >= 100
+        f = "{:.0f}" if big else "{:+.3f}" if r["quantity"].startswith("diff") else "{:.3f}"
+        lines.append(f"  {r['quantity']:<22}{f.format(r['mean'])} [{f.format(r['low'])}, {f.format(r['high'])}]")
+    return "\n".join(lines)
+
+
 def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
     """The dose study's printed summary: the gain per backbone, and the measures' correlations."""
     from toolkit.analysis.dose import gain_by_coverage, gain_by_dose
