@@ -2,12 +2,15 @@
 
     .venv/bin/python docs/figures.py suite cache/suite-probe   # -> docs/img/suite-gain-per-task.png
     .venv/bin/python docs/figures.py dose cache/dose-study     # -> docs/img/dose-gain.png, dose-vs-separability.png
+    .venv/bin/python docs/figures.py strategies cache/suite-probe   # -> docs/img/strategies.png
 
 suite: each task's worst-group AUC gain of least-confidence over random, pretrained against
 unpretrained, with paired 95% CIs over seeds (`report.figures.task_gain_figure`).
 dose: the gain along each pretraining-dose axis with 95% CIs over tasks
 (`report.figures.pretraining_dose_figure`), and the gain against the label's linear
 separability, one point per backbone x task (`report.figures.gain_vs_measure_figure`).
+strategies: each strategy's worst-group AUC gain over random, one point per task, pretrained
+and unpretrained side by side, the mean across tasks as a bar (from `strategies.csv`).
 """
 from __future__ import annotations
 
@@ -82,11 +85,47 @@ def dose(folder: str) -> list[Path]:
     return [gain, scatter]
 
 
+def strategies(folder: str) -> list[Path]:
+    """Matplotlib: per strategy, the tasks' gains as points over a bar of their mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = pd.read_csv(Path(folder) / "strategies.csv")
+    rows = rows[rows["strategy"] != "random"]
+    names = list(dict.fromkeys(rows["strategy"]))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    jitter = np.random.default_rng(0)
+    for j, (weights, label, colour) in enumerate((("pretrained", "pretrained", "#1f77b4"),
+                                                  ("random", "unpretrained", "#ff7f0e"))):
+        g = rows[rows["weights"] == weights]
+        x = np.arange(len(names)) + (j - 0.5) * 0.38
+        ax.bar(x, [g[g["strategy"] == s]["auc_gain"].mean() for s in names], width=0.36, color=colour, alpha=0.35,
+               label=f"{label}: mean over tasks")
+        for i, s in enumerate(names):
+            v = g[g["strategy"] == s]["auc_gain"].to_numpy()
+            ax.scatter(x[i] + jitter.uniform(-0.12, 0.12, len(v)), v, s=10, color=colour)
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("worst-group AUC gain over random")
+    n_tasks = rows["task"].nunique()
+    ax.set_title(f"Strategies side by side: {n_tasks} drawn toy tasks, probe mode (a point = a task, 10 seeds)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    out = IMG / "strategies.png"
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return [out]
+
+
 if __name__ == "__main__":
     kind = sys.argv[1] if len(sys.argv) > 1 else "suite"
-    if kind not in ("suite", "dose"):  # the old form: a suite folder alone
+    if kind not in ("suite", "dose", "strategies"):  # the old form: a suite folder alone
         kind, folder = "suite", kind
     else:
-        folder = sys.argv[2] if len(sys.argv) > 2 else {"suite": "cache/suite-probe", "dose": "cache/dose-study"}[kind]
-    for path in {"suite": suite, "dose": dose}[kind](folder):
+        folder = sys.argv[2] if len(sys.argv) > 2 else {"suite": "cache/suite-probe", "dose": "cache/dose-study",
+                                                        "strategies": "cache/suite-probe"}[kind]
+    for path in {"suite": suite, "dose": dose, "strategies": strategies}[kind](folder):
         print(path)

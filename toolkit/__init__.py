@@ -33,6 +33,8 @@ _LAZY = {
     "resolve_config": "toolkit.config", "run": "toolkit.api", "run_active_learning": "toolkit.al.loop",
     "extract_features": "toolkit.features.cache", "open_cache": "toolkit.features.cache",
     "run_probe": "toolkit.features.probe", "run_probes": "toolkit.features.probe", "ProbeRun": "toolkit.features.probe",
+    "run_select_then_finetune": "toolkit.features.select_finetune",
+    "list_strategies": "toolkit.al.acquisition", "select_batch": "toolkit.al.acquisition",
     "load_run": "toolkit.record", "load_runs": "toolkit.runs", "Runs": "toolkit.runs",
     "cache_path": "toolkit._util.paths", "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",
 }

@@ -84,6 +84,8 @@ def strategy_summary(rows: pd.DataFrame, *, first: int = FIRST) -> pd.DataFrame:
             row[col], row[f"{col}_low"], row[f"{col}_high"] = mean_ci(g[col].dropna()) if g[col].notna().any() \
                 else (np.nan,) * 3
         row["tasks_gain_positive"] = int((g["auc_gain"] > 0).sum()) if strategy != "random" else np.nan
+        for col in sorted(c for c in g if c.startswith("up_y")):
+            row[col] = float(g[col].mean())  # each group's upsampling, mean over tasks
         out.append(row)
     df = pd.DataFrame(out)
     df["_w"] = df["weights"].map({"pretrained": 0, "random": 1}).fillna(2)  # pretrained first

@@ -114,6 +114,13 @@ def format_strategies(summary: pd.DataFrame, *, first: int = 20) -> str:
             lines.append(f"    {r['strategy']:<17} AUC {ci(r, 'auc_gain'):<26} final {ci(r, 'final_gain'):<26} "
                          f"up {ci(r, 'up_mismatched_mean', '{:.2f}'):<20} first{first} "
                          f"{ci(r, f'mismatched_first{first}', '{:.1f}')}{pos}")
+    groups = sorted(c for c in summary if c.startswith("up_y"))
+    if groups:
+        lines += ["", "Upsampling of each group (acquired share / pool share, mean over tasks): "
+                  + ", ".join(g[3:] for g in groups)]
+        for _, r in summary.iterrows():
+            who = "pre" if r["weights"] == "pretrained" else "unpre"
+            lines.append(f"  {who:<6}{r['strategy']:<17}" + "  ".join(f"{r[g]:6.2f}" for g in groups))
     return "\n".join(lines)
 
 
