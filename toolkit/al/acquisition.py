@@ -111,6 +111,13 @@ SCORE_KINDS = ("probs", "logits", "none", "samples")
 
 
 def list_strategies() -> list[str]:
+    """The registered strategy names, sorted: what `al.strategy` and `altk suite --strategies` take.
+
+    Examples:
+        >>> import toolkit
+        >>> "badge" in toolkit.list_strategies() and "least_confidence" in toolkit.list_strategies()
+        True
+    """
     return sorted(STRATEGIES)
 
 
@@ -146,6 +153,19 @@ def select_batch(name: str, k: int, *, candidates: np.ndarray, labelled: np.ndar
         embeddings: the whole pool's rows (n, d), indexed by position.
         logit_samples: S posterior samples of the candidates' logits (S, n_candidates, C).
         memo: a dict kept across calls on the same rows (ProbCover's graph); None recomputes.
+
+    Returns:
+        (positions, scores): the chosen pool positions in the order chosen, and each one's score
+        when chosen (for score strategies the score itself; for coreset the distance, for BADGE
+        D^2, for ProbCover the newly covered count, for TypiClust the typicality).
+
+    Examples:
+        >>> import numpy as np, toolkit
+        >>> X = np.array([[0.0], [1.0], [5.0], [10.0]])
+        >>> picks, scores = toolkit.select_batch("coreset", 2, candidates=[1, 2, 3], labelled=[0],
+        ...                                      rng=np.random.default_rng(0), n_classes=2, embeddings=X)
+        >>> picks.tolist(), scores.tolist()
+        ([3, 2], [10.0, 5.0])
     """
     kind, fn = get_acquisition(name)
     missing = [what for what in needs(name) if {"logits": logits, "embeddings": embeddings,

@@ -134,8 +134,9 @@ def format_select_once(table: pd.DataFrame, summary: pd.DataFrame) -> str:
                      f"{r['full_seconds']:.0f}s / {r['once_seconds']:.0f}s")
     lines += ["", f"Across {len(table)} pairs (mean [95% t-CI]; diff = once - full, ratio = full / once):"]
     for _, r in summary.iterrows():
-        big = abs(r["mean"]) >= 100
-        f = "{:.0f}" if big else "{:+.3f}" if r["quantity"].startswith("diff") else "{:.3f}"
+        q = r["quantity"]
+        f = ("{:.0f}" if q.endswith(("forward", "backward")) else "{:.1f}" if q.endswith("seconds")
+             else "{:+.3f}" if q.startswith("diff") else "{:.3f}")
         lines.append(f"  {r['quantity']:<22}{f.format(r['mean'])} [{f.format(r['low'])}, {f.format(r['high'])}]")
     return "\n".join(lines)
 
