@@ -1,6 +1,6 @@
 """Batch strategies in probe mode against least-confidence, per round (issue #25's targets).
 
-    .venv/bin/python benchmarks/strategy_speed.py [--rows 5000] [--dim 2048] [--large 100000] [--repeats 3]
+    .venv/bin/python benchmarks/strategy_speed.py [--rows 5000] [--dim 2048] [--large 100000] [--repeats 5]
 
 Part 1: a synthetic 5,000 x 2,048 pool (a mixture of Gaussians with a label direction), run
 through the probe engine (`run_probes`: 40 seed labels, three rounds of k = 20) with each
@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--large", type=int, default=100_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--strategies", default="least_confidence,badge,coreset,bald,probcover,typiclust,random")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits

@@ -35,6 +35,53 @@ def test_coreset_chunking_gives_the_same_picks():
     np.testing.assert_allclose(a[1], b[1])
 
 
+def _greedy_by_hand(X, cands, labelled, k):
+    """k-center greedy with full distance recomputation: the definition, for the lazy version."""
+    D = np.sqrt(((X[:, None, :] - X[None, labelled, :]) ** 2).sum(-1)).min(1)
+    cands, picks = list(cands), []
+    for _ in range(k):
+        p = max(cands, key=lambda i: (D[i], -i))
+        picks.append(p)
+        cands.remove(p)
+        D = np.minimum(D, np.sqrt(((X - X[p]) ** 2).sum(-1)))
+    return picks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lazy_coreset_equals_the_plain_greedy(seed):
+    X = RNG(seed).normal(size=(400, 12))
+    labelled = np.arange(0, 400, 37)
+    cands = np.setdiff1d(np.arange(400), labelled)
+    ours, _ = div.coreset(X, cands, labelled, 25, RNG(0))
+    assert ours.tolist() == _greedy_by_hand(X, cands, labelled, 25)
+
+
+def test_coreset_memo_across_rounds_equals_recomputing():
+    # probe mode keeps each run's distances to its labelled set from round to round
+    X = RNG(5).normal(size=(300, 8)).astype(np.float32)
+    labelled, memo = np.arange(10), {}
+    for _ in range(4):
+        cands = np.setdiff1d(np.arange(300), labelled)
+        kw = dict(candidates=cands, labelled=labelled, rng=RNG(0), n_classes=2, embeddings=X)
+        with_memo, _ = acq.select_batch("coreset", 5, memo=memo, **kw)
+        without, _ = acq.select_batch("coreset", 5, **kw)
+        assert with_memo.tolist() == without.tolist()
+        labelled = np.concatenate([labelled, with_memo])
+
+
+def test_badge_draws_follow_d2_exactly():
+    # the second pick's distribution (rejection sampling) against D^2 / sum D^2, over many seeds
+    rng = RNG(6)
+    X = rng.normal(size=(12, 3))
+    probs = acq.softmax(rng.normal(size=(12, 2)))
+    cands = np.arange(12)
+    first = div.badge(X, probs, cands, 1, RNG(0))[0][0]
+    d2 = _badge_d2_after(X, probs, cands, first, origin=False)
+    counts = np.bincount([div.badge(X, probs, cands, 2, RNG(s))[0][1] for s in range(4000)], minlength=12)
+    expected = 4000 * d2 / d2.sum()
+    assert np.abs(counts - expected).max() < 4.5 * np.sqrt(expected.max())  # within ~4.5 sd
+
+
 def _peaked_cluster(centre, n):
     """The centre row and n more whose spacing grows away from it (+-0.05 i^2 along x): the
     centre has the smallest mean distance to its 2 nearest rows (0.05, 0.05), so it is the most
@@ -275,11 +322,13 @@ def test_badge_matches_scikit_activeml_first_pick_and_distances():
     # (the second picks differ: they draw with a RandomState, we with a numpy Generator)
 
 
-def _badge_d2_after(X, probs, cands, first):
+def _badge_d2_after(X, probs, cands, first, origin=True):
     a = div.gradient_factors(probs)
     G = (a[:, :, None] * X[cands][:, None, :]).reshape(len(cands), -1)
     f = cands.tolist().index(first)
-    d2 = np.minimum(((G - G[f]) ** 2).sum(1), (G ** 2).sum(1))
+    d2 = ((G - G[f]) ** 2).sum(1)
+    if origin:
+        d2 = np.minimum(d2, (G ** 2).sum(1))
     d2[f] = 0
     return d2
 

@@ -69,8 +69,33 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _labelled_key(labelled: np.ndarray) -> tuple:
+    import hashlib
+
+    return ("coreset:min_sq_dist", hashlib.sha1(np.sort(np.asarray(labelled, np.int64)).tobytes()).hexdigest())
+
+
+def _pool_norms(inputs: dict) -> np.ndarray:
+    memo = inputs.get("memo")
+    if memo is None:
+        return diversity.squared_norms(inputs["embeddings"])
+    if "sq_norms" not in memo:
+        memo["sq_norms"] = diversity.squared_norms(inputs["embeddings"])
+    return memo["sq_norms"]
+
+
 def _coreset(inputs: dict, k: int, rng):
-    return diversity.coreset(inputs["embeddings"], inputs["candidates"], inputs["labelled"], k, rng)
+    # with a memo (fixed rows: probe mode), each run's distances to its labelled set carry over to
+    # its next round, updated with this round's picks: one product with k rows instead of |labelled|
+    X, labelled, memo = inputs["embeddings"], inputs["labelled"], inputs.get("memo")
+    sqn = _pool_norms(inputs)
+    start = memo.pop(_labelled_key(labelled), None) if memo is not None else None
+    if start is None and memo is not None and len(labelled):
+        start = diversity.min_sq_dist_after(X, sqn, np.full(len(X), np.inf), labelled)
+    picks, scores = diversity.coreset(X, inputs["candidates"], labelled, k, rng, sq_norms=sqn, min_sq_dist=start)
+    if memo is not None and start is not None:
+        memo[_labelled_key(np.concatenate([labelled, picks]))] = diversity.min_sq_dist_after(X, sqn, start, picks)
+    return picks, scores
 
 
 def _typiclust(inputs: dict, k: int, rng):
@@ -89,7 +114,8 @@ def _probcover(inputs: dict, k: int, rng):
 
 
 def _badge(inputs: dict, k: int, rng):
-    return diversity.badge(inputs["embeddings"], softmax(inputs["logits"]), inputs["candidates"], k, rng)
+    return diversity.badge(inputs["embeddings"], softmax(inputs["logits"]), inputs["candidates"], k, rng,
+                           sq_norms=_pool_norms(inputs))
 
 
 # Which input each strategy reads: "probs"/"logits" = the candidates' logits (n, C),
