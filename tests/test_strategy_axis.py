@@ -89,3 +89,13 @@ def test_suite_strategy_axis_end_to_end(tmp_path, tiny_backbone):
     assert "badge" in text and "unpretrained backbone" in text
     page = build_strategy_report(rows, summary, tmp_path / "strategies.html")
     assert "bald" in page.read_text()
+
+
+def test_full_mode_configs_cover_the_strategy_axis():
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.suite import full_configs
+
+    cfgs = full_configs(draw_tasks(1), [0, 1], strategies=("least_confidence", "random", "badge"))
+    assert len(cfgs) == 2 * 3 * 2
+    assert {c.al.strategy for c in cfgs.values()} == {"least_confidence", "random", "badge"}
+    assert "t0-00-pre-badge-s1" in cfgs and cfgs["t0-00-pre-badge-s1"].model.weights == "pretrained"
