@@ -95,7 +95,7 @@ def strategies(folder: str) -> list[Path]:
 
     rows = pd.read_csv(Path(folder) / "strategies.csv")
     rows = rows[rows["strategy"] != "random"]
-    names = list(dict.fromkeys(rows["strategy"]))
+    names = sorted(dict.fromkeys(rows["strategy"]), key=lambda s: (s != "least_confidence", s))  # LC first
     fig, ax = plt.subplots(figsize=(9, 4.2))
     jitter = np.random.default_rng(0)
     for j, (weights, label, colour) in enumerate((("pretrained", "pretrained", "#1f77b4"),
