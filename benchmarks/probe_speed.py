@@ -118,7 +118,7 @@ def main() -> None:
         lock_t = time.perf_counter() - t0
         fit_s = sum(r.rounds["time/train_s"].sum() for r in recs)
     per_run = lock_t / len(runs)
-    print(f"\n20 runs in lockstep (10 seeds x least-confidence, random), 1 thread:")
+    print("\n20 runs in lockstep (10 seeds x least-confidence, random), 1 thread:")
     print(f"  {lock_t:.2f} s in all, {per_run:.3f} s per run: {np.mean(base_t) / per_run:.1f}x the baseline per run "
           f"(target 50x); fitting {fit_s / lock_t:.0%} of the time")
 

@@ -232,3 +232,11 @@ def test_a_second_writer_is_refused_naming_the_holder(tiny_cfg, tmp_path):
             run_active_learning(tiny_cfg, tmp_path / "run", log=None)
     rec = run_active_learning(tiny_cfg, tmp_path / "run", log=None)  # released: the same command now runs
     assert rec.rounds["n_labels"].tolist() == [10, 15, 20]
+
+
+def test_data_loading_time_is_recorded_once_per_process(tiny_cfg, tmp_path):
+    # the seconds spent loading the data belong to the first round a process runs, not to every round
+    rec = run_active_learning(tiny_cfg, tmp_path / "r", log=None, max_rounds=2)
+    assert rec.rounds["time/load_data_s"].notna().tolist() == [True, False]
+    rec = run_active_learning(tiny_cfg, tmp_path / "r", log=None)  # resumed: its first round loads again
+    assert rec.rounds["time/load_data_s"].notna().tolist() == [True, False, True]

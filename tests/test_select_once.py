@@ -2,7 +2,6 @@
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from toolkit.analysis.cost import acquired_overlap, compare_select_once, run_cost, select_once_summary

@@ -22,13 +22,13 @@ from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_
 from toolkit.al.finetune import finetune, infer, make_optimizer, maybe_compile, predict_logits
 from toolkit.al.protocol import (
     acquisition_sizes,
-    attribute_shares,
     candidates,
     check_budget,
     check_classes,
     check_resampled_pool,
     dataset_rows,
     draw_seed_set,
+    run_meta,
     split_metrics,
 )
 from toolkit.config import RunConfig
@@ -231,10 +231,7 @@ def _run(
     check_resampled_pool(cfg.al, pool)
     sizes = acquisition_sizes(cfg.al)
     shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
-    meta = {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
-            "label_column": pool.label_column, "spurious_column": pool.spurious_column,
-            "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
-            "acquisition_sizes": sizes}
+    meta = run_meta(pool, sizes, shares)
     torch.manual_seed(cfg.seed)  # the random init of "random" weights depends on the run seed
     model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes,
                          zero_head=cfg.model.zero_head == "always" or cfg.model.weights != "random")
@@ -265,7 +262,8 @@ def _run(
     n_rounds = len(sizes) + 1
     bar = progress(total=n_rounds, desc=f"rounds of {Path(out_dir).name}", unit="round")
     bar.update(writer.completed_rounds)
-    for r in range(writer.completed_rounds, n_rounds):
+    first = writer.completed_rounds  # the first round this process runs: it paid for loading the data
+    for r in range(first, n_rounds):
         if max_rounds is not None and r >= max_rounds:
             break
         t0 = time.perf_counter()
@@ -305,7 +303,7 @@ def _run(
                            "passes": {"forward": train["steps"] * cfg.finetune.batch_size
                                       + sum(len(d) for d in evals.values()) + scored,
                                       "backward": train["steps"] * cfg.finetune.batch_size},
-                           **({"load_data_s": load_s} if r == writer.completed_rounds else {})}}
+                           **({"load_data_s": load_s} if r == first else {})}}
         if r == 0:
             row["seed_set"] = seed_rows
         kill_point(f"loop:scored:{r}")

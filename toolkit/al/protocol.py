@@ -119,3 +119,11 @@ def split_metrics(preds: np.ndarray, ds, train_shares: dict | None) -> dict:
     for name in ds.extra_metrics:
         out.update(EXTRA_METRICS[name](preds, ds.labels, ds.attributes))
     return out
+
+
+def run_meta(pool, sizes: list[int], shares: dict | None) -> dict:
+    """A full-finetuning run's meta.json: the pool's facts (the full loop and select-then-finetune-once)."""
+    return {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
+            "label_column": pool.label_column, "spurious_column": pool.spurious_column,
+            "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
+            "acquisition_sizes": sizes}

@@ -61,7 +61,7 @@ def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
 
     from toolkit.al.finetune import finetune, maybe_compile
     from toolkit.al.loop import evaluate
-    from toolkit.al.protocol import attribute_shares, check_budget, check_classes, check_resampled_pool
+    from toolkit.al.protocol import check_budget, check_classes, check_resampled_pool, run_meta
     from toolkit.config import acquisition_sizes
     from toolkit.data import create_dataset
     from toolkit.features.cache import extract_features, open_cache
@@ -111,10 +111,7 @@ def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
     digests = {"data:train": pool.content_digest(), **{f"data:{s}": d.content_digest() for s, d in evals.items()},
                "weights": weights_digest(model), "pool_cache": cache_digest(pool_cache)}
     config = {**cfg.to_dict(), "mode": "select_then_finetune", "probe": {"C": C}}
-    meta = {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
-            "label_column": pool.label_column, "spurious_column": pool.spurious_column,
-            "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
-            "acquisition_sizes": sizes}
+    meta = run_meta(pool, sizes, shares)
     writer = RunWriter(out, config, meta, defaults=RunConfig().to_dict(), digests=digests)
     initial = copy.deepcopy(model.state_dict())
     model.load_state_dict(initial)
