@@ -392,3 +392,16 @@ def test_mc_dropout_samples_are_seeded_and_unbiased_on_average():
     np.testing.assert_array_equal(a[:3], mc_dropout_logits(z, w, b, RNG(5), samples=3))
     # inverted dropout keeps the expected logit: the sample mean approaches z @ w.T
     np.testing.assert_allclose(a.mean(0), z @ w.T, atol=0.25)
+
+
+@pytest.mark.parametrize("name", ["coreset", "badge", "probcover", "typiclust"])
+def test_streamed_pool_gives_the_same_picks(name, small_caches, tmp_path):
+    # pools larger than memory: batch strategies read standardised rows from the file
+    from toolkit.config import ALConfig
+    from toolkit.features.probe import run_probe
+
+    pool, test = small_caches
+    al = ALConfig(strategy=name, seed_size=10, per_round=5, budget=10)
+    a = run_probe(pool, {"test": test}, tmp_path / "mem", al=al, seed=1)
+    b = run_probe(pool, {"test": test}, tmp_path / "stream", al=al, seed=1, stream=True)
+    assert a.acquisitions["id"].tolist() == b.acquisitions["id"].tolist()
