@@ -284,11 +284,13 @@ def typiclust(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.r
     sizes[sizes < min_cluster_size] = 0
     is_cand = np.zeros(n, dtype=bool)
     is_cand[candidates] = True
+    in_rows = np.zeros(n, dtype=bool)
+    in_rows[rows] = True
     picks, scores = [], []
     for _ in range(k):
         if sizes.max() > 0:
             c = _argmax_first(sizes)
-            members = np.flatnonzero((cluster_labels == c) & np.isin(np.arange(n), rows))
+            members = np.flatnonzero((cluster_labels == c) & in_rows)
             typ = typicality(_as_float(X[members]), knn)
             typ[~is_cand[members]] = -np.inf
             j = _argmax_first(typ)

@@ -55,7 +55,7 @@ def run_select_then_finetune(cfg: RunConfig, out_dir: str | Path, *, C: float = 
 
 
 def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
-    import copy
+    import json
 
     import torch
 
@@ -113,8 +113,9 @@ def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
     config = {**cfg.to_dict(), "mode": "select_then_finetune", "probe": {"C": C}}
     meta = run_meta(pool, sizes, shares)
     writer = RunWriter(out, config, meta, defaults=RunConfig().to_dict(), digests=digests)
-    initial = copy.deepcopy(model.state_dict())
-    model.load_state_dict(initial)
+    if writer.completed_rounds == len(sizes) + 1:  # finished before: nothing to finetune again
+        writer.write_state(finished=True)
+        return load_run(out)
     t2 = time.perf_counter()
     net = maybe_compile(model, cfg.finetune.compile)
     train = finetune(net, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, len(sizes)))
@@ -127,8 +128,6 @@ def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
 
     # 4. the record: the probe's rounds (its acquisitions and metrics), the last with the finetuned net
     rows = [line for line in (out / SELECTION_DIR / "rounds.jsonl").read_text().splitlines() if line.strip()]
-    import json
-
     n_eval = sum(len(d) for d in evals.values())
     for r in range(writer.completed_rounds, len(rows)):
         row = json.loads(rows[r])
