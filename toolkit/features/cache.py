@@ -4,7 +4,12 @@ One file per (model, weights, layer, dataset + params, split, transform). Layout
     ids           (N,) int64, the dataset's stable ids
     embeddings    (N, D) float16 (default) or float32, chunked, optionally compressed
     attributes/*  one dataset per attribute-table column (label and groups)
-    attrs         fingerprint (JSON), rows_done, complete
+    chunk_sha256  (ceil(N / chunk_rows),) sha256 of each chunk of embeddings
+    attrs         fingerprint (JSON), rows_done, complete, content_sha256
+Everything a reader trusts is checksummed: the embeddings by chunk, and the rest (fingerprint,
+ids, every attribute column, the table's schema: label, spurious and group columns, class
+names; the chunk digests themselves) by part in `content_sha256`, sealed when the extraction
+completes and checked on every open, so an edit made after extraction is refused, not read.
 Extraction streams batches into the file and can resume: it writes `<name>.partial`,
 records `rows_done` after each chunk, and renames to the final name only when
 complete, so an unfinished file is never mistaken for a finished one.
@@ -138,6 +143,7 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
     if not f.attrs.get("complete", False):
         f.close()
         raise CacheError(f"{path} is an unfinished extraction; run the extraction again to complete it")
+    _check_content(f, path)
     fp = json.loads(f.attrs["fingerprint"])
     if expect:
         differ = [k for k in expect if fp.get(k) != expect[k]]
@@ -172,6 +178,58 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
     if not lazy:
         f.close()
     return FeatureCache(path, fp, ids, emb, attrs, *meta, matched=matched, chunk_digests=digests)
+
+
+_SCHEMA_ATTRS = ("columns", "label_column", "spurious_column", "group_columns", "extra_metrics", "matched",
+                 "class_names")
+
+
+def content_digests(f: h5py.File) -> dict[str, str]:
+    """sha256 of each part of an open cache that a reader trusts, besides the embeddings'
+    chunks (which have their own digests, included here as one part)."""
+    def sha(*parts) -> str:
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+    def array(ds: h5py.Dataset) -> bytes:
+        values = ds[:]
+        return str(values.dtype).encode() + b"|" + np.ascontiguousarray(values).tobytes()
+
+    grp = f["attributes"]
+    schema = {k: (grp.attrs[k].tolist() if hasattr(grp.attrs[k], "tolist") else grp.attrs[k])
+              for k in _SCHEMA_ATTRS if k in grp.attrs}
+    out = {"fingerprint": sha(str(f.attrs["fingerprint"])), "ids": sha(array(f["ids"])), "schema": sha(schema)}
+    out.update({f"attributes/{c}": sha(array(grp[c])) for c in grp.attrs["columns"]})
+    if "chunk_sha256" in f:
+        out["chunk_sha256"] = sha(array(f["chunk_sha256"]), str(int(f.attrs["chunk_rows"])))
+    return out
+
+
+def _check_content(f: h5py.File, path: Path) -> None:
+    """Refuse a cache whose ids, labels, attributes, schema or fingerprint changed after it was
+    sealed. A cache sealed before these digests existed is read with a warning."""
+    if "content_sha256" not in f.attrs:
+        import warnings
+
+        warnings.warn(f"{path} was extracted before caches sealed their ids, labels and attributes with a "
+                      f"checksum, so an edit to them cannot be detected; extract it again to have them verified",
+                      stacklevel=3)
+        return
+    sealed = json.loads(f.attrs["content_sha256"])
+    try:
+        now = content_digests(f)
+    except KeyError as err:
+        f.close()
+        raise CacheError(f"{path}: part of the cache is missing ({err}); the file was modified or damaged after "
+                         f"extraction. Delete it and extract again.") from None
+    changed = sorted(k for k in set(sealed) | set(now) if sealed.get(k) != now.get(k))
+    if changed:
+        f.close()
+        raise CacheError(f"{path}: {', '.join(changed)} differ from the checksum written when the cache was "
+                         f"extracted (the file was modified or damaged); its features would be read against other "
+                         f"ids or labels. Delete it and extract again.")
 
 
 def _decode(values: np.ndarray) -> np.ndarray:
@@ -337,6 +395,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
     kill_point("extract:before_verify:0")
     _verify_written(partial)  # a write the disk dropped (full disk: h5py only warns) must not pass as complete
     with h5py.File(partial, "a") as f:
+        f.attrs["content_sha256"] = json.dumps(content_digests(f), sort_keys=True)
         f.attrs["complete"] = True
     os.replace(partial, path)
     if log:
