@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from toolkit.features.cache import _digest, open_cache
+from toolkit.features.cache import _digest, open_cache, seal_content
 
 
 def write_cache(path: Path, n: int, dim: int, chunk_rows: int = 1024) -> None:
@@ -31,6 +31,7 @@ def write_cache(path: Path, n: int, dim: int, chunk_rows: int = 1024) -> None:
         g = f.create_group("attributes")
         g.create_dataset("y", data=np.zeros(n, dtype=np.int64))
         g.attrs.update(columns=["y"], label_column="y", spurious_column="", class_names=["a", "b"])
+        seal_content(f)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import torch
 
+from toolkit.features.cache import seal_content
 from toolkit.features.probe import LinearProbe, score_cache_streaming
 
 
@@ -41,6 +42,7 @@ def write_cache(path: Path, rows: int, dim: int, chunk: int = 8192) -> None:
         g = f.create_group("attributes")
         g.create_dataset("y", data=np.zeros(rows, dtype=np.int64))
         g.attrs.update(columns=["y"], label_column="y", spurious_column="", class_names=["a", "b"])
+        seal_content(f)
 
 
 def score_child(path: str, dim: int) -> None:

@@ -1,7 +1,6 @@
 """Silent wrong results a sceptical user found (issue #23, W1-W6, and a hang): each test
 failed on the code before the fix."""
 import dataclasses
-import json
 import shutil
 
 import h5py
@@ -14,7 +13,7 @@ from toolkit.al.loop import run_active_learning
 from toolkit.al.protocol import acquisition_sizes
 from toolkit.config import ALConfig
 from toolkit.errors import CacheError, ConfigError, DataError, RecordError
-from toolkit.features.cache import content_digests, extract_features, open_cache
+from toolkit.features.cache import extract_features, open_cache, seal_content
 from toolkit.features.probe import run_probe
 
 AL = ALConfig(strategy="least_confidence", seed_size=10, per_round=5, budget=10)
@@ -61,7 +60,7 @@ def test_w2_a_probe_resume_after_the_pool_cache_changed_is_refused(feats, tmp_pa
     with h5py.File(pool, "r+") as f:  # relabel the pool in place and reseal it, as a new extraction at the
         col = f["attributes"]["y"]  # same path would (an unsealed edit is refused on open: test_cache_integrity)
         col[...] = 1 - col[...]
-        f.attrs["content_sha256"] = json.dumps(content_digests(f), sort_keys=True)
+        seal_content(f)
     with pytest.raises(RecordError, match="pool changed"):
         run_probe(pool, {"test": feats["test"]}, tmp_path / "run", al=AL)
 

@@ -207,6 +207,12 @@ def content_digests(f: h5py.File) -> dict[str, str]:
     return out
 
 
+def seal_content(f: h5py.File) -> None:
+    """Write the content digests that `open_cache` checks; a writer calls it last, once every
+    part is in place (a cache written by hand, e.g. a benchmark's, too)."""
+    f.attrs["content_sha256"] = json.dumps(content_digests(f), sort_keys=True)
+
+
 def _check_content(f: h5py.File, path: Path) -> None:
     """Refuse a cache whose ids, labels, attributes, schema or fingerprint changed after it was
     sealed. A cache sealed before these digests existed is read with a warning."""
@@ -395,7 +401,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
     kill_point("extract:before_verify:0")
     _verify_written(partial)  # a write the disk dropped (full disk: h5py only warns) must not pass as complete
     with h5py.File(partial, "a") as f:
-        f.attrs["content_sha256"] = json.dumps(content_digests(f), sort_keys=True)
+        seal_content(f)
         f.attrs["complete"] = True
     os.replace(partial, path)
     if log:
