@@ -218,6 +218,15 @@ def _check_type(value: Any, annotation: str, key: str) -> Any:
     elif float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    if str in allowed and isinstance(value, dict) and len(value) == 1 and next(iter(value.values())) is None:
+        # YAML reads "hf:" (a prefix with nothing after it) as the mapping {"hf": None}
+        prefix = f"{next(iter(value))}:"
+        forms = {"hf:": "hf:<org>/<name>, e.g. hf:roberta-base", "timm:": "timm:<name>, e.g. timm:resnet18",
+                 "open_clip:": "open_clip:<arch>/<tag>, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k"}
+        form = forms.get(prefix) if key.endswith("model.name") else None
+        raise ConfigError(f"config key {key!r} got {prefix!r}, which is incomplete: nothing follows the colon"
+                          + (f"; give {form}" if form else f"; give the whole {names} value (quote it if it "
+                             "holds ': ')"))
     raise ConfigError(f"config key {key!r} takes {names}, got {value!r} ({type(value).__name__})")
 
 

@@ -52,3 +52,7 @@ class LockedError(AltkError, RuntimeError):
 
 class RunsFailedError(AltkError, RuntimeError):
     """Some runs of a demo, suite or study failed; the message names each with its last error line."""
+
+
+class HubError(AltkError, RuntimeError):
+    """Weights, a config or a tokenizer that a model hub could not give (offline, or an id it does not hold)."""

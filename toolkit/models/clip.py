@@ -11,6 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
+from toolkit.data.tokenizers import first_line, hub_error, quiet_hub
 from toolkit.errors import MissingFileError, ModelError
 
 
@@ -49,6 +50,11 @@ def build_clip_backbone(name: str, weights: str) -> tuple[ClipImageTower, tuple,
         if tag is None:
             raise ModelError(f"model {name!r}: weights=pretrained needs a tag (open_clip:{arch}/<tag>; "
                              f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)[:6])}), or pass a file")
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if tag not in tags:
+            raise ModelError(f"model {name!r}: open_clip has no pretrained tag {tag!r} for {arch}; its tags: "
+                             f"{', '.join(tags[:8]) or 'none'}{' ...' if len(tags) > 8 else ''}. Or pass "
+                             f"model.weights=PATH (an open_clip checkpoint file of {arch})")
         source = tag
     elif weights == "random":
         source = None
@@ -60,10 +66,14 @@ def build_clip_backbone(name: str, weights: str) -> tuple[ClipImageTower, tuple,
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on the root logger at random init
     try:
-        model = open_clip.create_model(arch, pretrained=source)
+        with quiet_hub():
+            model = open_clip.create_model(arch, pretrained=source)
     except (OSError, RuntimeError) as err:
-        raise RuntimeError(f"could not load {name!r} ({weights}): {str(err)[:200]}. Without internet, download "
-                           "the checkpoint elsewhere and pass weights=PATH") from err
+        if weights == "pretrained":
+            raise hub_error(f"the pretrained weights of {name!r}", err,
+                            "download the checkpoint where there is network and pass model.weights=PATH") from err
+        raise ModelError(f"model {name!r} with weights={weights}: open_clip could not build it ({first_line(err)})"
+                         + ("" if weights == "random" else f"; pass an open_clip checkpoint file of {arch}")) from err
     finally:
         logging.getLogger().setLevel(quiet)
     pre = open_clip.get_model_preprocess_cfg(model)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolkit.data.tokenizers import hub_error
+from toolkit.data.tokenizers import hub_error, quiet_hub
 from toolkit.errors import MissingFileError
 
 
@@ -32,13 +32,16 @@ def build_text_backbone(hf_name: str, weights: str) -> TextBackbone:
     from transformers import AutoConfig, AutoModel
 
     try:
-        if weights == "pretrained":
-            return TextBackbone(AutoModel.from_pretrained(hf_name, add_pooling_layer=False))
-        if weights == "random" or weights.startswith("random:"):
-            source = hf_name if weights == "random" else weights.split(":", 1)[1]
-            return TextBackbone(AutoModel.from_config(AutoConfig.from_pretrained(source), add_pooling_layer=False))
+        with quiet_hub():
+            if weights == "pretrained":
+                return TextBackbone(AutoModel.from_pretrained(hf_name, add_pooling_layer=False))
+            if weights == "random" or weights.startswith("random:"):
+                source = hf_name if weights == "random" else weights.split(":", 1)[1]
+                config = AutoConfig.from_pretrained(source)
+                return TextBackbone(AutoModel.from_config(config, add_pooling_layer=False))
     except OSError as err:
-        raise hub_error(f"{hf_name!r} ({weights})", err) from err
+        what = "the config" if weights.startswith("random") else "the weights"
+        raise hub_error(f"{what} of text model {hf_name!r} (model.weights={weights})", err) from err
     path = Path(weights)
     if not (path / "config.json").exists():
         raise MissingFileError(f"text model weights {weights!r}: expected 'pretrained', 'random', 'random:FOLDER' "
