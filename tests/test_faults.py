@@ -132,3 +132,38 @@ def test_sweep_killed_in_its_bookkeeping_resumes_to_the_same_table(sweep_referen
     pd.testing.assert_frame_equal(timing(pd.read_csv(tmp_path / "sweep" / "rounds.csv")),
                                   timing(pd.read_csv(reference / "rounds.csv")))
     assert not list((tmp_path / "sweep").glob(".*tmp*"))
+
+
+def test_sweep_rerun_after_its_weights_changed_refuses_to_reuse_or_resume(tiny_backbone, tmp_path):
+    """The sweep's digest check on reuse: a sweep killed after its first run returned, then its
+    weights file replaced in place. The rerun refuses, naming the runs and the weights, instead
+    of reusing the finished run (its record answers for the old weights) or resuming the other
+    on the new ones; no record is touched and no table is written."""
+    import shutil
+
+    import torch
+
+    from toolkit.config import resolve_config
+
+    weights = tmp_path / "W.pt"
+    shutil.copy(tiny_backbone, weights)
+    cfgs = {f"s{seed}": resolve_config("toy", {
+        "data": {"params": {**TINY_DATA, "cache_dir": str(tmp_path / "data")}}, "model": {"weights": str(weights)},
+        "finetune": {"max_steps": 6, "micro_batch": 16}, "al": {"seed_size": 10, "per_round": 5, "budget": 10},
+        "eval_batch_size": 128, "seed": seed}).to_dict() for seed in (0, 1)}
+    (tmp_path / "sweep.json").write_text(json.dumps(cfgs))
+    (tmp_path / "sweep.py").write_text(SWEEP_SCRIPT)
+    args = [str(tmp_path / "sweep.py"), str(tmp_path / "sweep.json"), str(tmp_path / "sweep")]
+    _killed(args, "sweep:run_returned:0", tmp_path)
+    saved = torch.load(weights, map_location="cpu", weights_only=False)  # other weights, same file name
+    key = next(k for k, v in saved["backbone"].items() if v.is_floating_point())
+    saved["backbone"][key] = saved["backbone"][key] + 0.01
+    torch.save(saved, weights)
+    records = {p: p.read_bytes() for p in (tmp_path / "sweep" / "runs").rglob("rounds.jsonl")}
+    assert records  # the run that returned before the kill
+    proc = subprocess.run([sys.executable, *args], env={**os.environ, "ALTK_NO_PRETRAIN": "1"}, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "RecordError" in proc.stderr, proc.stderr[-2000:]
+    assert "made on other inputs: s0 (weights)" in proc.stderr and "weights changed since" in proc.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "sweep" / "runs").rglob("rounds.jsonl")} == records
+    assert not (tmp_path / "sweep" / "rounds.csv").exists()

@@ -69,6 +69,38 @@ def _diff(a, b, defaults=None, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def changed_inputs(recorded: dict, current: dict) -> list[str]:
+    """The input digests (keys such as "weights", "data:train", "pool") that both dicts hold
+    and that differ: what changed since the run was started."""
+    return [k for k in sorted(set(recorded) & set(current)) if recorded[k] != current[k]]
+
+
+def recorded_digests(run_dir: str | Path) -> dict:
+    """The input digests in a run's header; {} for a run that records none, and for a start
+    without a completed round (its next start takes the folder over: nothing is reused)."""
+    run_dir = Path(run_dir)
+    rounds = run_dir / "rounds.jsonl"
+    if not (run_dir / "config.yaml").exists() or not (rounds.exists() and rounds.read_text().strip()):
+        return {}
+    return dict(_read_header(run_dir / "config.yaml").get("digests") or {})
+
+
+def check_inputs_unchanged(run_dir: str | Path, current: dict) -> None:
+    """Refuse to reuse or resume a run whose recorded input digests differ from `current`
+    (the RecordError a resume gets): its rounds answer for the old inputs, not these."""
+    _refuse_changed_inputs(Path(run_dir), recorded_digests(run_dir), current)
+
+
+def _refuse_changed_inputs(run_dir: Path, was: dict, now: dict) -> None:
+    changed = changed_inputs(was, now)
+    if changed:
+        raise RecordError(
+            f"{run_dir} holds a run started on other inputs: {', '.join(changed)} changed since "
+            f"(digest {', '.join(f'{was[k]} -> {now[k]}' for k in changed)}). Resuming it would mix the "
+            f"two in one record, and reusing it would report the old inputs' results as the new ones'; start it in "
+            f"a new output directory (or restore the old inputs).")
+
+
 class RunWriter:
     """Creates a run directory, or reopens one with the same config to resume it."""
 
@@ -95,13 +127,7 @@ class RunWriter:
                     f"{self.dir} already holds a run with a different config (fields differ: "
                     f"{', '.join(differ)}). Resume with the same config, or choose another output directory."
                 )
-            was = saved.get("digests") or {}
-            changed = [k for k in sorted(set(was) & set(digests or {})) if was[k] != digests[k]]
-            if changed:
-                raise RecordError(
-                    f"{self.dir} holds a run started on other inputs: {', '.join(changed)} changed since "
-                    f"(digest {', '.join(f'{was[k]} -> {digests[k]}' for k in changed)}). Resuming would mix the "
-                    f"two in one record; start it in a new output directory (or restore the old inputs).")
+            _refuse_changed_inputs(self.dir, saved.get("digests") or {}, digests or {})
             lines = [line for line in (self.dir / "rounds.jsonl").read_text().splitlines()
                      if line.strip()] if (self.dir / "rounds.jsonl").exists() else []
             self.rounds = [_parse_round(line, self.dir / "rounds.jsonl", i) for i, line in enumerate(lines, 1)]

@@ -164,6 +164,64 @@ def save_optimizer_state(optimizer: torch.optim.Optimizer, run_dir: Path, round_
     tmp.replace(path)
 
 
+def load_data(cfg: RunConfig) -> tuple[GroupedDataset, dict[str, GroupedDataset]]:
+    """The training pool and the evaluation splits a config's run reads."""
+    params = cfg.data_params()
+    pool = create_dataset(cfg.data.name, "train", **params)
+    return pool, {s: create_dataset(cfg.data.name, s, **params) for s in cfg.data.eval_splits}
+
+
+def initial_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
+    """The model every round of a config's run starts from (seeded: "random" weights depend on the run seed)."""
+    torch.manual_seed(cfg.seed)
+    return create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes,
+                        zero_head=cfg.model.zero_head == "always" or cfg.model.weights != "random")
+
+
+def input_digests(pool: GroupedDataset, evals: dict[str, GroupedDataset], model: torch.nn.Module) -> dict[str, str]:
+    """The digests of what a run reads, as its record's header stores them: "data:<split>" for
+    each split, "weights" for the initial model. A resume (`RunWriter`) and a sweep's reuse of a
+    finished run (`current_input_digests`) compare these with the recorded ones."""
+    return {"data:train": pool.content_digest(), **{f"data:{s}": d.content_digest() for s, d in evals.items()},
+            "weights": weights_digest(model)}
+
+
+def current_input_digests(cfgs: dict[str, RunConfig], recorded: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """Each named config's input digests now (`input_digests`), for comparison with `recorded`
+    (name -> the digests its record holds; runs recording none are skipped).
+
+    The data is loaded once per distinct data config, and the model built once per distinct
+    (model, weights, head): the seed changes only the init of "random" weights (and of an
+    unzeroed head), so a run whose recorded weights digest differs from its group's gets its
+    own seeded model before it is called changed. The global torch RNG is left as it was."""
+    import json
+
+    def data_key(cfg: RunConfig):
+        return json.dumps([cfg.data.name, cfg.data_params(), list(cfg.data.eval_splits)], sort_keys=True, default=str)
+
+    groups: dict[str, list[str]] = {}
+    for name, cfg in cfgs.items():
+        if recorded.get(name):
+            groups.setdefault(data_key(cfg), []).append(name)
+    out: dict[str, dict[str, str]] = {}
+    for names in groups.values():
+        pool, evals = load_data(cfgs[names[0]])
+        built: dict[tuple, dict[str, str]] = {}
+        for name in names:
+            cfg = cfgs[name]
+            keys = [(cfg.model.name, str(cfg.model.weights), cfg.model.zero_head)]
+            keys.append(keys[0] + (cfg.seed,))  # the exact model this run's loop builds, if the first differs
+            for key in keys:
+                if key not in built:
+                    with torch.random.fork_rng(devices=[]):
+                        built[key] = built[keys[1]] = input_digests(pool, evals, initial_model(cfg, pool.num_classes))
+                out[name] = built[key]
+                if recorded[name].get("weights", out[name]["weights"]) == out[name]["weights"]:
+                    break
+        del pool, evals
+    return out
+
+
 def run_active_learning(cfg: RunConfig, out_dir: str | Path, **kwargs) -> RunRecord:
     """Run (or resume) one active-learning run with full finetuning, and return its record.
 
@@ -222,9 +280,7 @@ def _run(
         set_deterministic(True)
     get_acquisition(cfg.al.strategy)  # fail fast on an unknown name
     t_load = time.perf_counter()
-    data_params = cfg.data_params()
-    pool = create_dataset(cfg.data.name, "train", **data_params)
-    evals = {s: create_dataset(cfg.data.name, s, **data_params) for s in cfg.data.eval_splits}
+    pool, evals = load_data(cfg)
     load_s = time.perf_counter() - t_load
     check_budget(cfg.al, len(pool))
     check_classes(pool.labels, pool.class_names, f"{pool.name}: the training pool")
@@ -232,11 +288,8 @@ def _run(
     sizes = acquisition_sizes(cfg.al)
     shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
     meta = run_meta(pool, sizes, shares)
-    torch.manual_seed(cfg.seed)  # the random init of "random" weights depends on the run seed
-    model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes,
-                         zero_head=cfg.model.zero_head == "always" or cfg.model.weights != "random")
-    digests = {"data:train": pool.content_digest(), **{f"data:{s}": d.content_digest() for s, d in evals.items()},
-               "weights": weights_digest(model)}
+    model = initial_model(cfg, pool.num_classes)
+    digests = input_digests(pool, evals, model)
     writer = RunWriter(out_dir, cfg.to_dict(), meta, defaults=RunConfig().to_dict(), digests=digests)
     initial_state = copy.deepcopy(model.state_dict())
     net = maybe_compile(model, cfg.finetune.compile)  # shares model's parameters

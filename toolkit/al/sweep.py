@@ -178,6 +178,7 @@ class Sweep:
         self.cfgs = cfgs
         self.index_path = self.out / "index.json"
         self.index = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        self._verified: set[str] = set()  # runs whose inputs `changed_inputs` found unchanged
 
     def run_dir(self, name: str) -> Path:
         return self.out / "runs" / name
@@ -215,14 +216,15 @@ class Sweep:
 
     def todo(self) -> list[str]:
         """Runs not yet finished (never started, interrupted, or failed). Refuses when a run
-        in the folder was made with other settings: its record would be handed back as if
-        it answered the new ones."""
+        in the folder was made with other settings, or on other data or weights (`check_inputs`):
+        its record would be handed back as if it answered the new ones."""
         stale = self.stale_runs()
         if stale:
             lines = "; ".join(f"{n} ({', '.join(f[:4])})" for n, f in list(stale.items())[:3])
             raise ConfigError(f"{self.out} holds {len(stale)} run(s) made with other settings: {lines}"
                              f"{f' and {len(stale) - 3} more' if len(stale) > 3 else ''}. Rerun with the settings "
                              f"they were made with, or give another output folder (--out).")
+        self.check_inputs()
         todo = []
         for name in self.cfgs:
             if _is_finished(self.run_dir(name)):
@@ -231,6 +233,37 @@ class Sweep:
             else:
                 todo.append(name)
         return todo
+
+    def changed_inputs(self) -> dict[str, list[str]]:
+        """Runs in the folder (finished, or with rounds to resume) whose recorded data or weights
+        digests differ from the current inputs: name -> what changed ("weights", "data:train", ...).
+        Each distinct dataset is loaded, and each distinct model built, once for all runs."""
+        from toolkit.al.loop import current_input_digests
+        from toolkit.record import changed_inputs, recorded_digests
+
+        # checked once per Sweep: `altk sweep` calls todo() to count, then again to launch
+        recorded = {n: recorded_digests(self.run_dir(n)) for n in self.cfgs if n not in self._verified}
+        recorded = {n: d for n, d in recorded.items() if d}
+        current = current_input_digests({n: self.cfgs[n] for n in recorded}, recorded)
+        changed = {n: changed_inputs(recorded[n], current[n]) for n in recorded}
+        self._verified.update(n for n, keys in changed.items() if not keys)
+        return {n: keys for n, keys in changed.items() if keys}
+
+    def check_inputs(self) -> None:
+        """Refuse to reuse (or resume) runs made on other data or weights than the config names
+        now (a weights file replaced in place, a dataset's files edited): their records would be
+        handed back as results for the new inputs. The error `altk run` gives on the same folder."""
+        from toolkit.errors import RecordError
+
+        changed = self.changed_inputs()
+        if changed:
+            lines = "; ".join(f"{n} ({', '.join(keys)})" for n, keys in list(changed.items())[:3])
+            what = sorted({k.split(":")[0] for keys in changed.values() for k in keys})
+            raise RecordError(
+                f"{self.out} holds {len(changed)} run(s) made on other inputs: {lines}"
+                f"{f' and {len(changed) - 3} more' if len(changed) > 3 else ''}: {' and '.join(what)} changed since "
+                f"they ran. Reusing them would report the old inputs' results as the new ones'; start the sweep in a "
+                f"new output folder (--out), or restore the old inputs.")
 
     def _prepare(self, todo: list[str]) -> None:
         """Shared inputs made once, before workers start: the toy backbone is pretrained

@@ -208,6 +208,43 @@ def cache_digest(cache: FeatureCache) -> str:
     return h.hexdigest()[:16]
 
 
+# fields of a probe run's config that name its inputs, not its settings: they follow the digests of
+# the backbone's weights, of the dataset's files, and of the caches extracted from the two
+_INPUT_FIELDS = (("model.weights_id", "weights"), ("data.params.content", "data"), ("data.params.sources", "data"),
+                 ("data.params.composite_fingerprint", "data"), ("data.pool_cache", "feature caches"),
+                 ("data.eval_caches", "feature caches"))
+
+
+def check_probe_inputs(out_dir: str | Path, config: dict) -> None:
+    """Refuse to resume or reuse a probe run made on other inputs, saying so: new weights or data
+    give new caches (named by the digests of what they embed), so the run's config differs only in
+    the fields that name its inputs, and `RunWriter` would call that a change of settings. A cache
+    rebuilt in place is caught by the recorded cache digests (`RunWriter`)."""
+    import yaml
+
+    from toolkit.errors import RecordError
+    from toolkit.record import config_diff
+
+    run_dir = Path(out_dir)
+    rounds = run_dir / "rounds.jsonl"
+    if not (run_dir / "config.yaml").exists() or not (rounds.exists() and rounds.read_text().strip()):
+        return  # nothing there, or a start without a round: the next start takes the folder over
+    try:
+        saved = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("config") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return  # RunWriter names a missing or damaged header
+    differ = config_diff(saved, config)
+    kinds = [next((kind for prefix, kind in _INPUT_FIELDS if f == prefix or f.startswith(prefix + ".")), None)
+             for f in differ]
+    if differ and None not in kinds:
+        what = " and ".join(dict.fromkeys(k for k in ("weights", "data", "feature caches") if k in kinds))
+        raise RecordError(
+            f"{run_dir} holds a probe run started on other inputs: the {what} changed since (fields "
+            f"{', '.join(differ[:4])}). Resuming it would mix the two in one record, and reusing it would report "
+            f"the old inputs' results as the new ones'; start it in a new output directory (or restore the old "
+            f"inputs).")
+
+
 @dataclass(frozen=True)
 class ProbeRun:
     """One probe run for `run_probes`: where its record goes, its protocol, seed and C."""
@@ -418,6 +455,7 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
                     "label_column": pool.label_column, "spurious_column": pool.spurious_column,
                     "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
                     "acquisition_sizes": sizes}
+            check_probe_inputs(spec.out_dir, config)
             writer = RunWriter(spec.out_dir, config, meta, digests=digests)
             if writer.completed_rounds:
                 id_to_pos = id_to_pos or {int(i): p for p, i in enumerate(pool.ids)}

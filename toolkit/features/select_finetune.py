@@ -60,26 +60,28 @@ def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
     import torch
 
     from toolkit.al.finetune import finetune, maybe_compile
-    from toolkit.al.loop import evaluate
+    from toolkit.al.loop import evaluate, initial_model, input_digests, load_data
     from toolkit.al.protocol import check_budget, check_classes, check_resampled_pool, run_meta
     from toolkit.config import acquisition_sizes
-    from toolkit.data import create_dataset
     from toolkit.features.cache import extract_features, open_cache
     from toolkit.features.probe import cache_digest, run_probe
     from toolkit.metrics import group_shares
-    from toolkit.models import create_model, weights_digest
-    from toolkit.record import RunWriter, load_run
+    from toolkit.record import RunWriter, check_inputs_unchanged, load_run
 
     say = log or (lambda _: None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     params = cfg.data_params()
-    pool = create_dataset(cfg.data.name, "train", **params)
-    evals = {s: create_dataset(cfg.data.name, s, **params) for s in cfg.data.eval_splits}
+    pool, evals = load_data(cfg)
     check_budget(cfg.al, len(pool))
     check_classes(pool.labels, pool.class_names, f"{pool.name}: the training pool")
     check_resampled_pool(cfg.al, pool)
+    # the model every run starts from (finetune reseeds torch, so building it first changes nothing):
+    # a run made on other data or weights is refused here, before features are extracted for the new ones
+    model = initial_model(cfg, pool.num_classes)
+    digests = input_digests(pool, evals, model)
+    check_inputs_unchanged(out, digests)
 
     # 1. features (a cache another run already made is reused: its seconds are then ~0)
     t0 = time.perf_counter()
@@ -105,11 +107,7 @@ def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
     id_to_pos = {int(i): p for p, i in enumerate(pool.ids)}
     labelled = np.array([id_to_pos[int(i)] for i in [*sel.seed_set["id"], *sel.acquisitions["id"]]], dtype=np.int64)
     shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=pool.num_classes,
-                         zero_head=cfg.model.zero_head == "always" or cfg.model.weights != "random")
-    digests = {"data:train": pool.content_digest(), **{f"data:{s}": d.content_digest() for s, d in evals.items()},
-               "weights": weights_digest(model), "pool_cache": cache_digest(pool_cache)}
+    digests["pool_cache"] = cache_digest(pool_cache)
     config = {**cfg.to_dict(), "mode": "select_then_finetune", "probe": {"C": C}}
     meta = run_meta(pool, sizes, shares)
     writer = RunWriter(out, config, meta, defaults=RunConfig().to_dict(), digests=digests)
