@@ -167,3 +167,33 @@ def test_sweep_rerun_after_its_weights_changed_refuses_to_reuse_or_resume(tiny_b
     assert "made on other inputs: s0 (weights)" in proc.stderr and "weights changed since" in proc.stderr
     assert {p: p.read_bytes() for p in (tmp_path / "sweep" / "runs").rglob("rounds.jsonl")} == records
     assert not (tmp_path / "sweep" / "rounds.csv").exists()
+
+
+def test_the_report_splits_arms_by_config_and_describes_a_killed_run_against_its_own_budget(tmp_path):
+    """The report's arm splitting, on records a kill and a changed setting leave: a run killed
+    after its first round, its finished twin with another seed, and a finished seed-0 run with a
+    smaller al.budget. The two budgets are two arms (never "CI over seeds" from one seed), and the
+    killed run is "stopped at 20 of 40 labels", its own budget."""
+    from toolkit.record import RunWriter
+    from toolkit.report.html import build_report
+
+    def record(name, seed, budget, curve, finished):
+        cfg = {"model": {"name": "m", "weights": "pretrained"}, "seed": seed,
+               "al": {"strategy": "random", "seed_size": 10, "per_round": 10, "budget": budget}}
+        w = RunWriter(tmp_path / name, cfg, {"pool_group_shares": {"y0_s0": 0.5, "y1_s1": 0.5},
+                                             "acquisition_sizes": [10] * (budget // 10)})
+        for r, v in enumerate(curve):
+            last = finished and r == len(curve) - 1
+            w.append_round({"round": r, "n_labels": 10 + 10 * r, "metrics": {"test": {"accuracy": v, "worst_group": v}},
+                            "acquired": [] if last else [{"id": 100 * r + i, "group": "y0_s0", "score": 0.0}
+                                                         for i in range(10)],
+                            **({"seed_set": [{"id": 9999, "group": "y1_s1"}]} if r == 0 else {})}, finished=last)
+        return tmp_path / name
+
+    runs = [record("killed", 0, 30, [0.5, 0.6], False), record("twin", 1, 30, [0.5, 0.6, 0.7, 0.8], True),
+            record("small", 0, 10, [0.5, 0.9], True)]
+    page = build_report(runs, tmp_path / "r.html", representation=False).read_text()
+    assert "The runs differ in config fields al.budget" in page
+    assert "al.budget=10" in page and "al.budget=30" in page and "0.900 (n=1)" in page
+    assert "killed: stopped at 20 of 40 labels" in page and "small:" not in page
+    assert "nan, nan" not in page and "already counted" not in page

@@ -106,13 +106,28 @@ def group_shares(labels: np.ndarray, spurious: np.ndarray) -> dict[str, float]:
     return {k: float(v / len(keys)) for k, v in counts.items()}
 
 
-def mean_ci(values, *, level: float = 0.95, method: str = "t") -> tuple[float, float, float]:
+PROPORTION = (0.0, 1.0)  # accuracies and the like: an interval never leaves [0, 1]
+
+
+def mean_ci(values, *, level: float = 0.95, method: str = "t",
+            bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """(mean, low, high) of the mean across seeds.
 
     method "t" (default) uses Student's t, honest for the few seeds a CPU demo runs;
     "gaussian" uses mean +- z * sem, the paper's approximation (fine for 16 seeds);
     "bootstrap" is a percentile bootstrap over the values (2,000 resamples, fixed seed):
     it stays inside the values' range, so a CI of positive ratios never crosses zero.
+
+    `bounds`: the range the quantity cannot leave (`PROPORTION` for accuracies); the
+    interval is clipped to it, so a t-interval of 0.992 over 3 seeds reads [0.96, 1.00],
+    not [0.96, 1.02]. One value has no interval: (value, nan, nan); n values that are all
+    equal have a zero-width one.
+
+    Examples:
+        >>> mean_ci([0.98, 1.0, 0.996], bounds=PROPORTION)[2]
+        1.0
+        >>> mean_ci([0.7])
+        (0.7, nan, nan)
     """
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
@@ -124,15 +139,18 @@ def mean_ci(values, *, level: float = 0.95, method: str = "t") -> tuple[float, f
     if method == "bootstrap":
         boots = v[np.random.default_rng(0).integers(0, len(v), (2000, len(v)))].mean(1)
         lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
-        return m, float(lo), float(hi)
-    sem = v.std(ddof=1) / np.sqrt(len(v))
-    if method == "t":
-        q = stats.t.ppf(0.5 + level / 2, df=len(v) - 1)
-    elif method == "gaussian":
-        q = stats.norm.ppf(0.5 + level / 2)
     else:
-        raise ValueError(f"unknown CI method {method!r}; valid: 't', 'gaussian', 'bootstrap'")
-    return m, m - q * sem, m + q * sem
+        sem = v.std(ddof=1) / np.sqrt(len(v))
+        if method == "t":
+            q = stats.t.ppf(0.5 + level / 2, df=len(v) - 1)
+        elif method == "gaussian":
+            q = stats.norm.ppf(0.5 + level / 2)
+        else:
+            raise ValueError(f"unknown CI method {method!r}; valid: 't', 'gaussian', 'bootstrap'")
+        lo, hi = m - q * sem, m + q * sem
+    if bounds is not None:
+        lo, hi = min(max(lo, bounds[0]), bounds[1]), min(max(hi, bounds[0]), bounds[1])
+    return m, float(lo), float(hi)
 
 
 def labels_to_reach(n_labels: np.ndarray, curve: np.ndarray, target: float) -> float:
@@ -215,6 +233,7 @@ def bootstrap_label_efficiency(
     level: float = 0.95,
     uncounted: float = 0.0,
     statistic=label_efficiency,
+    paired: bool = False,
 ) -> tuple[float, float, float]:
     """Label efficiency of mean curves, with a percentile bootstrap CI over seeds.
 
@@ -222,16 +241,30 @@ def bootstrap_label_efficiency(
         baseline_runs, method_runs: (n_seeds, n_points) curves at the shared `n_labels`.
         uncounted: see `label_efficiency`.
         statistic: `label_efficiency`, or `label_efficiency_bound` where it is undefined.
+        paired: row i of both arrays is the same seed (the same seed set), and a resample
+            draws seeds, i.e. both rows together. Resampling the two arms independently
+            (paired=False) treats them as unrelated: two identical sets of curves then give
+            e.g. 1.00 [0.00, inf], because a resampled baseline can end above or below a
+            resampled method that is the same runs.
+
+    Returns:
+        (point, low, high); low and high are nan where there is no interval: fewer than
+        two seeds on either side (a bootstrap of one seed is that seed, a zero-width
+        interval that would claim certainty), or an undefined point.
     """
     b, m = np.asarray(baseline_runs, float), np.asarray(method_runs, float)
+    if paired and len(b) != len(m):
+        raise ValueError(f"paired bootstrap needs as many baseline runs as method runs, got {len(b)} and {len(m)}")
     point = statistic(n_labels, b.mean(0), m.mean(0), uncounted=uncounted)
+    if np.isnan(point) or len(b) < 2 or len(m) < 2:
+        return point, float("nan"), float("nan")
     boots = np.empty(n_boot)
     for i in range(n_boot):
-        bi = b[rng.integers(0, len(b), len(b))].mean(0)
-        mi = m[rng.integers(0, len(m), len(m))].mean(0)
-        boots[i] = statistic(n_labels, bi, mi, uncounted=uncounted)
+        ib = rng.integers(0, len(b), len(b))
+        im = ib if paired else rng.integers(0, len(m), len(m))
+        boots[i] = statistic(n_labels, b[ib].mean(0), m[im].mean(0), uncounted=uncounted)
     boots = boots[~np.isnan(boots)]
-    if np.isnan(point) or len(boots) == 0:
+    if len(boots) == 0:
         return point, float("nan"), float("nan")
     # no interpolation between order statistics: inf (reached with the seed set alone) stays inf
     with np.errstate(invalid="ignore"):  # numpy computes inf - inf on the way, then discards it

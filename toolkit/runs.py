@@ -7,6 +7,10 @@ three lines, e.g.
 
 Thin wrappers: every method calls the analysis or figure function it names, on the runs'
 tidy table, with the paper's defaults (the validation split when the runs have it).
+
+Runs that differ in a config field (other than model, weights, strategy and seed) are never
+pooled: the tables have a `config` column naming the fields that differ ("al.budget=20"),
+one arm per value, and `differing_fields` lists them.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from toolkit.analysis import (
     upsampling_ratios,
     upsampling_summary,
 )
+from toolkit.analysis.curves import arm_by, differing_fields, fold_config
 from toolkit.errors import MissingFileError, RecordError
 from toolkit.record import RunRecord, load_run, run_dirs
 
@@ -68,9 +73,16 @@ class Runs:
         raise KeyError(f"no run {name!r}; runs: {', '.join(r.name for r in self.records)}")
 
     def __repr__(self) -> str:
-        arms = self.tidy.groupby(["weights", "strategy"])["run"].nunique()
+        by = arm_by(self.tidy, ["weights", "strategy"])
+        arms = self.tidy.groupby(by)["run"].nunique()
         return f"Runs({len(self)} runs on the {self.split} split: " + ", ".join(
-            f"{w}/{s} x{n}" for (w, s), n in arms.items()) + ")"
+            "/".join(map(str, key[:2])) + (f" [{key[2]}]" if len(key) > 2 else "") + f" x{n}"
+            for key, n in arms.items()) + ")"
+
+    @property
+    def differing_fields(self) -> list[str]:
+        """The config fields on which the runs differ, each value its own arm (`analysis.differing_fields`)."""
+        return differing_fields(self.records)
 
     @cached_property
     def tidy(self) -> pd.DataFrame:
@@ -85,7 +97,8 @@ class Runs:
         return metric if "/" in metric else f"{self.split}/{metric}"
 
     def summary(self, metrics: tuple[str, ...] = ("worst_group", "accuracy")) -> pd.DataFrame:
-        """Mean [95% CI] at the final budget per arm (`analysis.final_summary`)."""
+        """Mean [95% CI] at the final budget per arm (`analysis.final_summary`; no interval from
+        one seed, accuracies' intervals within [0, 1])."""
         return final_summary(self.tidy, [self._metric(m) for m in metrics])
 
     def curves(self, metric: str = "worst_group") -> pd.DataFrame:
@@ -106,9 +119,9 @@ class Runs:
 
         if name == "learning_curves":
             m = self._metric(metric)
-            return learning_curve_figure(self.curves(m), title=m, y_label=m.split("/")[1])
+            return learning_curve_figure(fold_config(self.curves(m)), title=m, y_label=m.split("/")[1])
         if name == "upsampling":
-            return upsampling_figure(self.upsampling())
+            return upsampling_figure(fold_config(self.upsampling()))
         raise RecordError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
 
     def report(self, out: str | Path, **kwargs) -> Path:

@@ -6,6 +6,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from toolkit.analysis.curves import CONFIG_COLUMN, arm_by, config_labels
 from toolkit.errors import RecordError
 from toolkit.metrics import mean_ci
 from toolkit.record import RunRecord
@@ -18,7 +19,12 @@ def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = 
 
     Groups are label x spurious attribute by default; `attribute` names another recorded
     one instead: "label" (e.g. Amazon's star rating) or any of the dataset's
-    `group_columns` (e.g. "category"). The "group" column then holds its values."""
+    `group_columns` (e.g. "category"). The "group" column then holds its values.
+
+    Where the runs differ in a config field other than model, weights, strategy and seed,
+    a `config` column names it (as `curves.tidy_rounds`), and the summaries split by it."""
+    records = list(records)
+    labels = config_labels(records)
     rows = []
     for rec in records:
         cfg = rec.run_config
@@ -41,19 +47,29 @@ def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = 
                          "strategy": cfg["al"]["strategy"], "seed": cfg["seed"], "group": group,
                          "acquired": got, "acquired_share": got / n if n else float("nan"),
                          "pool_share": pool_share,
-                         "upsampling": (got / n) / pool_share if n and pool_share else float("nan")})
+                         "upsampling": (got / n) / pool_share if n and pool_share else float("nan"),
+                         **({CONFIG_COLUMN: labels[rec.name]} if labels else {})})
     return pd.DataFrame(rows)
 
 
 def upsampling_summary(ratios: pd.DataFrame, *, by: list[str] = ["model", "weights", "strategy", "group"],
                        method: str = "bootstrap") -> pd.DataFrame:
     """Mean [CI] of the upsampling ratio across seeds. The default percentile bootstrap
-    keeps the CI of a ratio above zero (a t-interval gave e.g. 1.04 [-1.7, 3.8])."""
+    keeps the CI of a ratio above zero (a t-interval gave e.g. 1.04 [-1.7, 3.8]). One seed
+    gives no interval (low and high nan; `n_seeds` counts the seeds)."""
+    by = _arm_by(ratios, by)
     rows = []
     for key, g in ratios.groupby(by, sort=True):
         m, lo, hi = mean_ci(g["upsampling"], method=method)
-        rows.append(dict(zip(by, key), upsampling=m, low=lo, high=hi, pool_share=g["pool_share"].iloc[0]))
+        rows.append(dict(zip(by, key), upsampling=m, low=lo, high=hi, pool_share=g["pool_share"].iloc[0],
+                         n_seeds=int(g["upsampling"].notna().sum())))
     return pd.DataFrame(rows)
+
+
+def _arm_by(df: pd.DataFrame, by: list[str]) -> list[str]:
+    """`by` with the config column where `df` has one, before "group" (arms, then groups)."""
+    out = arm_by(df, [c for c in by if c != "group"])
+    return out + ["group"] if "group" in by else out
 
 
 def upsampling_over_rounds(records, *, attribute: str | None = None, **summary_kwargs) -> pd.DataFrame:
@@ -67,7 +83,13 @@ def upsampling_over_rounds(records, *, attribute: str | None = None, **summary_k
         ratios = upsampling_ratios(records, upto_round=rnd, attribute=attribute)
         summary = upsampling_summary(ratios, **summary_kwargs)
         summary["round"] = rnd
-        summary["n_acquired"] = int(ratios.groupby("run")["acquired"].sum().mean())
+        # per arm: arms on different schedules have acquired different numbers by this round
+        arm = [c for c in summary.columns if c in ratios.columns and c not in ("group", "upsampling", "pool_share")]
+        per_run = ratios.groupby(arm + ["run"])["acquired"].sum()
+        if arm:
+            summary = summary.join(np.floor(per_run.groupby(arm).mean()).astype(int).rename("n_acquired"), on=arm)
+        else:
+            summary["n_acquired"] = int(per_run.mean())
         frames.append(summary)
     return pd.concat(frames, ignore_index=True)
 
@@ -79,6 +101,7 @@ def relative_upsampling(ratios: pd.DataFrame, *, method: str = "least_confidence
     mean share among `baseline`'s (seeds averaged first; random's share estimates the pool
     share with sampling noise). CI: percentile bootstrap, resampling each arm's seeds."""
     rng = np.random.default_rng(seed)
+    by = _arm_by(ratios, by)
     rows = []
     for key, g in ratios.groupby(by, sort=True):
         a = g.loc[g["strategy"] == method, "acquired_share"].dropna().to_numpy()
@@ -89,7 +112,10 @@ def relative_upsampling(ratios: pd.DataFrame, *, method: str = "least_confidence
             point = a.mean() / b.mean()
             boots = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1) / b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
         boots = boots[~np.isnan(boots)]
-        lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2]) if len(boots) else (np.nan, np.nan)
+        # one seed on a side: a bootstrap of it is that seed, not an interval
+        with np.errstate(invalid="ignore"):  # inf boots (random never drew the group): inf - inf on the way
+            lo, hi = (np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
+                      if len(boots) and min(len(a), len(b)) > 1 else (np.nan, np.nan))
         rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), relative_upsampling=float(point),
                          low=float(lo), high=float(hi), method_share=float(a.mean()), baseline_share=float(b.mean()),
                          n_method=len(a), n_baseline=len(b)))

@@ -1,15 +1,139 @@
-"""Learning curves across seeds, final-budget summaries, and label efficiency."""
+"""Learning curves across seeds, final-budget summaries, and label efficiency.
+
+An *arm* is the runs that are seeds of one experiment: the same model, weights and strategy
+and, beyond those, the same value of every config field on which the runs at hand differ
+(`differing_fields`; the seed and where or how a run was executed may differ). The tidy
+table of `tidy_rounds` carries those values in one column, `config` (e.g. "al.budget=20,
+finetune.max_steps=5"), present only where the runs differ in some field; every table here
+groups by it when it is there, so runs of two experiments are never pooled as seeds of one.
+"""
 from __future__ import annotations
+
+import json
+import math
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
+from toolkit.config import RunConfig
 from toolkit.errors import RecordError
-from toolkit.metrics import bootstrap_label_efficiency, label_efficiency_bound, mean_ci
-from toolkit.record import RunRecord, tidy_rounds  # noqa: F401  (tidy_rounds: re-exported)
+from toolkit.metrics import PROPORTION, bootstrap_label_efficiency, label_efficiency_bound, mean_ci
+from toolkit.record import RunRecord
+from toolkit.record import tidy_rounds as record_rounds
 
 ARM_COLUMNS = ["model", "weights", "strategy"]
+CONFIG_COLUMN = "config"
+# config fields already in ARM_COLUMNS
+ARM_FIELDS = ("model.name", "model.weights", "al.strategy")
+# fields that may differ between the seeds of one arm: the seed, and where or how a run was
+# executed, not what it measures (feature-cache paths: what a cache holds is fixed by the
+# dataset, its params and the model fields, which are compared)
+WITHIN_ARM_FIELDS = ("seed", "device", "threads", "eval_batch_size", "loader_workers", "deterministic",
+                     "checkpoint_rounds", "notes", "al.save_pool_outputs", "data.pool_cache", "data.eval_caches")
+_DEFAULTS = {**RunConfig().to_dict(), "mode": "full"}  # a field an older record lacks reads as its default
+_UNSET = "(unset)"
 
+
+def _leaves(cfg: dict, defaults, prefix: str = "") -> dict:
+    """Dotted path -> value of every leaf of a config; a leaf the config lacks where its
+    section exists reads as its default."""
+    defaults = defaults if isinstance(defaults, dict) else {}
+    out = {}
+    for k in list(cfg) + [k for k, v in defaults.items() if k not in cfg and not isinstance(v, dict)]:
+        v = cfg[k] if k in cfg else defaults[k]
+        if isinstance(v, dict):
+            out.update(_leaves(v, defaults.get(k), f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _show(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+
+
+def _within_arm(field: str) -> bool:
+    return any(field == f or field.startswith(f + ".") for f in WITHIN_ARM_FIELDS + ARM_FIELDS)
+
+
+def differing_fields(records: Iterable[RunRecord]) -> list[str]:
+    """The config fields (dotted paths, e.g. "al.budget", "data.params.minority_fraction") on
+    which the runs differ, other than the arm columns' own and `WITHIN_ARM_FIELDS`."""
+    leaves = [_leaves(r.run_config, _DEFAULTS) for r in records]
+    fields = sorted(set().union(*leaves)) if leaves else []
+    return [f for f in fields if not _within_arm(f) and len({_show(lv.get(f, _UNSET)) for lv in leaves}) > 1]
+
+
+def config_labels(records: Iterable[RunRecord]) -> dict[str, str]:
+    """Run name -> "field=value, ..." over `differing_fields`; empty where the runs agree."""
+    records = list(records)
+    fields = differing_fields(records)
+    if not fields:
+        return {}
+    out = {}
+    for r in records:
+        leaves = _leaves(r.run_config, _DEFAULTS)
+        out[r.name] = ", ".join(f"{f}={_show(leaves.get(f, _UNSET))}" for f in fields)
+    return out
+
+
+def planned_labels(rec: RunRecord) -> float:
+    """The label count a run ends at when it finishes: its seed set plus its budget (nan
+    where the record does not say)."""
+    al = rec.run_config.get("al") or {}
+    seed = int(rec.rounds["n_labels"].iloc[0]) if len(rec.rounds) else al.get("seed_size")
+    sizes = rec.meta.get("acquisition_sizes")
+    acquired = sum(sizes) if sizes is not None else al.get("budget")
+    return float(seed + acquired) if seed is not None and acquired is not None else float("nan")
+
+
+def with_run_facts(tidy: pd.DataFrame, records: Iterable[RunRecord]) -> pd.DataFrame:
+    """`tidy` with, per run, `status`, `planned_labels` and (where the runs differ in some
+    config field) `config`, from `records`."""
+    records = list(records)
+    tidy = tidy.copy()
+    tidy["status"] = tidy["run"].map({r.name: r.status for r in records})
+    tidy["planned_labels"] = tidy["run"].map({r.name: planned_labels(r) for r in records})
+    labels = config_labels(records)
+    if labels:
+        tidy[CONFIG_COLUMN] = tidy["run"].map(labels)
+    return tidy
+
+
+def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per (run, round): run, model, weights, strategy, seed, n_labels and every metric
+    (`toolkit.record.tidy_rounds`), with each run's `status` and `planned_labels` and, where
+    the runs differ in some config field, the `config` column that splits the arms."""
+    records = list(records)
+    return with_run_facts(record_rounds(records), records)
+
+
+def arm_by(tidy: pd.DataFrame, by: Iterable[str]) -> list[str]:
+    """`by`, plus the `config` column where `tidy` has one: two configs never pool."""
+    by = list(by)
+    return by + [CONFIG_COLUMN] if CONFIG_COLUMN in tidy.columns and CONFIG_COLUMN not in by else by
+
+
+def fold_config(df: pd.DataFrame, into: str = "strategy") -> pd.DataFrame:
+    """`df` with its `config` label appended to column `into` ("random [al.budget=20]"), for
+    figures that name their traces by model, weights and strategy alone."""
+    if CONFIG_COLUMN not in df.columns:
+        return df
+    return df.assign(**{into: df[into].astype(str) + " [" + df[CONFIG_COLUMN].astype(str) + "]"})
+
+
+def metric_bounds(tidy: pd.DataFrame, metric: str) -> tuple[float, float] | None:
+    """`PROPORTION` for an evaluation metric ("<split>/<name>": accuracies, F1, all in [0, 1])
+    whose values are all in [0, 1]; None (no clipping) otherwise."""
+    if "/" not in metric or metric.split("/")[0] in ("time", "train"):
+        return None
+    v = pd.to_numeric(tidy[metric], errors="coerce").dropna()
+    return PROPORTION if len(v) and bool(v.between(*PROPORTION).all()) else None
+
+
+def _key(by: list[str], key) -> dict:
+    return dict(zip(by, key if isinstance(key, tuple) else (key,)))
 
 
 def default_split(tidy: pd.DataFrame) -> str:
@@ -23,30 +147,43 @@ def default_split(tidy: pd.DataFrame) -> str:
 
 def learning_curves(tidy: pd.DataFrame, metric: str, *, by: list[str] = ARM_COLUMNS,
                     method: str = "t") -> pd.DataFrame:
-    """Mean and CI of `metric` across seeds at each label count, per arm."""
+    """Mean and CI of `metric` across seeds at each label count, per arm (clipped to [0, 1]
+    for accuracies; no interval from one seed)."""
     if metric not in tidy.columns:
         raise RecordError(f"no metric {metric!r}; available: {', '.join(c for c in tidy.columns if '/' in c)}")
+    by, bounds = arm_by(tidy, by), metric_bounds(tidy, metric)
     rows = []
     for key, g in tidy.groupby(by + ["n_labels"], sort=True):
-        m, lo, hi = mean_ci(g[metric], method=method)
-        rows.append(dict(zip(by + ["n_labels"], key), mean=m, low=lo, high=hi, n_seeds=len(g)))
+        m, lo, hi = mean_ci(g[metric], method=method, bounds=bounds)
+        rows.append(dict(_key(by + ["n_labels"], key), mean=m, low=lo, high=hi, n_seeds=len(g)))
     return pd.DataFrame(rows)
 
 
 def final_rows(tidy: pd.DataFrame, *, by: list[str] = ARM_COLUMNS) -> tuple[pd.DataFrame, dict[str, str]]:
     """Each arm's runs at the arm's final budget, one run per seed; and the runs left out,
     with why: a partial run (its last round short of the budget) would otherwise be
-    averaged with finished ones, and a seed run twice would count as two seeds."""
+    averaged with finished ones, and a seed run twice would count as two seeds. A partial
+    run is described against its own budget (`planned_labels`, where the table has it)."""
+    by = arm_by(tidy, by)
     last = tidy.loc[tidy.groupby("run")["round"].idxmax()].sort_values("run")
     keep, left_out = [], {}
     for _, g in last.groupby(by, sort=True):
         budget = g["n_labels"].max()
+        seen = set()
         for _, row in g.iterrows():
+            own = row.get("planned_labels", float("nan"))
+            own = float("nan") if own is None else float(own)
             if row["n_labels"] < budget:
-                left_out[row["run"]] = f"stopped at {int(row['n_labels'])} of {int(budget)} labels"
-            elif any((k["seed"] == row["seed"]) for k in keep if all(k[c] == row[c] for c in by)):
+                if row.get("status") == "finished":
+                    left_out[row["run"]] = (f"finished at {int(row['n_labels'])} labels, short of its arm's "
+                                            f"{int(budget)}")
+                else:
+                    of = int(own) if not math.isnan(own) else int(budget)
+                    left_out[row["run"]] = f"stopped at {int(row['n_labels'])} of {of} labels"
+            elif row["seed"] in seen:
                 left_out[row["run"]] = f"seed {row['seed']} already counted"
             else:
+                seen.add(row["seed"])
                 keep.append(row)
     return pd.DataFrame(keep), left_out
 
@@ -54,17 +191,20 @@ def final_rows(tidy: pd.DataFrame, *, by: list[str] = ARM_COLUMNS) -> tuple[pd.D
 def final_summary(tidy: pd.DataFrame, metrics: list[str], *, by: list[str] = ARM_COLUMNS,
                   method: str = "t") -> pd.DataFrame:
     """Mean [CI] of each metric at the final budget, per arm, over distinct seeds (see
-    `final_rows`; `n_left_out` counts the runs it left out, `left_out` names them)."""
+    `final_rows`; `n_left_out` counts the runs it left out, `left_out` names them).
+    Accuracies' intervals are clipped to [0, 1]; one seed gives no interval (nan)."""
+    by = arm_by(tidy, by)
     last, left_out = final_rows(tidy, by=by)
+    arm_of = tidy.drop_duplicates("run").set_index("run", drop=False)[by]
+    bounds = {m: metric_bounds(tidy, m) for m in metrics}
     rows = []
     for key, g in last.groupby(by, sort=True):
-        arm = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        out = [r for r, why in left_out.items()
-               if (tidy.loc[tidy["run"] == r, by].iloc[0] == pd.Series(arm)).all()]
+        arm = _key(by, key)
+        out = [r for r in left_out if tuple(arm_of.loc[r, by]) == tuple(arm[c] for c in by)]
         row = dict(arm, n_seeds=len(g), n_labels=int(g["n_labels"].max()), n_left_out=len(out),
                    left_out="; ".join(f"{r}: {left_out[r]}" for r in out))
         for m in metrics:
-            row[m], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(g[m], method=method)
+            row[m], row[f"{m}_low"], row[f"{m}_high"] = mean_ci(g[m], method=method, bounds=bounds[m])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -83,6 +223,7 @@ def paired_gains(tidy: pd.DataFrame, metric: str, *, method: str = "least_confid
     """Per arm group and seed run with both strategies: `method` minus `baseline` in the area
     under the `metric` curve (`auc_gain`) and at the final round (`final_gain`). Pairing by
     seed compares runs that share their seed set."""
+    by = arm_by(tidy, by)
     rows = []
     for key, g in tidy.groupby(by, sort=True):
         runs = {}
@@ -96,18 +237,20 @@ def paired_gains(tidy: pd.DataFrame, metric: str, *, method: str = "least_confid
         for seed in sorted({s for (_, s) in runs}):
             if (method, seed) in runs and (baseline, seed) in runs:
                 (am, fm), (ab, fb) = runs[method, seed], runs[baseline, seed]
-                rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), seed=seed,
-                                 auc_gain=am - ab, final_gain=fm - fb))
+                rows.append(dict(_key(by, key), seed=seed, auc_gain=am - ab, final_gain=fm - fb))
     return pd.DataFrame(rows, columns=list(by) + ["seed", "auc_gain", "final_gain"])
 
 
 def gain_summary(tidy: pd.DataFrame, metric: str, *, by: list[str] = ["model", "weights"], **kwargs) -> pd.DataFrame:
-    """Mean [paired CI across seeds] of the AUC and final gains (see `paired_gains`)."""
+    """Mean [paired CI across seeds] of the AUC and final gains (see `paired_gains`); a gain
+    in accuracy stays within [-1, 1]."""
+    by = arm_by(tidy, by)
+    bounds = (-1.0, 1.0) if metric_bounds(tidy, metric) else None
     rows = []
     for key, g in paired_gains(tidy, metric, by=by, **kwargs).groupby(by, sort=True):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), n_seeds=len(g))
+        row = dict(_key(by, key), n_seeds=len(g))
         for col in ("auc_gain", "final_gain"):
-            row[col], row[f"{col}_low"], row[f"{col}_high"] = mean_ci(g[col])
+            row[col], row[f"{col}_low"], row[f"{col}_high"] = mean_ci(g[col], bounds=bounds)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -129,9 +272,15 @@ def label_efficiency_table(tidy: pd.DataFrame, metric: str, *, method: str = "le
     Where the ratio is undefined (the baseline's mean curve never improves on its first
     point) but the method's rises above everything the baseline reached, the row holds
     `label_efficiency_bound` instead, with `bound` True: efficiency is *at least* that.
-    Where neither improves, efficiency is nan (nothing to compare)."""
+    Where neither improves, efficiency is nan (nothing to compare).
+
+    Where both strategies ran the same seeds (the seed set of a seed is the same for every
+    strategy), the bootstrap resamples seeds, each with both its runs (`paired` True);
+    otherwise each strategy's runs on their own. Fewer than two seeds on either side give
+    no interval (low and high nan; `n_baseline`, `n_method` count them)."""
     if labels_counted not in LABEL_COUNTS:
         raise RecordError(f"labels_counted must be one of {sorted(LABEL_COUNTS)}, got {labels_counted!r}")
+    by = arm_by(tidy, by)
     rows = []
     for key, g in tidy.groupby(by, sort=True):
         curves = {}
@@ -141,16 +290,18 @@ def label_efficiency_table(tidy: pd.DataFrame, metric: str, *, method: str = "le
         if curves[method].empty or curves[baseline].empty:
             continue
         common = sorted(set(curves[method].columns) & set(curves[baseline].columns))
-        b = curves[baseline][common].dropna().to_numpy()
-        m = curves[method][common].dropna().to_numpy()
+        b, m = curves[baseline][common].dropna(), curves[method][common].dropna()
+        paired = list(b.index) == list(m.index)  # pivot_table sorts the seeds
+        b, m = b.to_numpy(), m.to_numpy()
         uncounted = float(common[0]) if labels_counted == "acquired" else 0.0
         eff, lo, hi = bootstrap_label_efficiency(np.array(common), b, m, rng=np.random.default_rng(seed),
-                                                 uncounted=uncounted)
+                                                 uncounted=uncounted, paired=paired)
         bound = bool(np.isnan(eff))
         if bound:
             eff, lo, hi = bootstrap_label_efficiency(np.array(common), b, m, rng=np.random.default_rng(seed),
-                                                     uncounted=uncounted, statistic=label_efficiency_bound)
-        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), metric=metric,
-                         labels_counted=LABEL_COUNTS[labels_counted],
-                         efficiency=eff, low=lo, high=hi, bound=bound and not np.isnan(eff), budget=int(common[-1])))
+                                                     uncounted=uncounted, statistic=label_efficiency_bound,
+                                                     paired=paired)
+        rows.append(dict(_key(by, key), metric=metric, labels_counted=LABEL_COUNTS[labels_counted],
+                         efficiency=eff, low=lo, high=hi, bound=bound and not np.isnan(eff), budget=int(common[-1]),
+                         n_baseline=len(b), n_method=len(m), paired=paired))
     return pd.DataFrame(rows)

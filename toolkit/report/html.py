@@ -30,6 +30,7 @@ from toolkit.analysis import (
     upsampling_ratios,
     upsampling_summary,
 )
+from toolkit.analysis.curves import CONFIG_COLUMN, differing_fields, fold_config, planned_labels
 from toolkit.errors import RecordError
 from toolkit.record import RunRecord, load_run
 from toolkit.report.figures import (
@@ -39,6 +40,7 @@ from toolkit.report.figures import (
     separability_figure,
     upsampling_figure,
 )
+from toolkit.report.tables import ci_text, efficiency_cell
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -204,15 +206,25 @@ def explorer_section(page: _Page, records: list[RunRecord]) -> None:
     page.raw(explorer_html(view))
 
 
+def _with_ci_text(df: pd.DataFrame, value: str, n: str, fmt: str, missing: str) -> pd.DataFrame:
+    """`df` with `value`, low and high as one text column "value [95% CI]" ("1.00 (n=1)" where
+    one seed gives no interval, "n/a (<missing>)" where there is no value), for the page:
+    never "nan" bounds."""
+    text = [ci_text(v, lo, hi, k, fmt, missing=missing)
+            for v, lo, hi, k in zip(df[value], df["low"], df["high"], df[n])]
+    out = df.drop(columns=["low", "high"])
+    out[value] = text
+    return out.rename(columns={value: f"{value} [95% CI]"})
+
+
 def unfinished_runs(records: list[RunRecord]) -> list[tuple[str, int, int]]:
     """(name, labels at the last completed round, labels at the budget) of every run not finished."""
     out = []
     for rec in records:
         if rec.status != "finished":
-            sizes = rec.meta.get("acquisition_sizes") or []
-            seed = int(rec.run_config["al"]["seed_size"])
+            planned = planned_labels(rec)
             done = int(rec.rounds["n_labels"].iloc[-1]) if len(rec.rounds) else 0
-            out.append((rec.name, done, seed + sum(sizes)))
+            out.append((rec.name, done, int(planned) if planned == planned else "?"))
     return out
 
 
@@ -259,7 +271,13 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
         figures_dir = Path(figures_dir)
         figures_dir.mkdir(parents=True, exist_ok=True)
     page = _Page(title, figures_dir, figure_format)
-    page.note(f"{len(records)} runs; metrics on the {split} split; CIs are 95% Student-t intervals across seeds.")
+    page.note(f"{len(records)} runs; metrics on the {split} split; CIs are 95% Student-t intervals across seeds, "
+              "clipped to [0, 1] for accuracies; an arm with one seed has no interval (n=1).")
+    differ = differing_fields(records)
+    if differ:
+        page.note("The runs differ in config fields " + ", ".join(differ) + ". Runs are pooled as seeds only where "
+                  "all of these agree: each combination is its own arm, named in the column `config` (and in "
+                  "[brackets] in the figures).")
 
     page.h2("Final budget")
     fin = final_summary(tidy, metrics)
@@ -270,26 +288,36 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
         page.note("Unfinished runs (killed or still running; rerun their command to resume them): " + "; ".join(
             f"{name} (last completed round at {n} labels of {budget})" for name, n, budget in unfinished)
             + ". Where an arm has only unfinished runs, its row above is their last completed round, not the budget.")
-    compact = fin[["model", "weights", "strategy", "n_seeds", "n_labels"]].copy()
+    compact = fin[[c for c in ("model", "weights", "strategy", CONFIG_COLUMN, "n_seeds", "n_labels")
+                   if c in fin.columns]].copy()
     for m in metrics:
-        compact[m] = [f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in zip(fin[m], fin[m + "_low"], fin[m + "_high"])]
+        compact[m] = [ci_text(a, lo, hi, n, bound_fmt="{:.2f}")
+                      for a, lo, hi, n in zip(fin[m], fin[m + "_low"], fin[m + "_high"], fin["n_seeds"])]
     page.table(compact)
     bar.update(1)
     page.h2("Learning curves: pretrained vs unpretrained, uncertainty vs random (paper Fig. 2, 7)")
     for m in metrics[:2] + metrics[3:]:
-        page.figure(learning_curve_figure(learning_curves(tidy, m), title=m, y_label=m.split("/")[1]))
+        page.figure(learning_curve_figure(fold_config(learning_curves(tidy, m)), title=m, y_label=m.split("/")[1]))
     bar.update(1)
     page.h2("Label efficiency")
     page.note("Labels random sampling needs for its final value / labels least-confidence needs to reach it "
-              "(mean curves; bootstrap 95% CI over seeds). Where random never improves on its seed-set value, "
-              "`bound` marks a lower bound: least-confidence gets above everything random reached, at the "
-              "label count shown; nan: neither improves. "
+              "(mean curves; bootstrap 95% CI over seeds, resampling each seed with both its runs where both "
+              "strategies ran the same seeds: `paired`; none from one seed). Where random never improves on its "
+              "seed-set value, "
+              "'>=' marks a lower bound: least-confidence gets above everything random reached, at the "
+              "label count shown; n/a: neither improves. "
               "The paper's 5.8x is on plain accuracy and does not say whether the seed set counts: both "
               "conventions are shown.")
     eff_metrics = [m for m in (f"{split}/accuracy", f"{split}/worst_group") if m in tidy]
     eff = pd.concat([label_efficiency_table(tidy, m, labels_counted=c) for m in eff_metrics
                      for c in ("all", "acquired")], ignore_index=True)
-    page.table(eff)
+    if len(eff):
+        shown = eff.assign(**{"efficiency [95% CI]": [efficiency_cell(r) for _, r in eff.iterrows()]})
+        page.table(shown[[c for c in ("model", "weights", CONFIG_COLUMN, "metric", "labels_counted",
+                                      "efficiency [95% CI]", "budget", "n_baseline", "n_method", "paired")
+                          if c in shown.columns]])
+    else:
+        page.note("No arm has both least-confidence and random runs with the same config: nothing to compare.")
     bar.update(1)
     page.h2("What gets acquired (paper Fig. 4, 11, 12)")
     ratios = upsampling_ratios(records)
@@ -297,20 +325,23 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
         summary = upsampling_summary(ratios)
         page.note("Upsampling ratio: a group's share among the acquired examples / its share in the pool "
                   "(mean over seeds, percentile-bootstrap 95% CI).")
-        page.figure(upsampling_figure(summary))
-        page.table(summary)
+        page.figure(upsampling_figure(fold_config(summary)))
+        page.table(_with_ci_text(summary, "upsampling", "n_seeds", "{:.2f}", "nothing acquired"))
         relative = relative_upsampling(ratios)
         if len(relative):
             page.note("The paper's Fig. 4 form: share among least-confidence's acquisitions / share among "
-                      "random's (bootstrap 95% CI over the seeds of each arm).")
-            page.table(relative)
+                      "random's (bootstrap 95% CI over the seeds of each arm; none where an arm has one seed).")
+            page.table(_with_ci_text(relative.assign(n=relative[["n_method", "n_baseline"]].min(axis=1)),
+                                     "relative_upsampling", "n", "{:.2f}", "neither strategy acquired it")
+                       .drop(columns="n"))
         over = upsampling_over_rounds(records)
         fig = go.Figure()
-        for i, ((w, s, g), d) in enumerate(over.groupby(["weights", "strategy", "group"])):
-            if s == "random":
+        arm = [c for c in ("weights", "strategy", CONFIG_COLUMN, "group") if c in over.columns]
+        for i, (key, d) in enumerate(over.groupby(arm)):
+            if key[1] == "random":
                 continue
             fig.add_trace(go.Scatter(x=d["n_acquired"], y=d["upsampling"], mode="lines+markers",
-                                     name=f"{w} / {s} / {g}", line=dict(color=PALETTE[i % len(PALETTE)])))
+                                     name=" / ".join(map(str, key)), line=dict(color=PALETTE[i % len(PALETTE)])))
         fig.add_hline(y=1.0, line_dash="dash", line_color="grey")
         fig.update_layout(title="Cumulative upsampling ratio over rounds (uncertainty runs)",
                           xaxis_title="examples acquired so far", yaxis_title="upsampling ratio",

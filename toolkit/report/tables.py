@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from toolkit.analysis import final_summary, gain_summary, label_efficiency_table, upsampling_ratios, upsampling_summary
+from toolkit.analysis.curves import differing_fields, with_run_facts
 from toolkit.analysis.separability import GroupSeparability
 from toolkit.analysis.suite import CLAIMS, METRIC, aggregate, claim_shares
 
@@ -12,54 +13,93 @@ FINAL_METRICS = ["test/worst_group", "test/mismatched", "test/balanced", "test/a
 TOY_LEGEND = "(groups: y0=landbird, y1=waterbird; s0=land, s1=water; mismatched = y0_s1 and y1_s0)"
 
 
+def ci_text(mean: float, low: float, high: float, n: int | None = None, fmt: str = "{:.3f}",
+            bound_fmt: str | None = None, missing: str = "no values") -> str:
+    """A mean and its interval as text: "0.992 [0.96, 1.00]"; "0.992 (n=1)" where one seed
+    gives no interval; "n/a (<missing>)" where there is no mean; never "[nan, nan]"."""
+    bound_fmt = bound_fmt or fmt
+    if mean != mean:
+        return f"n/a ({missing})"
+    if low != low or high != high:
+        return f"{fmt.format(mean)} ({f'n={int(n)}' if n is not None and n <= 1 else 'no interval'})"
+    return f"{fmt.format(mean)} [{bound_fmt.format(low)}, {bound_fmt.format(high)}]"
+
+
+def _config(r) -> str:
+    """"  [al.budget=20]" where the runs differ in a config field, else ""."""
+    return f"  [{r['config']}]" if "config" in r.index and r["config"] == r["config"] else ""
+
+
 def format_table(tidy: pd.DataFrame, records, legend: str = TOY_LEGEND,
                  metrics: list[str] = FINAL_METRICS) -> str:
-    """The demo's printed summary: final metrics with CIs, upsampling, label efficiency."""
+    """The demo's printed summary: final metrics with CIs, upsampling, label efficiency.
+    Runs that differ in a config field are separate arms, named with it (`config`)."""
+    records = list(records)
+    tidy = with_run_facts(tidy, records)  # the config column, where the runs differ in a field
     metrics = [m for m in metrics if m in tidy]  # e.g. no test/mismatched for an unmatched grouping
     fin = final_summary(tidy, metrics)
     ups = upsampling_summary(upsampling_ratios(records))
     eff = pd.concat([label_efficiency_table(tidy, m, labels_counted=c)
                      for m in ("test/worst_group", "test/accuracy") for c in ("all", "acquired")], ignore_index=True)
-    lines = [f"Final budget ({int(fin['n_labels'].max())} labels), mean [95% CI over {int(fin['n_seeds'].min())} seeds, t]:"]
+    lines = []
+    if "config" in tidy.columns:
+        lines += ["The runs differ in config fields " + ", ".join(differing_fields(records)) + ": each value is its "
+                  "own arm, named in [brackets].", ""]
+    seeds, budgets = int(fin["n_seeds"].min()), sorted(set(fin["n_labels"]))
+    budget = f"{budgets[0]} labels" if len(budgets) == 1 else f"{budgets[0]}-{budgets[-1]} labels, per arm"
+    lines.append(f"Final budget ({budget}), mean [95% CI over {seeds} seeds, t, within [0, 1]]:" if seeds > 1 else
+                 f"Final budget ({budget}), mean [95% CI over seeds, t, within [0, 1]; none where an arm has one "
+                 f"seed (n=1)]:")
     head = f"{'weights':<11}{'strategy':<18}" + "".join(f"{m.split('/')[1]:>23}" for m in metrics)
     lines.append(head)
     for _, r in fin.iterrows():
-        cells = "".join(f"{r[m]:.3f} [{r[m + '_low']:.2f}, {r[m + '_high']:.2f}]".rjust(23) for m in metrics)
-        lines.append(f"{r['weights']:<11}{r['strategy']:<18}{cells}")
+        cells = "".join(ci_text(r[m], r[m + "_low"], r[m + "_high"], r["n_seeds"], bound_fmt="{:.2f}").rjust(23)
+                        for m in metrics)
+        lines.append(f"{r['weights']:<11}{r['strategy']:<18}{cells}{_config(r)}")
     lines.append("")
     lines.append("Upsampling ratio (share among acquired / share in pool), mean [95% CI]:")
     groups = sorted(ups["group"].unique())
     pool = {g: ups[ups['group'] == g]['pool_share'].iloc[0] for g in groups}
     lines.append(f"{'weights':<11}{'strategy':<18}" + "".join(f"{g + f' ({pool[g]:.1%})':>22}" for g in groups))
-    for (w, s), g in ups.groupby(["weights", "strategy"], sort=True):
-        cells = "".join(f"{r['upsampling']:.2f} [{r['low']:.1f}, {r['high']:.1f}]".rjust(22)
+    arm = [c for c in ("weights", "strategy", "config") if c in ups.columns]
+    for _, g in ups.groupby(arm, sort=True):
+        cells = "".join(ci_text(r["upsampling"], r["low"], r["high"], r["n_seeds"], "{:.2f}", "{:.1f}",
+                                "nothing acquired").rjust(22)
                         for _, r in g.sort_values("group").iterrows())
-        lines.append(f"{w:<11}{s:<18}{cells}")
+        r = g.iloc[0]
+        lines.append(f"{r['weights']:<11}{r['strategy']:<18}{cells}{_config(r)}")
     lines.append(legend)
     lines.append("")
     lines.append("Worst-group gain of least-confidence over random, paired over seeds (mean [95% t-CI]); AUC = mean")
     lines.append("worst-group accuracy over the label counts of the run, so it credits a curve that rises earlier:")
     for _, r in gain_summary(tidy, "test/worst_group", by=["weights"]).iterrows():
-        lines.append(f"  {r['weights']:<11} AUC {r['auc_gain']:+.3f} [{r['auc_gain_low']:+.3f}, {r['auc_gain_high']:+.3f}]"
-                     f"   final {r['final_gain']:+.3f} [{r['final_gain_low']:+.3f}, {r['final_gain_high']:+.3f}]")
+        auc = ci_text(r["auc_gain"], r["auc_gain_low"], r["auc_gain_high"], r["n_seeds"], "{:+.3f}")
+        final = ci_text(r["final_gain"], r["final_gain_low"], r["final_gain_high"], r["n_seeds"], "{:+.3f}")
+        lines.append(f"  {r['weights']:<11} AUC {auc}   final {final}{_config(r)}")
     lines.append("")
     lines.append("Label efficiency (labels random needs for its final value / labels least-confidence needs")
-    lines.append("to reach it; bootstrap 95% CI over seeds; 0 = never reached; inf = reached with the seed set")
-    lines.append("alone). Where random never improves on its seed-set value the ratio is undefined; if")
+    lines.append("to reach it; bootstrap 95% CI over seeds, paired by seed; 0 = never reached; inf = reached with")
+    lines.append("the seed set alone). Where random never improves on its seed-set value the ratio is undefined; if")
     lines.append("least-confidence rises above everything random reached, the entry is a lower bound (>=):")
     lines.append("random needs more than its budget for that value. n/a = neither improves. Counted with and")
     lines.append("without the seed set: the paper does not say which its 5.8x uses.")
     for _, r in eff.iterrows():
-        lines.append(f"  {r['metric'].split('/')[1]:<12}{r['labels_counted']:<22}{r['weights']:<11} {efficiency_cell(r)}")
+        lines.append(f"  {r['metric'].split('/')[1]:<12}{r['labels_counted']:<22}{r['weights']:<11} "
+                     f"{efficiency_cell(r)}{_config(r)}")
     return "\n".join(lines)
 
 
 def efficiency_cell(r) -> str:
     """One `label_efficiency_table` row as text: "2.01x [1.78, 2.15]", ">= 1.67x [...]" for a lower
-    bound, "n/a (neither improves)" where nothing is comparable."""
+    bound, "n/a (neither improves)" where nothing is comparable, "1.50x (n=1)" where a strategy
+    has one seed (no interval)."""
     if r["efficiency"] != r["efficiency"]:
         return "n/a (neither improves)"
-    return f"{'>= ' if r.get('bound', False) else ''}{r['efficiency']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]"
+    value = f"{'>= ' if r.get('bound', False) else ''}{r['efficiency']:.2f}x"
+    if r["low"] != r["low"] or r["high"] != r["high"]:
+        n = min(int(r.get("n_baseline", 1)), int(r.get("n_method", 1)))
+        return f"{value} ({'n=1' if n <= 1 else 'no interval'})"
+    return f"{value} [{r['low']:.2f}, {r['high']:.2f}]"
 
 
 def separability_table(caches: dict[str, object]) -> str:
@@ -77,7 +117,7 @@ def separability_table(caches: dict[str, object]) -> str:
 def format_suite(table: pd.DataFrame) -> str:
     """The printed summary: per-task gains, the aggregate, and the share of tasks per claim."""
     def ci(r, k, f="{:+.3f}"):
-        return f"{f.format(r[k])} [{f.format(r[k + '_low'])}, {f.format(r[k + '_high'])}]"
+        return ci_text(r[k], r[k + "_low"], r[k + "_high"], r.get(k.split("_")[0] + "_n_seeds"), f)
 
     lines = [f"Per task ({METRIC.split('/')[1]} AUC gain of least-confidence over random, paired 95% CI; "
              "efficiency; upsampling of the two mismatched groups / matched minority group):"]
@@ -90,7 +130,7 @@ def format_suite(table: pd.DataFrame) -> str:
     lines.append("")
     lines.append(f"Across {len(table)} tasks (mean [95% t-CI over tasks]):")
     for _, r in aggregate(table).iterrows():
-        lines.append(f"  {r['quantity']:<26}{r['mean']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]")
+        lines.append(f"  {r['quantity']:<26}{ci_text(r['mean'], r['low'], r['high'], r['tasks'], '{:+.3f}')}")
     lines.append("")
     lines.append("Claims (share of tasks in which each holds; flags above in this order):")
     for _, r in claim_shares(table).iterrows():
@@ -103,7 +143,7 @@ def format_strategies(summary: pd.DataFrame, *, first: int = 20) -> str:
     def ci(r, k, f="{:+.3f}"):
         if pd.isna(r[k]):
             return "n/a"
-        return f"{f.format(r[k])} [{f.format(r[k + '_low'])}, {f.format(r[k + '_high'])}]"
+        return ci_text(r[k], r[k + "_low"], r[k + "_high"], r.get("tasks"), f)
 
     lines = [f"Strategies (mean [95% t-CI over tasks]): worst-group AUC gain and final gain over random; "
              f"upsampling of the mismatched groups; mismatched among the first {first} acquisitions:"]
@@ -137,7 +177,7 @@ def format_select_once(table: pd.DataFrame, summary: pd.DataFrame) -> str:
         q = r["quantity"]
         f = ("{:.0f}" if q.endswith(("forward", "backward")) else "{:.1f}" if q.endswith("seconds")
              else "{:+.3f}" if q.startswith("diff") else "{:.3f}")
-        lines.append(f"  {r['quantity']:<22}{f.format(r['mean'])} [{f.format(r['low'])}, {f.format(r['high'])}]")
+        lines.append(f"  {r['quantity']:<22}{ci_text(r['mean'], r['low'], r['high'], r.get('n'), f)}")
     return "\n".join(lines)
 
 
@@ -157,8 +197,8 @@ def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
     for w, r in gains.iterrows():
         f, s = finals.loc[w], seps.loc[w]
         lines.append(f"{w:<24}{r['axis']:<8}{r['dose']:>7.0f}"
-                     + f"{r['auc_gain']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]".rjust(26)
-                     + f"{f['final_gain']:+.3f} [{f['low']:+.3f}, {f['high']:+.3f}]".rjust(26)
+                     + ci_text(r["auc_gain"], r["low"], r["high"], r["tasks"], "{:+.3f}").rjust(26)
+                     + ci_text(f["final_gain"], f["low"], f["high"], f["tasks"], "{:+.3f}").rjust(26)
                      + f"{s['sep_label']:>8.3f}{s['sep_spurious']:>7.3f}{s['sep_group_worst']:>10.3f}"
                        f"{s['seed_set_accuracy']:>9.3f}{s['up_mismatched_min']:>9.1f}")
     coverage = gain_by_coverage(table)
@@ -167,7 +207,7 @@ def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
                   "pretrained on (mean [95% t-CI over tasks]):"]
         for _, r in coverage.iterrows():
             lines.append(f"  {r['weights']:<24}{r['label_shapes_seen']} of {r['label_shapes']} seen   "
-                         f"{r['auc_gain']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]   ({r['tasks']} tasks)")
+                         f"{ci_text(r['auc_gain'], r['low'], r['high'], r['tasks'], '{:+.3f}')}   ({r['tasks']} tasks)")
     lines += ["", "How well each measure predicts the AUC gain across backbone x task (bootstrap 95% CI over tasks):"]
     for _, c in correlations.iterrows():
         lines.append(f"  {c['x']:<24} Pearson {c['pearson']:+.2f} [{c['pearson_low']:+.2f}, {c['pearson_high']:+.2f}]"
@@ -185,8 +225,9 @@ def format_backbones(table: pd.DataFrame) -> str:
              f"{'label':>8}{'spur.':>7}{'worst grp':>10}{'up mism.':>9}"]
     for _, r in table.iterrows():
         lines.append(f"{r['backbone']:<14}{r.get('params_m', float('nan')):>7.1f}M{r.get('input_size', 0):>5.0f}"
-                     + f"{r['auc_gain']:+.3f} [{r['auc_gain_low']:+.3f}, {r['auc_gain_high']:+.3f}]".rjust(26)
-                     + f"{r['final_gain']:+.3f} [{r['final_gain_low']:+.3f}, {r['final_gain_high']:+.3f}]".rjust(26)
+                     + ci_text(r["auc_gain"], r["auc_gain_low"], r["auc_gain_high"], r["n_seeds"], "{:+.3f}").rjust(26)
+                     + ci_text(r["final_gain"], r["final_gain_low"], r["final_gain_high"], r["n_seeds"],
+                               "{:+.3f}").rjust(26)
                      + f"{r['lc_final']:>7.3f}{r['rnd_final']:>8.3f}{r.get('sep_label', float('nan')):>8.3f}"
                        f"{r.get('sep_spurious', float('nan')):>7.3f}{r.get('sep_group_worst', float('nan')):>10.3f}"
                        f"{r['up_mismatched_min']:>9.1f}")
@@ -202,7 +243,7 @@ def format_screen(table: pd.DataFrame, efficiency: dict[str, pd.DataFrame], *, n
 
     def cell(by: pd.DataFrame, w: str, value: str, fmt: str) -> str:
         r = by.loc[w]
-        return f"{fmt.format(r[value])} [{fmt.format(r['low'])}, {fmt.format(r['high'])}]"
+        return ci_text(r[value], r["low"], r["high"], r.get("tasks"), fmt)
 
     cols = {"lc_final": "{:.3f}", "rnd_final": "{:.3f}", "auc_gain": "{:+.3f}", "final_gain": "{:+.3f}",
             "up_mismatched_min": "{:.1f}"}
