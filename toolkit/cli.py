@@ -31,6 +31,18 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of a count (--workers, --tasks): an integer >= 1, so 0 is refused, not read
+    as "the default" (or passed on to name an internal function in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def cmd_demo(args) -> None:
     out = args.out or cache_path("demo-real" if args.real else "demo")
     if args.probe:
@@ -42,8 +54,11 @@ def cmd_demo(args) -> None:
         from toolkit.experiments.protocols import REAL
 
         world = {**REAL, "separability": True} if args.real else {}
-        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=f"{out}-probe",
+        probe_out = Path(f"{out}-probe")  # beside the full-finetuning demo's folder, never mixed with its runs
+        print(f"[demo] probe mode: writing to {probe_out} (the --out folder with -probe appended)", flush=True)
+        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=probe_out,
                        al=parse_overrides(args.al) if args.al else None, **world)
+        print(f"[demo] probe mode: results in {probe_out} (summary.txt, summary.csv, rounds.csv, runs/)", flush=True)
         return
     from toolkit.experiments.demo import run_demo
 
@@ -162,52 +177,98 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_dose(args) -> None:
-    from toolkit.analysis.dose import dose_table, measure_correlations
+    from toolkit.analysis.dose import MIN_CORRELATION_ROWS, correlation_rows, dose_table, measure_correlations
     from toolkit.config import parse_overrides
     from toolkit.data.toy_tasks import draw_tasks
-    from toolkit.experiments.pretraining_dose import DEFAULT_DOSES, run_dose_study
+    from toolkit.experiments.pretraining_dose import DEFAULT_DOSES, check_study, run_dose_study
     from toolkit.report.html import build_dose_report
     from toolkit.report.tables import format_dose
 
+    _check_dose_mode(args)
     if args.real:
         return _real_dose(args)
     if args.full:
         return _full_dose(args)
-    doses = args.doses.split(",") if args.doses else list(DEFAULT_DOSES)
-    for w in doses:  # fail before any work on a name that is not a dose
-        if w not in ("random", "pretrained"):
-            from toolkit.models.pretrain import parse_dose
-
-            parse_dose(w)
+    # every argument checked before any work: a missing dose is pretrained for minutes first
+    data = parse_overrides(args.data) if args.data else None
+    al = parse_overrides(args.al) if args.al else None
+    doses = check_study(args.doses.split(",") if args.doses is not None else list(DEFAULT_DOSES), data=data, al=al,
+                        workers=args.workers)
     tasks = draw_tasks(args.tasks or 20, seed=args.task_seed)
     out = Path(args.out or cache_path("dose-study"))
     seeds = _seeds(args.seeds or "0-9")
     print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
-    study = run_dose_study(doses, tasks, seeds, out=out, workers=args.workers,
-                           data=parse_overrides(args.data) if args.data else None,
-                           al=parse_overrides(args.al) if args.al else None)
-    table = dose_table(study["records"], study["measures"])
+    study = run_dose_study(doses, tasks, seeds, out=out, workers=args.workers, data=data, al=al, partial=True)
+    # a job given up (its worker died twice) may have left some runs: its row would rest on fewer seeds
+    records = {k: v for k, v in study["records"].items() if f"{k[0]} {k[1]}" not in study["failed"]}
+    if not any(records.values()):
+        _dose_failures(study["failed"], out)
+    table = dose_table(records, study["measures"])
+    write_atomic(out / "dose.csv", table.to_csv(index=False))  # first: the rows stand without the correlations
     corr = measure_correlations(table)
-    write_atomic(out / "dose.csv", table.to_csv(index=False))
-    write_atomic(out / "correlations.csv", corr.to_csv(index=False))
-    text = format_dose(table, corr)
+    few = {m: n for m, n in correlation_rows(table).items() if n < MIN_CORRELATION_ROWS}
+    skipped = None
+    if few:
+        n = min(few.values())
+        skipped = (f"correlations skipped{'' if corr.empty else ' for ' + ', '.join(few)}: {n} backbone x task "
+                   f"row(s), and a correlation needs at least {MIN_CORRELATION_ROWS}; add backbones (--doses) or "
+                   f"tasks (--tasks)")
+    if corr.empty:
+        (out / "correlations.csv").unlink(missing_ok=True)  # an earlier study's would pass for this one's
+    else:
+        write_atomic(out / "correlations.csv", corr.to_csv(index=False))
+    text = format_dose(table, corr) + (f"\n  ({skipped})" if skipped else "")
     write_atomic(out / "dose.txt", text + "\n")
     import shlex
 
     command = "altk " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if argv_is_cli() else ""
     build_dose_report(table, corr, out / "dose.html", command=command)
     print("\n" + text)
-    print(f"\n[dose] wrote {out / 'dose.csv'} (one row per backbone x task), {out / 'correlations.csv'}, "
+    print(f"\n[dose] wrote {out / 'dose.csv'} (one row per backbone x task), "
+          f"{out / 'correlations.csv' if not corr.empty else 'no correlations.csv (too few rows)'}, "
           f"{out / 'dose.html'}")
+    if skipped:
+        print(f"[dose] {skipped}")
+    _dose_failures(study["failed"], out)
+
+
+def _check_dose_mode(args) -> None:
+    """Options the chosen mode would ignore are refused, not ignored."""
+    if args.real and args.full:
+        raise ConfigError("--real and --full are two different studies; give one")
+    if args.real:
+        given = [o for o, v in (("--doses", args.doses is not None), ("--tasks", args.tasks is not None),
+                                ("--data", args.data), ("--set", args.set)) if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)} do(es) not apply with --real (its backbones are "
+                              f"EfficientNet-Lite0/1/2 and Lite0 from random init, on fashion_places); set the "
+                              f"protocol with --al")
+    elif args.full:
+        given = [o for o, v in (("--al", args.al), ("--data", args.data)) if v]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} are probe-mode options; with --full set the protocol and the "
+                              f"dataset through --set (e.g. --set al.budget=60 data.params.n_train=2000)")
+    elif args.set:
+        raise ConfigError("--set takes full-finetuning config keys (with --full); in probe mode set the protocol with "
+                          "--al and the dataset with --data")
+
+
+def _dose_failures(failed: dict, out: Path) -> None:
+    """The jobs given up (their worker process died twice), each with its reason, after the tables
+    of the others were written."""
+    if failed:
+        raise RunsFailedError(f"{len(failed)} backbone x task job(s) failed; the tables above cover the others:\n"
+                              + "\n".join(f"  {job}: {reason}" for job, reason in failed.items())
+                              + f"\nrerun the same command to resume them (finished jobs are reused) in {out}")
 
 
 def _full_dose(args) -> None:
     from toolkit.analysis.dose import dose_table, pooled_label_efficiency, task_means
     from toolkit.data.toy_tasks import draw_tasks
-    from toolkit.experiments.pretraining_dose import FULL_DOSES, run_full_dose
+    from toolkit.experiments.pretraining_dose import FULL_DOSES, check_study, run_full_dose
     from toolkit.report.tables import format_screen
 
-    doses = args.doses.split(",") if args.doses else list(FULL_DOSES)
+    doses = check_study(args.doses.split(",") if args.doses is not None else list(FULL_DOSES), workers=args.workers)
     tasks, seeds = draw_tasks(args.tasks or 3, seed=args.task_seed), _seeds(args.seeds or "0-2")
     out = Path(args.out or cache_path("dose-full"))
     print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, full "
@@ -237,13 +298,18 @@ def _real_dose(args) -> None:
     seeds = _seeds(args.seeds or "0-9")
     print(f"[dose] {len(REAL_BACKBONES)} real backbones (EfficientNet-Lite0/1/2 ImageNet, Lite0 random init) on "
           f"fashion_places x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
-    study = run_real_dose(seeds, out=out, workers=args.workers, al=parse_overrides(args.al) if args.al else None)
-    table = backbone_table(study["records"], study["measures"])
+    study = run_real_dose(seeds, out=out, workers=args.workers, al=parse_overrides(args.al) if args.al else None,
+                          partial=True)
+    records = {k: v for k, v in study["records"].items() if k not in study["failed"]}  # as in cmd_dose
+    if not any(records.values()):
+        _dose_failures(study["failed"], out)
+    table = backbone_table(records, study["measures"])
     write_atomic(out / "dose.csv", table.to_csv(index=False))
     text = format_backbones(table)
     write_atomic(out / "dose.txt", text + "\n")
     write_atomic(out / "dose.html", backbone_gain_figure(table).to_html(include_plotlyjs=True))
     print("\n" + text + f"\n\n[dose] wrote {out / 'dose.csv'}, {out / 'dose.txt'}, {out / 'dose.html'}")
+    _dose_failures(study["failed"], out)
 
 
 def cmd_suite(args) -> None:
@@ -342,13 +408,16 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("demo", help="toy world: pretrained vs unpretrained x uncertainty vs random")
     p.add_argument("--seeds", default=None, help="e.g. 0-2 or 0,4,7 (default: 0-2, or 0-9 with --probe)")
-    p.add_argument("--out", default=None, help="output folder (default: cache/demo, or cache/demo-real with --real)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--out", default=None, help="output folder (default: cache/demo, or cache/demo-real with --real); "
+                   "with --probe the runs go to this folder with -probe appended (e.g. cache/demo-probe), printed "
+                   "at the start and the end")
+    p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
     p.add_argument("--real", action="store_true",
                    help="EfficientNet-Lite0 (ImageNet, offline) on real-photo composites (fashion_places) "
                         "instead of the toy world")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
-    p.add_argument("--probe", action="store_true", help="probe-only mode on cached features (10 seeds by default)")
+    p.add_argument("--probe", action="store_true", help="probe-only mode on cached features (10 seeds by default); "
+                   "writes to the --out folder with -probe appended")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE",
                    help="probe mode: protocol, e.g. budget=360 per_round=20 (default: 40 + 60 by 5)")
     p.add_argument("--screen-tasks", type=int, default=5, help="the first screen: the claims in probe mode on the "
@@ -429,7 +498,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     p.add_argument("--out", required=True, help="sweep folder (re-running resumes it)")
     p.add_argument("--launcher", choices=["local", "submitit"], default="local")
-    p.add_argument("--workers", type=int, default=None, help="local: processes (default: GPUs, else CPU cores)")
+    p.add_argument("--workers", type=_at_least_one, default=None,
+                   help="local: processes (default: GPUs, else CPU cores)")
     p.add_argument("--cluster", default=None, help="submitit: slurm (default when available), local, debug")
     p.add_argument("--timeout-min", type=int, default=240)
     p.add_argument("--partition", default=None)
@@ -438,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("suite", help="the paper's claims across a seeded family of toy-world tasks")
-    p.add_argument("--tasks", type=int, default=20, help="K tasks drawn from the task distribution")
+    p.add_argument("--tasks", type=_at_least_one, default=20, help="K tasks drawn from the task distribution")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the task distribution")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these tasks (e.g. t0-07)")
     p.add_argument("--seeds", default=None, help="run seeds (default: 0-9 probe, 0-2 full)")
@@ -447,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="comma-separated strategy axis, always with least_confidence and random, e.g. "
                         "least_confidence,random,badge,typiclust,probcover,coreset,bald")
     p.add_argument("--out", default=None, help="suite folder (default: cache/suite-<mode>; re-running resumes)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="probe: dataset options (n_train=4000)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="probe: protocol (budget=60 per_round=5)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="full: config overrides for every run")
@@ -460,33 +530,36 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("select-once", help="select on frozen features with a probe, finetune once; against the "
                                            "full loop on the same tasks and seeds")
-    p.add_argument("--tasks", type=int, default=5, help="the suite's first K toy tasks (ignored with --preset)")
+    p.add_argument("--tasks", type=_at_least_one, default=5,
+                   help="the suite's first K toy tasks (ignored with --preset)")
     p.add_argument("--task-seed", type=int, default=0)
     p.add_argument("--preset", default=None, help="a preset instead of toy tasks, e.g. fashion-places")
     p.add_argument("--seeds", default="0-2")
     p.add_argument("--strategy", default="least_confidence")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
     p.add_argument("--out", default=None, help="folder (default: cache/select-once[-PRESET]; re-running resumes)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
     p.set_defaults(func=cmd_select_once)
 
     p = sub.add_parser("dose", help="the pretraining-dose study: AL gain along how much, and on what, the toy "
                                     "backbone was pretrained, and the representation measures that predict it")
-    p.add_argument("--doses", default=None, help="comma-separated toy_resnet weights ids (default: random, "
-                   "pretrained@step0,100,200,400,800, pretrained, pretrained@images5000, pretrained@shapes10)")
-    p.add_argument("--tasks", type=int, default=None, help="K tasks drawn from the suite's task distribution "
-                   "(default: 20, or 3 with --full)")
+    p.add_argument("--doses", default=None, help="comma-separated toy_resnet weights ids, each once (default: random, "
+                   "pretrained@step0,100,200,400,800, pretrained, pretrained@images5000, pretrained@shapes10); "
+                   "checked, with --data and --al, before any pretraining")
+    p.add_argument("--tasks", type=_at_least_one, default=None, help="K tasks drawn from the suite's task "
+                   "distribution (default: 20, or 3 with --full)")
     p.add_argument("--task-seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="default: 0-9, or 0-2 with --full")
     p.add_argument("--out", default=None, help="study folder (default: <cache>/dose-study; re-running resumes)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="dataset options (n_train=4000)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (budget=60 per_round=5)")
     p.add_argument("--full", action="store_true", help="full finetuning (toy preset, through the sweep) instead of "
                    "probe mode; default doses random, pretrained@step800, pretrained")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="--full: config overrides for every run")
     p.add_argument("--real", action="store_true", help="the real-network axis instead: EfficientNet-Lite0/1/2 "
-                   "(ImageNet, offline) and Lite0 from random init on fashion_places (--doses, --tasks, --data unused)")
+                   "(ImageNet, offline) and Lite0 from random init on fashion_places (--doses, --tasks, --data and "
+                   "--set do not apply and are refused)")
     p.set_defaults(func=cmd_dose)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")

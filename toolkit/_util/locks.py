@@ -2,7 +2,8 @@
 
 The kernel releases a flock when its process dies, however it dies, so a lock left by a
 killed process never blocks the next writer; no stale-lock timeouts are needed. The file
-holds the holder's pid, host and start time, for the refusal message. (flock does not
+holds the holder's pid, host, start time, command line and working folder, for the refusal
+message, which names the command holding it and what resolves the clash. (flock does not
 reach across hosts on every network filesystem; on NFS, use one output folder per job.)
 """
 from __future__ import annotations
@@ -11,18 +12,42 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import socket
+import sys
 import time
 from pathlib import Path
 
 from toolkit.errors import LockedError  # noqa: F401  (raised here; defined with the others)
 
 
+OUTPUT_HINT = "Wait for it to finish (or stop it), or give this command another output folder (--out)."
+CACHE_HINT = ("A cache is shared by every command that reads it, whatever their --out: wait for that command to "
+              "finish writing it and rerun this one (it then reuses the cache), or give this one a cache of its own "
+              "(ALTK_CACHE=/another/folder for the default caches), which computes it again.")
+
+
+def _command() -> str:
+    """This process's command line, shortened (a pool worker's is its parent's: spawn copies sys.argv)."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    text = " ".join(shlex.quote(a) for a in argv)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the folder it started in was removed
+        return ""
+
+
 @contextlib.contextmanager
-def exclusive(target: str | Path, what: str, *, directory: bool = False):
+def exclusive(target: str | Path, what: str, *, directory: bool = False, hint: str | None = None):
     """Hold a lock on `target` for the block's duration: `<target>/.lock` for a directory
     (created if needed), else the sibling `<target>.lock`. The lock file stays (removing
-    it would let two writers lock two different files)."""
+    it would let two writers lock two different files). A refusal names the command holding
+    the lock and ends with `hint` (default: for a directory, an output folder's `OUTPUT_HINT`;
+    for a file, a shared cache's `CACHE_HINT`)."""
     target = Path(target)
     created = directory and not target.exists()
     if directory:
@@ -38,13 +63,16 @@ def exclusive(target: str | Path, what: str, *, directory: bool = False):
             try:
                 h = json.loads(holder)
                 who = f"pid {h['pid']} on {h['host']}, since {h['started']}"
-            except (ValueError, KeyError):
+                if h.get("command"):
+                    who += f" (`{h['command']}`{', in ' + h['cwd'] if h.get('cwd') else ''})"
+            except (ValueError, KeyError, TypeError):
                 who = "another process"
-            raise LockedError(f"{what} {target} is being written by {who}. Wait for it to finish (or stop it), "
-                              f"or choose another output.") from None
+            hint = hint or (OUTPUT_HINT if directory else CACHE_HINT)
+            raise LockedError(f"{what} {target} is being written by {who}. {hint}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+                                  "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command(),
+                                  "cwd": _cwd()}).encode(), 0)
         yield
     finally:
         if created and [p.name for p in target.iterdir()] == [".lock"]:

@@ -9,7 +9,6 @@ last completed round (the run record does that); a failed run does not stop the 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import concurrent.futures.process  # noqa: F401  (cf.process.BrokenProcessPool)
 import json
 import logging
 import multiprocessing as mp
@@ -22,6 +21,7 @@ import pandas as pd
 
 from toolkit._util.faults import kill_point
 from toolkit._util.log import info, to_stdout
+from toolkit._util.pools import die_with_parent, run_in_pools  # noqa: F401  (die_with_parent: its old home)
 from toolkit._util.progress import progress
 from toolkit.config import RunConfig, resolve_config
 from toolkit.errors import ConfigError
@@ -100,30 +100,17 @@ def _safe_run_one(cfg: RunConfig, run_dir: str) -> tuple[str, str | None]:
 
 
 def init_worker(parent: int | None = None, gpus=None) -> None:
-    """Pool worker initializer: dies with its parent (`die_with_parent`), and with `gpus`
-    (a queue of GPU indices, one per worker) binds this worker to one GPU for its life, by
+    """Pool worker initializer: dies with its parent (`die_with_parent`), leaves no semaphore
+    behind if killed (`toolkit._util.pools.init_worker`), and with `gpus` (a queue of GPU
+    indices, one per worker) binds this worker to one GPU for its life, by
     CUDA_VISIBLE_DEVICES before CUDA starts. Handing GPUs out per task would let the pool's
     free worker take a task meant for another GPU: two runs on one GPU while another idles."""
-    die_with_parent(parent)
+    from toolkit._util.pools import init_worker as init_pool_worker
+
+    init_pool_worker(parent)
     os.environ["ALTK_QUIET"] = "1"  # one overall bar, the parent's: workers' bars would interleave
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get(timeout=60))
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """Pool worker initializer: on Linux, ask the kernel to SIGTERM this worker when the
-    process that started it dies (even by SIGKILL), so a killed sweep leaves no orphans
-    finishing runs behind a rerun's back. A worker killed mid-round resumes later from its
-    last completed round. Elsewhere a no-op (the run locks still stop two writers)."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if parent is not None and os.getppid() != parent:  # it died before the call: do not outlive it
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _FirstSacctWarningOnly(logging.Filter):
@@ -293,6 +280,9 @@ class Sweep:
     def _launch_local(self, *, workers: int | None = None) -> dict[str, str]:
         import torch
 
+        from toolkit._util.pools import check_workers
+
+        check_workers(workers)
         todo = self.todo()
         self._prepare(todo)
         n_gpus = torch.cuda.device_count()
@@ -301,49 +291,38 @@ class Sweep:
             self._set(name, "running")
         results: dict[str, str] = {}
         bar = progress(total=len(todo), desc=f"runs of {self.out.name}", unit="run")
-        remaining, breaks = list(todo), 0
-        while remaining:
-            # a worker killed from outside (the OOM killer, a signal) breaks the whole pool: the
-            # runs still to do go to a new pool and resume from their last completed round; after
-            # a second break each goes alone, so the run that kills its worker is the only one failed
-            alone = breaks >= 2
-            for batch in ([[n] for n in remaining] if alone else [remaining]):
-                try:
-                    self._pool(batch, 1 if alone else workers, n_gpus, results, bar)
-                except cf.process.BrokenProcessPool:
-                    if alone:
-                        results[batch[0]] = "failed"
-                        self._set(batch[0], "failed", "its worker process died (killed by a signal, e.g. the OOM "
-                                  "killer, or out of memory); rerun the sweep to resume it from its last round")
-                        bar.write(f"[sweep] {batch[0]}: failed (its worker process died)")
-            if not alone:
-                breaks += 0 if all(n in results for n in remaining) else 1
-                if breaks:
-                    bar.write(f"[sweep] a worker process died; {sum(n not in results for n in remaining)} runs "
-                              f"restart in a new pool and resume from their last completed round")
-            remaining = [n for n in remaining if n not in results] if not alone else []
+
+        def on_done(name: str, returned: tuple[str, str | None]) -> None:
+            status, error = returned
+            kill_point(f"sweep:run_returned:{len(results)}")  # a run is done, the index not yet updated
+            self._set(name, status, error)
+            results[name] = status
+            bar.update(1)
+            bar.write(f"[sweep] {name}: {status}")
+
+        # a worker killed from outside (the OOM killer, a signal) breaks the whole pool: the runs
+        # still to do go to a new pool and resume from their last completed round; after a second
+        # break each goes alone, so the run that kills its worker is the only one failed
+        dead = run_in_pools({n: (self.cfgs[n], str(self.run_dir(n))) for n in todo}, _safe_run_one, workers,
+                            on_done=on_done, note=lambda m: bar.write(f"[sweep] {m}"),
+                            pool=lambda n: self._pool(n, n_gpus))
+        for name, reason in dead.items():
+            results[name] = "failed"
+            self._set(name, "failed", reason)
         bar.close()
         return results
 
-    def _pool(self, names: list[str], workers: int, n_gpus: int, results: dict, bar) -> None:
-        """Run `names` in one process pool, recording each as it returns; BrokenProcessPool
-        propagates (a worker died) with the finished ones recorded."""
+    @staticmethod
+    def _pool(workers: int, n_gpus: int) -> cf.ProcessPoolExecutor:
+        """A process pool of `workers`, each bound to one GPU when there are GPUs (spread
+        evenly: one per GPU by default)."""
         ctx = mp.get_context("spawn")
         gpus = None
-        if n_gpus:  # each worker bound to one GPU, spread evenly (one per GPU by default)
+        if n_gpus:
             gpus = ctx.Queue()
             for i in range(workers):
                 gpus.put(i % n_gpus)
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                    initargs=(os.getpid(), gpus)) as pool:
-            futures = {pool.submit(_safe_run_one, self.cfgs[name], str(self.run_dir(name))): name for name in names}
-            for fut in cf.as_completed(futures):
-                status, error = fut.result()
-                kill_point(f"sweep:run_returned:{len(results)}")  # a run is done, the index not yet updated
-                self._set(futures[fut], status, error)
-                results[futures[fut]] = status
-                bar.update(1)
-                bar.write(f"[sweep] {futures[fut]}: {status}")
+        return cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(), gpus))
 
     def launch_submitit(self, *, cluster: str | None = None, folder: str | Path | None = None,
                         **parameters) -> dict[str, str]:

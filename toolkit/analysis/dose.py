@@ -18,6 +18,9 @@ from toolkit.metrics import mean_ci
 from toolkit.record import RunRecord, tidy_rounds
 
 METRIC = "test/worst_group"
+MIN_CORRELATION_ROWS = 3  # a correlation over fewer points is not an estimate
+CORRELATION_COLUMNS = ("x", "y", "rows", "clusters", "pearson", "pearson_low", "pearson_high", "spearman",
+                       "spearman_low", "spearman_high")
 
 
 def dose_axis(weights: str) -> tuple[str, float]:
@@ -158,8 +161,9 @@ def correlate(table: pd.DataFrame, x: str, y: str, *, cluster: str = "task", n_b
     bootstrap CIs that resample `cluster`s (tasks) with replacement, keeping each task's rows
     together (rows of one task share its difficulty, so they are not independent draws)."""
     data = table[[cluster, x, y]].dropna()
-    if len(data) < 3:
-        raise RecordError(f"correlate: {len(data)} rows with both {x!r} and {y!r}; need at least 3")
+    if len(data) < MIN_CORRELATION_ROWS:
+        raise RecordError(f"correlate: {len(data)} rows with both {x!r} and {y!r}; "
+                          f"need at least {MIN_CORRELATION_ROWS}")
     groups = {k: g[[x, y]].to_numpy() for k, g in data.groupby(cluster)}
     keys = list(groups)
     rng = np.random.default_rng(seed)
@@ -185,7 +189,16 @@ MEASURES = ("sep_label", "sep_spurious", "sep_group", "sep_group_worst", "sep_gr
             "seed_set_accuracy", "seed_set_worst_group")
 
 
+def correlation_rows(table: pd.DataFrame, *, target: str = "auc_gain") -> dict[str, int]:
+    """Each representation measure in `table` -> its rows with both it and `target` known."""
+    return {m: int(table[[m, target]].dropna().shape[0]) for m in MEASURES if m in table and target in table}
+
+
 def measure_correlations(table: pd.DataFrame, *, target: str = "auc_gain", n_boot: int = 2000,
                          seed: int = 0) -> pd.DataFrame:
-    """How well each representation measure predicts `target` across backbone x task."""
-    return pd.DataFrame([correlate(table, m, target, n_boot=n_boot, seed=seed) for m in MEASURES if m in table])
+    """How well each representation measure predicts `target` across backbone x task: one row
+    per measure with at least `MIN_CORRELATION_ROWS` rows (`correlation_rows` says which have
+    fewer: they are left out, and a study too small for any gives an empty table)."""
+    rows = [correlate(table, m, target, n_boot=n_boot, seed=seed)
+            for m, n in correlation_rows(table, target=target).items() if n >= MIN_CORRELATION_ROWS]
+    return pd.DataFrame(rows, columns=list(CORRELATION_COLUMNS))

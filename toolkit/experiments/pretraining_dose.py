@@ -11,18 +11,18 @@ groups. The tables are `toolkit.analysis.dose`.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing as mp
 import os
 from pathlib import Path
 from typing import Callable
 
+from toolkit._util.faults import kill_point
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
-from toolkit.al.sweep import die_with_parent
+from toolkit._util.pools import check_workers, run_in_pools
 from toolkit.config import al_config
 from toolkit.data.toy_tasks import Task
+from toolkit.errors import ConfigError, RunsFailedError
 from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES
 from toolkit.record import RunRecord, load_run, write_atomic
 
@@ -57,9 +57,40 @@ def coverage_of(weights: str, task: Task) -> dict:
     return {"label_shapes_seen": sum(s in seen for s in shapes), "label_shapes": len(shapes)}
 
 
+def check_study(doses, *, data: dict | None = None, al: dict | None = None, workers: int | None = None,
+                dataset: str = "toyworld") -> list[str]:
+    """The study's arguments, checked before any work (pretraining a missing dose takes minutes):
+    at least one dose, none twice, each a toy_resnet weights id (`random`, `pretrained`,
+    `pretrained@stepN|imagesN|shapesK`); the protocol's keys and values (`al`); the dataset's
+    option names (`data`); the worker count. Returns the doses as a list."""
+    from toolkit.data import dataset_parameters
+    from toolkit.models.pretrain import parse_dose
+
+    doses = [str(w).strip() for w in doses]
+    if not doses or not all(doses):
+        raise ConfigError(f"--doses {','.join(map(str, doses))!r}: give one or more comma-separated toy_resnet weights "
+                          "ids (random, pretrained, pretrained@stepN, pretrained@imagesN, pretrained@shapesK), "
+                          "none empty")
+    twice = sorted({w for w in doses if doses.count(w) > 1})
+    if twice:
+        raise ConfigError(f"--doses lists {', '.join(twice)} more than once; give each backbone once (its runs and "
+                          f"rows would be counted twice)")
+    for w in doses:
+        if w not in ("random", "pretrained"):
+            parse_dose(w)  # an unknown id names the valid forms
+    unknown = sorted(set(data or {}) - set(dataset_parameters(dataset)))
+    if unknown:
+        raise ConfigError(f"unknown dataset option(s) {', '.join(map(repr, unknown))} (--data); valid: "
+                          f"{', '.join(dataset_parameters(dataset))}")
+    al_config({**PROBE_AL, **(al or {})})  # unknown keys and bad values named here, not after the pretraining
+    check_workers(workers, "--workers")
+    return doses
+
+
 def _dose_task(weights: str, task: Task, seeds: list[int], out: str, data: dict, al: dict,
                feature_root: str | None, measure: bool, threads: int | None) -> str:
     """One toy backbone on one toy task (a worker's job)."""
+    kill_point(f"dose:job_started:{backbone_task(weights, task)}")  # fault tests: this job's worker dies
     _probe_and_measure("toy_resnet", weights, "toyworld", {**data, **task.data_params()}, task.name,
                        backbone_task(weights, task), seeds, out, al, feature_root, threads, measure=measure,
                        extra=coverage_of(weights, task))
@@ -107,17 +138,23 @@ def _probe_and_measure(model: str, weights: str, dataset: str, params: dict, tas
 
 def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out: str | Path | None = None,
                    data: dict | None = None, al: dict | None = None, feature_root: str | Path | None = None,
-                   workers: int | None = None, measure: bool = True,
+                   workers: int | None = None, measure: bool = True, partial: bool = False,
                    log: Callable[[str], None] | None = info) -> dict:
     """Run (or resume) every dose x task x seed x strategy in probe mode (`measure`: also the
     separability measures, cross-validated probes that cost about as much as the runs).
 
-    Returns {"records": {(weights, task): [RunRecord, ...]}, "measures": [dict, ...]}; both are
-    also on disk under `out` (runs/, measures/, doses.json). Pretraining doses are pretrained
-    (once, cached) before the workers start.
+    Returns {"records": {(weights, task): [RunRecord, ...]}, "measures": [dict, ...],
+    "failed": {job: reason}}; records and measures are also on disk under `out` (runs/,
+    measures/, doses.json). The arguments are checked first (`check_study`), then pretraining
+    doses are pretrained (once, cached) before the workers start. A job (one backbone on one
+    task, "pretrained@step400 t0-03") whose worker process dies is retried in a new pool; one
+    that kills its worker again is given up while the others finish, and then RunsFailedError
+    names it with its reason (`partial`: return the finished jobs instead, the given-up ones
+    under "failed").
     """
     from toolkit.models.pretrain import ensure_toy_doses
 
+    doses = check_study(doses, data=data, al=al, workers=workers)
     log = log or (lambda _: None)
     out = Path(out) if out is not None else cache_path("dose-study")
     out.mkdir(parents=True, exist_ok=True)
@@ -125,11 +162,17 @@ def run_dose_study(doses: list[str], tasks: list[Task], seeds: list[int], *, out
                                                  "seeds": list(seeds)}, indent=1))
     ensure_toy_doses(list(doses))  # before the workers start, so none of them pretrains
     data, al = {**PROBE_POOL, **(data or {})}, {**PROBE_AL, **(al or {})}
-    al_config(al)  # unknown keys and bad values named here, not as a traceback in a worker
-    jobs = [(w, t, list(seeds), str(out), data, al, feature_root and str(feature_root), measure)
-            for t in tasks for w in doses]
-    _run_jobs(_dose_task, jobs, workers, log)
-    return load_dose_study(out, doses, tasks, seeds)
+    jobs = {f"{w} {t.name}": (w, t, list(seeds), str(out), data, al, feature_root and str(feature_root), measure)
+            for t in tasks for w in doses}
+    failed = _run_jobs(_dose_task, jobs, workers, log)
+    _raise_failed(failed, len(jobs), "dose study", partial)
+    return {**load_dose_study(out, doses, tasks, seeds), "failed": failed}
+
+
+def _raise_failed(failed: dict[str, str], total: int, what: str, partial: bool) -> None:
+    if failed and not partial:
+        raise RunsFailedError(f"{len(failed)} of {total} {what} jobs failed:\n" + "\n".join(
+            f"  {name}: {reason}" for name, reason in failed.items()))
 
 
 FULL_DOSES = ("random", "pretrained@step800", "pretrained")
@@ -155,10 +198,12 @@ def run_full_dose(doses: list[str], tasks: list[Task], seeds: list[int], *, out:
     from toolkit.al.sweep import Sweep
     from toolkit.models.pretrain import ensure_toy_doses
 
+    doses = check_study(doses, workers=workers)
     log = log or (lambda _: None)
     out = Path(out) if out is not None else cache_path("dose-full")
+    cfgs = full_dose_configs(doses, tasks, seeds, overrides=overrides)  # a bad override named before any pretraining
     ensure_toy_doses(list(doses))  # before the workers start, so none of them pretrains
-    sweep = Sweep(out, full_dose_configs(doses, tasks, seeds, overrides=overrides))
+    sweep = Sweep(out, cfgs)
     results = sweep.launch(launcher, workers=workers, launcher_kwargs=launcher_kwargs)
     failures = sweep.failures()
     failed = [n for n, st in results.items() if st != "done"]
@@ -195,21 +240,25 @@ def _real_task(model: str, weights: str, seeds: list[int], out: str, data: dict,
 
 
 def run_real_dose(seeds: list[int], *, backbones=REAL_BACKBONES, out: str | Path | None = None,
-                  data: dict | None = None, al: dict | None = None, feature_root: str | Path | None = None, workers: int | None = None,
-                  log: Callable[[str], None] | None = info) -> dict:
+                  data: dict | None = None, al: dict | None = None, feature_root: str | Path | None = None,
+                  workers: int | None = None, partial: bool = False, log: Callable[[str], None] | None = info) -> dict:
     """The real-network axis in probe mode: each backbone on `fashion_places` at its own input size,
     least-confidence and random for every seed (`data`: fashion_places options; a "size" there
     replaces every backbone's own). Returns {"records": {label: [RunRecord, ...]},
-    "measures": [dict, ...]} (also under `out`: runs/, measures/)."""
+    "measures": [dict, ...], "failed": {label: reason}} (records and measures also under `out`:
+    runs/, measures/); a backbone whose worker dies twice is given up, as in `run_dose_study`
+    (`partial` as there)."""
     log = log or (lambda _: None)
-    out = Path(out) if out is not None else cache_path("dose-real")
-    out.mkdir(parents=True, exist_ok=True)
     al = {**PROBE_AL, **(al or {})}
     al_config(al)
-    jobs = [(m, w, list(seeds), str(out), dict(data or {}), al, feature_root and str(feature_root))
-            for m, w in backbones]
-    _run_jobs(_real_task, jobs, workers, log)
-    return load_real_dose(out, backbones, seeds)
+    check_workers(workers, "--workers")
+    out = Path(out) if out is not None else cache_path("dose-real")
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = {real_label(m, w): (m, w, list(seeds), str(out), dict(data or {}), al, feature_root and str(feature_root))
+            for m, w in backbones}
+    failed = _run_jobs(_real_task, jobs, workers, log)
+    _raise_failed(failed, len(jobs), "real-network dose", partial)
+    return {**load_real_dose(out, backbones, seeds), "failed": failed}
 
 
 def load_real_dose(out: str | Path, backbones, seeds: list[int]) -> dict:
@@ -224,19 +273,24 @@ def load_real_dose(out: str | Path, backbones, seeds: list[int]) -> dict:
     return {"records": records, "measures": measures}
 
 
-def _run_jobs(fn, jobs: list[tuple], workers: int | None, log: Callable[[str], None]) -> None:
+def _run_jobs(fn, jobs: dict[str, tuple], workers: int | None, log: Callable[[str], None]) -> dict[str, str]:
     """Run `fn(*job, threads)` for every job: in-process with one worker, else in spawned
-    processes (one torch thread each) that die with the study."""
+    processes (one torch thread each) that die with the study; a dead worker's jobs restart in
+    a new pool (`toolkit._util.pools.run_in_pools`). Returns {job: reason} of the jobs given up."""
+    check_workers(workers, "--workers")
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     if workers == 1:
-        for i, job in enumerate(jobs, 1):
+        for i, job in enumerate(jobs.values(), 1):
             log(f"[dose] {fn(*job, None)} done ({i}/{len(jobs)})")
-        return
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
-                                initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(fn, *job, 1) for job in jobs]
-        for i, fut in enumerate(cf.as_completed(futures), 1):
-            log(f"[dose] {fut.result()} done ({i}/{len(jobs)})")
+        return {}
+    done = []
+
+    def on_done(key: str, result: str) -> None:
+        done.append(key)
+        log(f"[dose] {result} done ({len(done)}/{len(jobs)})")
+
+    return run_in_pools({k: (*job, 1) for k, job in jobs.items()}, fn, workers, on_done=on_done,
+                        note=lambda m: log(f"[dose] {m}"), what="backbone x task jobs")
 
 
 def load_dose_study(out: str | Path, doses: list[str], tasks: list[Task], seeds: list[int]) -> dict:

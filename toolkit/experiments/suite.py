@@ -6,15 +6,14 @@ task of `toolkit.data.toy_tasks.draw_tasks` (probe mode by default, full finetun
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing as mp
 from dataclasses import asdict
 from pathlib import Path
 
+from toolkit._util.faults import kill_point
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
-from toolkit.al.sweep import die_with_parent
+from toolkit._util.pools import check_workers, run_in_pools
 from toolkit.config import al_config
 from toolkit.data.toy_tasks import Task
 from toolkit.errors import ConfigError, RunsFailedError
@@ -53,6 +52,7 @@ def _probe_task(task: Task, seeds: list[int], out: str, data: dict, al: dict, fe
     from toolkit.features.cache import extract_features
     from toolkit.features.probe import ProbeRun, run_probes
 
+    kill_point(f"suite:task_started:{task.name}")  # fault tests: this task's worker dies
     if threads:
         torch.set_num_threads(threads)
     params = {**data, **task.data_params()}
@@ -90,6 +90,10 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
     preset plus `overrides`, as one `toolkit.al.sweep.Sweep` (local pool, or submitit with
     `launcher="submitit"`). `strategies`: the strategy axis (least-confidence and random
     always among them); every strategy runs on both backbones and every seed.
+
+    A worker process that dies (the OOM killer, a signal) does not stop the suite: its tasks
+    restart in a new pool and resume; a task that kills its worker again is given up while the
+    others finish, and then RunsFailedError names it with its reason (as failed runs in full mode).
     """
     import os
 
@@ -103,6 +107,7 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
                          "(e.g. al.budget=60, data.params.n_train=2000), not `data`/`al`")
     if mode not in ("probe", "full"):
         raise ConfigError(f"unknown suite mode {mode!r}; valid: probe, full")
+    check_workers(workers, "--workers")
     strategies = check_strategies(strategies)
     out = Path(out) if out is not None else cache_path(f"suite-{mode}")
     out.mkdir(parents=True, exist_ok=True)
@@ -121,14 +126,20 @@ def run_task_suite(tasks: list[Task], seeds: list[int], *, out: str | Path | Non
                 if log:
                     log(f"[suite] {job[0].name} done ({i}/{len(tasks)} tasks)")
         else:  # one torch thread per process: tasks are independent, so processes scale best
-            # workers die with the suite (a killed suite leaves no orphans holding run locks)
-            with cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
-                                        initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(_probe_task, *job, 1): job[0] for job in jobs}
-                for i, fut in enumerate(cf.as_completed(futures), 1):
-                    fut.result()
-                    if log:
-                        log(f"[suite] {futures[fut].name} done ({i}/{len(tasks)} tasks)")
+            # workers die with the suite (a killed suite leaves no orphans holding run locks); a
+            # dead worker's tasks restart in a new pool, and only a task that kills its worker is given up
+            done = []
+
+            def on_done(name: str, _runs) -> None:
+                done.append(name)
+                if log:
+                    log(f"[suite] {name} done ({len(done)}/{len(tasks)} tasks)")
+
+            dead = run_in_pools({job[0].name: (*job, 1) for job in jobs}, _probe_task, min(workers, len(tasks)),
+                                on_done=on_done, note=lambda m: (log or info)(f"[suite] {m}"), what="tasks")
+            if dead:
+                raise RunsFailedError(f"{len(dead)} of {len(tasks)} suite tasks failed:\n" + "\n".join(
+                    f"  {name}: {reason}" for name, reason in dead.items()))
     elif mode == "full":
         from toolkit.al.sweep import Sweep
 
