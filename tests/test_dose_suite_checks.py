@@ -191,9 +191,9 @@ with exclusive(sys.stdin.readline().strip(), "feature cache"):
 """
 
 
-def test_a_cache_locked_by_another_suite_names_it_and_what_resolves_the_clash(tmp_path):
-    """Two suites with different --out share the feature caches: the refusal names the other
-    command and says to wait for it or to use another cache root, not "choose another output"."""
+def test_a_refused_cache_lock_names_its_holder_and_what_resolves_the_clash(tmp_path):
+    """A cache lock taken without waiting: the refusal names the other command and says to wait
+    for it or to use another cache root, not "choose another output"."""
     from toolkit._util.locks import exclusive
     from toolkit.errors import LockedError
 
@@ -216,6 +216,53 @@ def test_a_cache_locked_by_another_suite_names_it_and_what_resolves_the_clash(tm
     assert f"(`altk suite --tasks 3 --out suite-A`, in {tmp_path})" in message
     assert "wait for that command to finish" in message and "ALTK_CACHE=" in message
     assert "choose another output" not in message
+
+
+FINISHER = """
+import os, sys
+from toolkit._util.locks import exclusive
+sys.argv = ["altk", "suite", "--tasks", "3", "--out", "suite-A"]
+path, done = sys.stdin.readline().strip(), sys.stdin.readline().strip()
+with exclusive(path, "feature cache"):
+    print("locked", flush=True)
+    sys.stdin.readline()
+    os.replace(done, path)  # what the first suite's extraction does when it completes
+"""
+
+
+def test_two_suites_needing_one_cache_wait_for_it_and_reuse_it(tiny_backbone, tmp_path):
+    """Two suites with different --out need the same feature cache: the second waits for the
+    first to write it (saying so, with the holder's command) and reuses it, instead of a refusal."""
+    import threading
+
+    from toolkit.features.cache import extract_features, open_cache
+
+    kw = dict(weights=str(tiny_backbone), root=tmp_path / "f",
+              dataset_params={**TINY_DATA, "cache_dir": str(tmp_path / "data")})
+    path = extract_features("toy_resnet", "toyworld", "test", log=None, **kw)
+    finished = path.with_name("finished-by-the-first-suite.h5")
+    path.rename(finished)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(FINISHER)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    said = []
+    try:
+        holder.stdin.write(f"{path}\n{finished}\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "locked"
+
+        def release():
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+
+        threading.Timer(1.0, release).start()
+        got = extract_features("toy_resnet", "toyworld", "test", log=said.append, **kw)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert got == path and not finished.exists()  # the first suite's file, reused, not extracted again
+    assert open_cache(got).ids.shape == (TINY_DATA["n_test"],)
+    assert len(said) == 1 and "is being written by pid" in said[0] and "waiting for it to finish" in said[0]
+    assert "`altk suite --tasks 3 --out suite-A`" in said[0]
 
 
 def test_an_output_folder_locked_by_another_command_says_to_choose_another_out(tmp_path):

@@ -42,12 +42,15 @@ def _cwd() -> str:
 
 
 @contextlib.contextmanager
-def exclusive(target: str | Path, what: str, *, directory: bool = False, hint: str | None = None):
+def exclusive(target: str | Path, what: str, *, directory: bool = False, hint: str | None = None,
+              wait=None):
     """Hold a lock on `target` for the block's duration: `<target>/.lock` for a directory
     (created if needed), else the sibling `<target>.lock`. The lock file stays (removing
     it would let two writers lock two different files). A refusal names the command holding
     the lock and ends with `hint` (default: for a directory, an output folder's `OUTPUT_HINT`;
-    for a file, a shared cache's `CACHE_HINT`)."""
+    for a file, a shared cache's `CACHE_HINT`). `wait`: instead of refusing, say so through
+    this callable (or silently, with `True`) and block until the holder lets go; for a shared
+    cache, whose writer re-checks what the holder finished once it has the lock."""
     target = Path(target)
     created = directory and not target.exists()
     if directory:
@@ -67,8 +70,13 @@ def exclusive(target: str | Path, what: str, *, directory: bool = False, hint: s
                     who += f" (`{h['command']}`{', in ' + h['cwd'] if h.get('cwd') else ''})"
             except (ValueError, KeyError, TypeError):
                 who = "another process"
-            hint = hint or (OUTPUT_HINT if directory else CACHE_HINT)
-            raise LockedError(f"{what} {target} is being written by {who}. {hint}") from None
+            if not wait:
+                hint = hint or (OUTPUT_HINT if directory else CACHE_HINT)
+                raise LockedError(f"{what} {target} is being written by {who}. {hint}") from None
+            if callable(wait):
+                wait(f"[lock] {what} {target.name} is being written by {who}; waiting for it to finish "
+                     f"(Ctrl-C to stop)")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command(),

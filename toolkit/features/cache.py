@@ -323,7 +323,9 @@ def extract_features(
     path.parent.mkdir(parents=True, exist_ok=True)
     from toolkit._util.locks import exclusive
 
-    with exclusive(path, "feature cache"):
+    # a second command that needs the same cache (two suites with different --out) waits for the
+    # first to write it, then reuses it, rather than being refused
+    with exclusive(path, "feature cache", wait=log or True):
         if path.exists():  # another process finished it while this one waited for the lock
             open_cache(path, expect=fp)
             return path
