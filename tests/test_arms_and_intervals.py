@@ -183,3 +183,31 @@ def test_accuracy_intervals_stay_within_0_and_1():
     # a timing is not a proportion: not clipped
     tidy["time/seconds"] = tidy["seed"] * 0.9 + 0.05
     assert final_summary(tidy, ["time/seconds"])["time/seconds_high"].max() > 1.0
+
+
+def test_the_suite_and_strategy_summaries_clip_to_what_each_quantity_can_be(tmp_path):
+    """Across tasks: final accuracies in [0, 1], gains in [-1, 1], counts among the first 20 in
+    [0, 20]; one task has no interval, and the suite's page prints n/a, not NaN."""
+    from toolkit.analysis.suite import aggregate
+    from toolkit.analysis.strategies import strategy_summary
+    from toolkit.report.html import build_suite_report
+
+    table = pd.DataFrame({"pre_lc_final": [0.99, 1.0, 0.97], "pre_auc_gain": [0.9, 0.99, 0.7],
+                          "pre_efficiency": [1.1, 5.0, 0.9]})
+    agg = aggregate(table).set_index("quantity")
+    assert agg.loc["pre_lc_final", "high"] == 1.0 and agg.loc["pre_auc_gain", "high"] == 1.0
+    assert agg.loc["pre_efficiency", "low"] == 0.0 and agg.loc["pre_efficiency", "high"] > 5.0
+    one = aggregate(table.iloc[:1]).set_index("quantity")
+    assert one["low"].isna().all() and one["mean"].notna().all()
+    from toolkit.analysis.suite import CLAIMS
+
+    one_task = table.iloc[:1].assign(task="t0", **{c: True for c in CLAIMS},
+                                     **{f"{p}_auc_gain{e}": 0.1 for p in ("pre", "unpre") for e in ("", "_low", "_high")})
+    page = build_suite_report(one_task, tmp_path / "suite.html").read_text()
+    assert "One task: its values, with no interval" in page and ">NaN<" not in page and ">n/a<" in page
+
+    rows = pd.DataFrame({"weights": "pretrained", "strategy": "least_confidence", "auc_gain": [0.95, 0.99, 0.6],
+                         "final_gain": [0.9, 1.0, 0.5], "final": [0.99, 1.0, 0.96],
+                         "up_mismatched_mean": [3.0, 4.0, 5.0], "mismatched_first20": [19.0, 20.0, 20.0]})
+    s = strategy_summary(rows).iloc[0]
+    assert s["final_high"] == 1.0 and s["auc_gain_high"] == 1.0 and s["mismatched_first20_high"] == 20.0

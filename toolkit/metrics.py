@@ -1,6 +1,8 @@
 """Group metrics, confidence intervals across seeds, and label efficiency."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -107,6 +109,35 @@ def group_shares(labels: np.ndarray, spurious: np.ndarray) -> dict[str, float]:
 
 
 PROPORTION = (0.0, 1.0)  # accuracies and the like: an interval never leaves [0, 1]
+GAIN = (-1.0, 1.0)  # a difference of two accuracies (a paired gain)
+RATIO = (0.0, float("inf"))  # label efficiency, upsampling, a time ratio
+
+
+def bounds_for(quantity: str) -> tuple[float, float] | None:
+    """The range a summary table's quantity cannot leave, read from its name, for `mean_ci`:
+    gains and differences of accuracies (`*gain*`, `diff_*`, `gain_difference` is a difference
+    of gains: [-2, 2]) are in [-1, 1]; final values, accuracies, worst-group and overlaps in
+    [0, 1]; efficiencies, upsampling and ratios in [0, inf). Anything else (seconds, counts of
+    passes) is left unclipped.
+
+    Examples:
+        >>> bounds_for("pre_auc_gain"), bounds_for("pre_lc_final"), bounds_for("mismatched_first20")
+        ((-1.0, 1.0), (0.0, 1.0), (0.0, 20.0))
+    """
+    q = quantity.lower()
+    if "seconds" in q or "forward" in q or "backward" in q or q.startswith("passes"):
+        return RATIO if "ratio" in q else None
+    if q == "gain_difference":
+        return (-2.0, 2.0)
+    if "gain" in q or q.startswith("diff_"):
+        return GAIN
+    if "efficiency" in q or "up_" in q or q.startswith("up") or "ratio" in q:
+        return RATIO
+    if re.search(r"first\d+$", q):  # a count among the first N acquired
+        return (0.0, float(re.search(r"(\d+)$", q).group(1)))
+    if q.endswith("final") or "accuracy" in q or "worst_group" in q or q == "overlap" or "/" in q:
+        return PROPORTION
+    return None
 
 
 def mean_ci(values, *, level: float = 0.95, method: str = "t",

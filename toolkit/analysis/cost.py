@@ -69,7 +69,7 @@ def compare_select_once(full: list[RunRecord], once: list[RunRecord], *, task_of
 def select_once_summary(table: pd.DataFrame, *, metric: str = "worst_group") -> pd.DataFrame:
     """Mean [95% t-CI over (task, seed) pairs] of each quantity of `compare_select_once`, the
     paired differences (once - full), and the compute ratios (full / once)."""
-    from toolkit.metrics import mean_ci
+    from toolkit.metrics import bounds_for, mean_ci
 
     t = table.copy()
     t[f"diff_{metric}"] = t[f"once_{metric}"] - t[f"full_{metric}"]
@@ -85,6 +85,6 @@ def select_once_summary(table: pd.DataFrame, *, metric: str = "worst_group") -> 
                 "diff_accuracy", "overlap", "full_up_mismatched", "once_up_mismatched", "full_seconds",
                 "once_seconds", "seconds_ratio", "full_forward", "once_forward", "full_backward", "once_backward",
                 "passes_ratio"):
-        m, lo, hi = mean_ci(t[col].dropna())
+        m, lo, hi = mean_ci(t[col].dropna(), bounds=bounds_for(col))
         rows.append({"quantity": col, "mean": m, "low": lo, "high": hi, "n": int(t[col].notna().sum())})
     return pd.DataFrame(rows)

@@ -14,7 +14,7 @@ from scipy import stats
 from toolkit.analysis.composition import upsampling_ratios
 from toolkit.analysis.curves import label_efficiency_table, paired_gains
 from toolkit.errors import RecordError
-from toolkit.metrics import mean_ci
+from toolkit.metrics import GAIN, bounds_for, mean_ci
 from toolkit.record import RunRecord, tidy_rounds
 
 METRIC = "test/worst_group"
@@ -48,7 +48,7 @@ def dose_row(records: list[RunRecord], *, metric: str = METRIC) -> dict:
     row: dict = {"n_seeds": int(tidy["seed"].nunique())}
     g = paired_gains(tidy, metric, by=["weights"])
     for kind in ("auc_gain", "final_gain"):
-        row[kind], row[f"{kind}_low"], row[f"{kind}_high"] = mean_ci(g[kind])
+        row[kind], row[f"{kind}_low"], row[f"{kind}_high"] = mean_ci(g[kind], bounds=GAIN)
     eff = label_efficiency_table(tidy, metric, by=["weights"]).iloc[0]
     row["efficiency"], row["efficiency_low"], row["efficiency_high"] = eff["efficiency"], eff["low"], eff["high"]
     last = tidy.loc[tidy.groupby("run")["round"].idxmax()]
@@ -139,7 +139,7 @@ def gain_by_coverage(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFra
         return pd.DataFrame(columns=["weights", "label_shapes_seen", value, "low", "high", "tasks"])
     rows = []
     for (weights, seen), g in table.dropna(subset=["label_shapes_seen"]).groupby(["weights", "label_shapes_seen"]):
-        m, lo, hi = mean_ci(g[value])
+        m, lo, hi = mean_ci(g[value], bounds=bounds_for(value))
         rows.append({"weights": weights, "label_shapes_seen": int(seen), "label_shapes": int(g["label_shapes"].iloc[0]),
                      value: m, "low": lo, "high": hi, "tasks": len(g)})
     return pd.DataFrame(rows)
@@ -149,7 +149,7 @@ def gain_by_dose(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFrame:
     """Mean [95% t-CI over tasks] of `value` per backbone, with its axis and dose."""
     out = []
     for (weights, axis, dose), g in table.groupby(["weights", "axis", "dose"], sort=False):
-        m, lo, hi = mean_ci(g[value])
+        m, lo, hi = mean_ci(g[value], bounds=bounds_for(value))
         out.append({"weights": weights, "axis": axis, "dose": dose, value: m, "low": lo, "high": hi,
                     "tasks": int(g[value].notna().sum())})
     return pd.DataFrame(out).sort_values(["axis", "dose"]).reset_index(drop=True)

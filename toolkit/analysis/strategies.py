@@ -13,7 +13,7 @@ import pandas as pd
 
 from toolkit.analysis.composition import upsampling_ratios
 from toolkit.analysis.curves import paired_gains
-from toolkit.metrics import mean_ci
+from toolkit.metrics import bounds_for, mean_ci
 from toolkit.record import RunRecord, tidy_rounds
 
 METRIC = "test/worst_group"
@@ -81,7 +81,7 @@ def strategy_summary(rows: pd.DataFrame, *, first: int = FIRST) -> pd.DataFrame:
     for (weights, strategy), g in rows.groupby(["weights", "strategy"], sort=False):
         row = {"weights": weights, "strategy": strategy, "tasks": len(g)}
         for col in ("auc_gain", "final_gain", "final", "up_mismatched_mean", f"mismatched_first{first}"):
-            row[col], row[f"{col}_low"], row[f"{col}_high"] = mean_ci(g[col].dropna()) if g[col].notna().any() \
+            row[col], row[f"{col}_low"], row[f"{col}_high"] = mean_ci(g[col].dropna(), bounds=bounds_for(col)) if g[col].notna().any() \
                 else (np.nan,) * 3
         row["tasks_gain_positive"] = int((g["auc_gain"] > 0).sum()) if strategy != "random" else np.nan
         for col in sorted(c for c in g if c.startswith("up_y")):

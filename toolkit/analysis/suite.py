@@ -13,7 +13,7 @@ import pandas as pd
 from toolkit.analysis.composition import upsampling_ratios
 from toolkit.analysis.curves import label_efficiency_table, paired_gains
 from toolkit.errors import RecordError
-from toolkit.metrics import mean_ci
+from toolkit.metrics import GAIN, bounds_for, mean_ci
 from toolkit.record import RunRecord, tidy_rounds
 
 METRIC = "test/worst_group"
@@ -48,7 +48,7 @@ def task_row(records: list[RunRecord], *, metric: str = METRIC, boot_seed: int =
         g = gains[gains["weights"] == w]
         row[f"{p}_n_seeds"] = len(g)
         for kind in ("auc_gain", "final_gain"):
-            row[f"{p}_{kind}"], row[f"{p}_{kind}_low"], row[f"{p}_{kind}_high"] = mean_ci(g[kind])
+            row[f"{p}_{kind}"], row[f"{p}_{kind}_low"], row[f"{p}_{kind}_high"] = mean_ci(g[kind], bounds=GAIN)
         for s, key in (("least_confidence", "lc"), ("random", "rnd")):
             fin = last[(last["weights"] == w) & (last["strategy"] == s)]
             row[f"{p}_{key}_final"] = float(fin[metric].mean()) if len(fin) else np.nan
@@ -59,7 +59,8 @@ def task_row(records: list[RunRecord], *, metric: str = METRIC, boot_seed: int =
         row[f"{p}_efficiency_bound"] = bool(e is not None and e.get("bound", False))  # a lower bound (>=)
     both = gains.pivot_table(index="seed", columns="weights", values="auc_gain").dropna()
     diff = both["pretrained"] - both["random"] if {"pretrained", "random"} <= set(both.columns) else []
-    row["gain_difference"], row["gain_difference_low"], row["gain_difference_high"] = mean_ci(diff)
+    row["gain_difference"], row["gain_difference_low"], row["gain_difference_high"] = mean_ci(
+        diff, bounds=bounds_for("gain_difference"))
 
     # which groups least-confidence acquires: mismatched = label != place; the matched
     # minority-class group is the rarer class on its own (matched) background
@@ -120,6 +121,6 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
                 "pre_efficiency", "pre_up_mismatched_min", "pre_up_minority_matched",
                 "pre_lc_final", "pre_rnd_final", "unpre_lc_final", "unpre_rnd_final"):
         if col in table:
-            m, lo, hi = mean_ci(table[col])
+            m, lo, hi = mean_ci(table[col], bounds=bounds_for(col))
             rows.append({"quantity": col, "mean": m, "low": lo, "high": hi, "tasks": int(table[col].notna().sum())})
     return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ from toolkit.config import ALConfig, al_config
 from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES, WEIGHTS
 from toolkit.features.cache import extract_features
 from toolkit.features.probe import ProbeRun, run_probes
-from toolkit.metrics import mean_ci
+from toolkit.metrics import GAIN, mean_ci
 
 
 def dose_response(
@@ -49,7 +49,7 @@ def dose_response(
             recs = run_probes(pool, {"test": test}, runs)  # every seed and strategy in lockstep
             finals = {strategy: np.array([r.rounds[metric].iloc[-1] for r in recs if r.strategy == strategy])
                       for strategy in STRATEGIES}
-            gain, lo, hi = mean_ci(finals["least_confidence"] - finals["random"])
+            gain, lo, hi = mean_ci(finals["least_confidence"] - finals["random"], bounds=GAIN)
             rows.append({"weights": w, "matched_fraction": frac, "uncertainty": finals["least_confidence"].mean(),
                          "random": finals["random"].mean(), "gain": gain, "low": lo, "high": hi,
                          "n_seeds": len(seeds)})

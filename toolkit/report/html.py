@@ -62,7 +62,8 @@ class _Page:
         self.parts.append(f"<p class='note'>{html.escape(text)}</p>")
 
     def table(self, df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
-        self.parts.append(df.to_html(index=False, float_format=floatfmt.format, border=0, escape=True))
+        # a missing value (an interval from one seed or task, a mean of nothing) reads "n/a", never "NaN"
+        self.parts.append(df.to_html(index=False, float_format=floatfmt.format, border=0, escape=True, na_rep="n/a"))
 
     def figure(self, fig: go.Figure) -> None:
         # plotly.js is inlined once, so the page works offline
@@ -375,6 +376,8 @@ def build_suite_report(table: pd.DataFrame, out: str | Path, *, tasks_json: str 
     page.h2("Claims: share of tasks in which each holds")
     page.table(claim_shares(table), "{:.2f}")
     page.h2("Across tasks (mean [95% t-CI over tasks])")
+    if len(table) < 2:
+        page.note("One task: its values, with no interval across tasks (n/a).")
     page.table(aggregate(table))
     page.figure(task_gain_figure(table))
     page.h2("Per task")
