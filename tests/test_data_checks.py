@@ -53,8 +53,28 @@ def test_an_eval_split_missing_a_class_is_refused_at_load(tmp_path):
                          root=tmp_path / "f", log=None)
 
 
+def test_an_eval_split_missing_a_group_is_refused_and_a_pool_missing_one_is_not(tmp_path):
+    """Both classes but not every (label, attribute) group: worst-group would be over the groups
+    present only. An evaluation split is refused, naming the group; the pool is accepted."""
+    rows = pd.DataFrame({"file": [f"im{i}.png" for i in range(16)],
+                         "label":     [0, 0, 1, 1, 0, 0, 1, 1] + [0, 0, 1, 1, 0, 0, 1, 1],
+                         "attribute": [0, 1, 0, 1, 0, 1, 0, 1] + [0, 0, 1, 1, 0, 0, 1, 1],
+                         "split": ["train"] * 4 + ["val"] * 4 + ["test"] * 8})
+    root = _images(tmp_path / "d", len(rows))
+    rows.to_csv(root / "metadata.csv", index=False)
+    kw = dict(root=str(root), split_column="split", resolution=8, cache_dir=None)
+    assert len(create_dataset("csv_images", "val", **kw)) == 4  # all four groups
+    with pytest.raises(DataError, match=r"split 'test' \(8 rows\) has no example of the groups \(label=0, "
+                                        r"attribute=1\), \(label=1, attribute=0\), which the table holds; its "
+                                        r"worst-group"):
+        create_dataset("csv_images", "test", **kw)
+    rows.loc[[0, 1, 2, 3], ["label", "attribute"]] = [[0, 0], [0, 0], [1, 1], [1, 1]]  # the pool: matched only
+    rows.to_csv(root / "metadata.csv", index=False)
+    assert len(create_dataset("csv_images", "train", **kw)) == 4
+
+
 def test_a_random_split_missing_a_class_names_the_fix_and_csv_text_refuses_it_too(tmp_path):
-    rows = pd.DataFrame({"text": [f"w{i}" for i in range(21)], "label": [0] * 20 + [1], "attribute": [0, 1] * 10 + [1]})
+    rows = pd.DataFrame({"text": [f"w{i}" for i in range(21)], "label": [0] * 20 + [1], "attribute": [0] * 20 + [1]})
     path = tmp_path / "t.csv"
     rows.to_csv(path, index=False)
     refused = []

@@ -201,6 +201,9 @@ def grouped_rows(meta: pd.DataFrame, path: Path, split: str, *, label_column: st
         raise DataError(f"{path}: no rows in split {split!r}")
     _check_every_class(labels, keep, class_values, path, split, label_column,
                        "split_column" if split_column is not None else "split_fractions")
+    if split != "train":  # the pool may lack a group; a split that scores the groups may not
+        _check_every_group(meta, labels, spurious, keep, path, split, [label_column, *attributes],
+                           "split_column" if split_column is not None else "split_fractions")
     table = pd.DataFrame({label_column: labels, spurious_column: spurious}, index=pd.Index(ids, name="id"))
     for a in attributes if len(attributes) > 1 else ():
         table[a] = codes[a][0]
@@ -245,6 +248,24 @@ def _check_every_class(labels: np.ndarray, keep: np.ndarray, class_values: list[
             f"the table holds (classes {classes}); its accuracy, balanced accuracy, worst-group and mismatched "
             f"would cover the classes present only. Give every split examples of every class ({fix}), or drop "
             f"the class from the table")
+
+
+def _check_every_group(meta: pd.DataFrame, labels: np.ndarray, spurious: np.ndarray, keep: np.ndarray, path: Path,
+                       split: str, columns: list[str], how: str) -> None:
+    """Refuse an evaluation split that lacks a (label, attribute) group the table holds: its
+    worst-group and mismatched accuracy would be taken over the groups present only, silently."""
+    groups = labels.astype(np.int64) * (int(spurious.max()) + 1) + spurious
+    absent = sorted(set(groups.tolist()) - set(groups[keep].tolist()))
+    if absent:
+        first = [int(np.flatnonzero(groups == g)[0]) for g in absent]
+        names = ["(" + ", ".join(f"{c}={meta[c].iloc[i]}" for c in columns) + ")" for i in first]
+        fix = ("assign rows of it to this split in the split column" if how == "split_column" else
+               "change split_seed or split_fractions, or give a split column")
+        raise DataError(
+            f"{path}: split {split!r} ({int(keep.sum())} rows) has no example of the group{'s' * (len(names) > 1)} "
+            f"{', '.join(names)}, which the table holds; its worst-group and mismatched accuracy would cover the "
+            f"groups present only. Give every evaluation split examples of every group ({fix}), or drop the group "
+            f"from the table")
 
 
 def _pair(matched: Mapping, attributes: list[str], codes: dict, class_values: list[str], spurious: np.ndarray,
