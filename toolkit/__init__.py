@@ -20,11 +20,13 @@ from toolkit.errors import (
     CacheError,
     ConfigError,
     DataError,
+    HubError,
     LockedError,
     MissingFileError,
     ModelError,
     OutputExistsError,
     RecordError,
+    RunsFailedError,
 )
 
 _LAZY = {
@@ -38,8 +40,8 @@ _LAZY = {
     "load_run": "toolkit.record", "load_runs": "toolkit.runs", "Runs": "toolkit.runs",
     "cache_path": "toolkit._util.paths", "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",
 }
-__all__ = ["__version__", *_LAZY, "AltkError", "CacheError", "ConfigError", "DataError", "LockedError",
-           "MissingFileError", "ModelError", "OutputExistsError", "RecordError"]
+__all__ = ["__version__", *_LAZY, "AltkError", "CacheError", "ConfigError", "DataError", "HubError", "LockedError",
+           "MissingFileError", "ModelError", "OutputExistsError", "RecordError", "RunsFailedError"]
 
 
 def __getattr__(name: str):
