@@ -22,7 +22,8 @@ def caches(tiny_backbone, tmp_path_factory):
     kw = dict(weights=str(tiny_backbone), root=root / "f", log=None,
               dataset_params={**TINY_DATA, "cache_dir": str(root / "data")})
     return {"pool": extract_features("toy_resnet", "toyworld", "train", **kw),
-            "test": extract_features("toy_resnet", "toyworld", "test", **kw)}
+            "test": extract_features("toy_resnet", "toyworld", "test", **kw),
+            "backbone": tiny_backbone, "params": kw["dataset_params"]}
 
 
 def _flip_labels(f):  # the issue's edit: attributes/y[:40] = 1 - y
@@ -104,3 +105,26 @@ def test_a_cache_sealed_before_the_checksums_opens_with_a_warning(caches, tmp_pa
     with pytest.warns(UserWarning, match="extract it again to have them verified"):
         cache = open_cache(path)
     np.testing.assert_array_equal(cache.ids, open_cache(caches["test"]).ids)
+
+
+def test_a_lazy_open_checks_each_chunk_when_its_rows_are_first_read(caches, tmp_path):
+    """A streamed pool reads its embeddings lazily: a chunk changed after extraction is refused
+    the first time any of its rows is read, and untouched chunks read as they are."""
+    from toolkit.features.cache import VerifiedRows
+
+    path2 = tmp_path / "small-chunks.h5"  # chunks of 64 rows, so the pool has several
+    extract_features("toy_resnet", "toyworld", "train", weights=str(caches["backbone"]), out=path2, chunk_rows=64,
+                     dataset_params=caches["params"], log=None)
+    with h5py.File(path2, "r+") as f:
+        f["embeddings"][130] = f["embeddings"][130] + np.float16(0.5)  # in the third chunk (rows 128-191)
+    lazy = open_cache(path2, lazy=True)
+    assert isinstance(lazy.embeddings, VerifiedRows)
+    full = open_cache(caches["pool"]).embeddings
+    np.testing.assert_array_equal(lazy.embeddings[:128].astype(np.float32), full[:128])  # chunks 0-1 are intact
+    np.testing.assert_array_equal(lazy.embeddings[[5, 70, 200]].astype(np.float32), full[[5, 70, 200]])
+    for read in (lambda e: e[120:140], lambda e: e[[3, 150]], lambda e: e[190]):
+        with pytest.raises(CacheError, match="rows 128-191 differ from the digest"):
+            read(lazy.embeddings)
+    lazy.embeddings.file.close()
+    with pytest.raises(CacheError, match="rows 128-191 differ"):
+        run_probe(path2, {"test": caches["test"]}, tmp_path / "run", al=AL, stream=True)

@@ -111,8 +111,8 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
         path: the cache file (`extract_features` returns it).
         expect: fingerprint keys the cache must have (only those given are compared).
         lazy: leave the embeddings on disk (read by chunks) instead of loading them. A
-            full load checks every chunk against the sha256 written at extraction (a lazy
-            open does not: it reads nothing yet).
+            full load checks every chunk against the sha256 written at extraction; a lazy
+            open checks each chunk the first time any of its rows is read (`VerifiedRows`).
         verify: check the chunk digests on a full load (`benchmarks/cache_verify.py` measures
             what it costs).
 
@@ -159,7 +159,8 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
                          index=pd.Index(ids, name="id"))
     digests = tuple(d.decode() for d in f["chunk_sha256"][:]) if "chunk_sha256" in f else ()
     if lazy:
-        emb = f["embeddings"]
+        step = int(f.attrs.get("chunk_rows", 0) or 0)
+        emb = VerifiedRows(f["embeddings"], digests, step, path) if verify and digests and step else f["embeddings"]
     else:
         raw = f["embeddings"][:]
         step = int(f.attrs.get("chunk_rows", 0) or 0)
@@ -236,6 +237,53 @@ def _check_content(f: h5py.File, path: Path) -> None:
         raise CacheError(f"{path}: {', '.join(changed)} differ from the checksum written when the cache was "
                          f"extracted (the file was modified or damaged); its features would be read against other "
                          f"ids or labels. Delete it and extract again.")
+
+
+class VerifiedRows:
+    """A cache's embeddings left on disk, each stored chunk checked against its sha256 the first
+    time any of its rows is read (`v[lo:hi]`, `v[positions]`), so a lazy or streamed reader gets
+    the same guarantee as a full load, for one extra read of each chunk it touches."""
+
+    def __init__(self, dataset: h5py.Dataset, digests: tuple[str, ...], chunk_rows: int, path: Path) -> None:
+        self.dataset, self.digests, self.chunk_rows, self.path = dataset, digests, chunk_rows, path
+        self.checked = np.zeros(len(digests), dtype=bool)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.dataset.shape
+
+    @property
+    def dtype(self):
+        return self.dataset.dtype
+
+    @property
+    def file(self) -> h5py.File:
+        return self.dataset.file
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+    def __getitem__(self, key):
+        first = key[0] if isinstance(key, tuple) else key
+        if isinstance(first, slice):
+            start, stop, _ = first.indices(len(self))
+            touched = np.arange(start // self.chunk_rows, -(-stop // self.chunk_rows)) if stop > start else \
+                np.zeros(0, dtype=np.int64)
+        else:
+            rows = np.asarray(first)
+            rows = np.flatnonzero(rows) if rows.dtype == bool else np.where(rows < 0, rows + len(self), rows)
+            touched = np.unique(np.atleast_1d(rows) // self.chunk_rows)
+        for c in touched[~self.checked[touched]]:
+            lo = int(c) * self.chunk_rows
+            if _digest(self.dataset[lo:lo + self.chunk_rows]) != self.digests[c]:
+                raise CacheError(f"{self.path}: embeddings rows {lo}-{min(lo + self.chunk_rows, len(self)) - 1} "
+                                 f"differ from the digest written when they were extracted (the file was modified "
+                                 f"or damaged). Delete it and extract again.")
+            self.checked[c] = True
+        return self.dataset[key]
 
 
 def _decode(values: np.ndarray) -> np.ndarray:
