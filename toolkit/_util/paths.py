@@ -43,3 +43,14 @@ def default_dir(value, *parts: str):
     """`value`, or the cache root's `parts` folder when `value` is "auto" (None stays None:
     for the loaders that means "keep nothing on disk")."""
     return cache_path(*parts) if isinstance(value, str) and value == "auto" else value
+
+
+def shown(path: str | Path) -> str:
+    """A path as printed to the user: relative to the working folder when it lies inside it
+    (`cache/demo/report.html` from the repository root), so printed output and the docs that
+    quote it name no one machine's folders; else as given."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)

@@ -17,7 +17,7 @@ from typing import Callable
 import pandas as pd
 
 from toolkit._util.log import info
-from toolkit._util.paths import cache_path
+from toolkit._util.paths import cache_path, shown
 from toolkit.al.sweep import Sweep
 from toolkit.analysis import final_summary, learning_curves
 from toolkit.config import RunConfig, resolve_config
@@ -61,7 +61,7 @@ def run_demo(*, seeds: list[int], out: str | Path | None = None, workers: int | 
     cfgs = demo_configs(seeds, overrides, preset)
     workers = workers or max(1, min(len(cfgs), os.cpu_count() or 1))
     log(f"\n[demo] full finetuning on the default toy task: {len(cfgs)} runs on {workers} worker process(es); "
-        f"records under {out / 'runs'}")
+        f"records under {shown(out / 'runs')}")
     sweep = Sweep(out, cfgs)
     results = sweep.launch_local(workers=workers)
     failed = [n for n, s in results.items() if s != "done"]
@@ -86,8 +86,8 @@ def run_demo(*, seeds: list[int], out: str | Path | None = None, workers: int | 
     report = build_report([r.path for r in records], out / "report.html",
                           title=f"{title} demo", representation=False)
     log("\n" + table)
-    log(f"\n[demo] wrote {out / 'summary.csv'}, {out / 'rounds.csv'}, {out / 'learning_curves.html'} "
+    log(f"\n[demo] wrote {shown(out / 'summary.csv')}, {shown(out / 'rounds.csv')}, {shown(out / 'learning_curves.html')} "
         f"({time.time() - t0:.0f}s in all)")
-    log(f"[demo] report: {report.resolve()}\n[demo] with separability, t-SNE maps and neighbourhoods: "
-        f"./run altk report {out / 'runs'} --out {out / 'report-full.html'}")
+    log(f"[demo] report: {shown(report)}\n[demo] with separability, t-SNE maps and neighbourhoods: "
+        f"./run altk report {shown(out / 'runs')} --out {shown(out / 'report-full.html')}")
     return tidy

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit._util.log import info
-from toolkit._util.paths import cache_path
+from toolkit._util.paths import cache_path, shown
 from toolkit.analysis.curves import learning_curves
 from toolkit.analysis.dose import dose_table, pooled_label_efficiency, task_means
 from toolkit.data.toy_tasks import draw_tasks
@@ -41,7 +41,7 @@ def run_first_screen(*, tasks: int = SCREEN_TASKS, seeds: list[int] = list(range
     t0 = time.time()
     drawn = draw_tasks(tasks, seed=0)
     log(f"[screen] {len(backbones)} backbones x the suite's first {tasks} tasks x {len(seeds)} seeds x "
-        f"least-confidence/random, probe mode; runs under {out / 'runs'}")
+        f"least-confidence/random, probe mode; runs under {shown(out / 'runs')}")
     study = run_dose_study(list(backbones), drawn, seeds, out=out, data=data, al=al,
                            feature_root=feature_root, workers=workers, measure=False, log=None)
     table = dose_table(study["records"], [])
@@ -54,5 +54,5 @@ def run_first_screen(*, tasks: int = SCREEN_TASKS, seeds: list[int] = list(range
     fig = learning_curve_figure(curves, title=f"Worst-group accuracy, mean over the suite's first {tasks} tasks "
                                               "(95% CI over tasks)", y_label="worst-group test accuracy")
     write_atomic(out / "screen.html", fig.to_html(include_plotlyjs=True))
-    log("\n" + text + f"\n[screen] {time.time() - t0:.0f}s; wrote {out / 'screen.txt'}, {out / 'screen.html'}")
+    log("\n" + text + f"\n[screen] {time.time() - t0:.0f}s; wrote {shown(out / 'screen.txt')}, {shown(out / 'screen.html')}")
     return text

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from toolkit._util.log import info
-from toolkit._util.paths import cache_path
+from toolkit._util.paths import cache_path, shown
 from toolkit.analysis import final_summary
 from toolkit.config import ALConfig, al_config
 from toolkit.experiments.protocols import (
@@ -64,5 +64,5 @@ def run_probe_demo(*, seeds: list[int], out: str | Path | None = None, data: dic
     if separability:
         table += "\n\n" + separability_table({w: open_cache(c) for w, c in pools.items()})
     write_atomic(out / "summary.txt", table + "\n")
-    log("\n" + table + f"\n\n[demo] probe mode: {len(records)} runs, {time.time() - t0:.0f}s; wrote {out}")
+    log("\n" + table + f"\n\n[demo] probe mode: {len(records)} runs, {time.time() - t0:.0f}s; wrote {shown(out)}")
     return table
