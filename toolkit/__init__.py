@@ -2,8 +2,9 @@
 
 The public API, imported on first use so that `import toolkit` stays light:
 
-- models and data: `create_model`, `list_models`, `create_dataset`, `list_datasets`
-- runs: `resolve_config`, `run` (keywords for the common cases), `run_active_learning`
+- models and data: `create_model`, `list_models` (fnmatch filters, as timm's), `create_dataset`, `list_datasets`
+- runs: `resolve_config`, `list_presets`, `ALConfig` (the active-learning protocol), `run` (keywords for the
+  common cases), `run_active_learning`
 - frozen features: `extract_features`, `open_cache`, `run_probe`, `run_probes` (many runs in lockstep)
 - results: `load_run`, `load_runs` (a `Runs` folder view), `build_report`, `Explorer`, `PoolView`
 - paths: `cache_path` (under `ALTK_CACHE`, default: the repository's `cache/`)
@@ -32,7 +33,8 @@ from toolkit.errors import (
 _LAZY = {
     "create_model": "toolkit.models", "list_models": "toolkit.models",
     "create_dataset": "toolkit.data", "list_datasets": "toolkit.data",
-    "resolve_config": "toolkit.config", "run": "toolkit.api", "run_active_learning": "toolkit.al.loop",
+    "resolve_config": "toolkit.config", "list_presets": "toolkit.config", "ALConfig": "toolkit.config",
+    "run": "toolkit.api", "run_active_learning": "toolkit.al.loop",
     "extract_features": "toolkit.features.cache", "open_cache": "toolkit.features.cache",
     "run_probe": "toolkit.features.probe", "run_probes": "toolkit.features.probe", "ProbeRun": "toolkit.features.probe",
     "run_select_then_finetune": "toolkit.features.select_finetune",

@@ -65,6 +65,14 @@ def run(preset: str = "toy", *, strategy: str | None = None, weights: str | None
 
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         cfg = resolve_config(preset, deep_update(nested, extra))
-    if out is None:
-        out = cache_path("runs", f"{Path(str(preset)).stem}-{cfg.model.weights}-{cfg.al.strategy}-s{cfg.seed}")
-    return run_active_learning(cfg, out, log=log)
+    return run_active_learning(cfg, default_run_dir(preset, cfg) if out is None else out, log=log)
+
+
+def default_run_dir(preset: str | Path, cfg) -> Path:
+    """Where a run writes without `out` (`run`, `altk run`): `<cache>/runs/<preset>-<weights>-<strategy>-s<seed>`.
+
+    Args:
+        preset: the preset name or YAML file the config came from (its stem names the folder).
+        cfg: the resolved `RunConfig`.
+    """
+    return cache_path("runs", f"{Path(str(preset)).stem}-{cfg.model.weights}-{cfg.al.strategy}-s{cfg.seed}")

@@ -1,4 +1,6 @@
-"""The `altk` command (also `python -m toolkit`): demo, pretrain, run."""
+"""The `altk` command (also `python -m toolkit`): each subcommand a short function that calls
+the library; `main` parses, and every error goes through one handler (`_handle`): one line,
+`altk CMD: error: ...`, exit 2 (1 when runs failed); --debug shows the traceback."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from toolkit._util.log import to_stdout
 from toolkit._util.paths import cache_path
-from toolkit.errors import AltkError, ConfigError, RunsFailedError
+from toolkit.errors import AltkError, ConfigError, OutputExistsError, RunsFailedError
 from toolkit.record import write_atomic
 
 
@@ -43,33 +45,51 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def cmd_demo(args) -> None:
-    out = args.out or cache_path("demo-real" if args.real else "demo")
-    if args.probe:
-        if args.set:
-            raise ConfigError("--set takes full-finetuning config keys, which probe mode does not read; in --probe "
-                              "mode set the protocol with --al (e.g. --al budget=60 per_round=5)")
-        from toolkit.config import parse_overrides
-        from toolkit.experiments.probe_demo import run_probe_demo
-        from toolkit.experiments.protocols import REAL
 
-        world = {**REAL, "separability": True} if args.real else {}
-        probe_out = Path(f"{out}-probe")  # beside the full-finetuning demo's folder, never mixed with its runs
-        print(f"[demo] probe mode: writing to {probe_out} (the --out folder with -probe appended)", flush=True)
-        run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=probe_out,
-                       al=parse_overrides(args.al) if args.al else None, **world)
-        print(f"[demo] probe mode: results in {probe_out} (summary.txt, summary.csv, rounds.csv, runs/)", flush=True)
-        return
+def _command_line() -> str:
+    """The command as typed (for a report's "Made by"), or "" when not run as `altk`."""
+    import shlex
+
+    return "altk " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if argv_is_cli() else ""
+
+
+def _launcher_kwargs(args) -> dict:
+    """`Sweep.launch`'s launcher_kwargs from --cluster, --timeout-min, --partition, --gpus (and --array-parallelism)."""
+    given = {"slurm_partition": args.partition, "gpus_per_node": args.gpus,
+             "slurm_array_parallelism": getattr(args, "array_parallelism", None)}
+    return {"cluster": args.cluster, "timeout_min": args.timeout_min, **{k: v for k, v in given.items() if v}}
+
+
+def cmd_demo(args) -> None:
+    real = args.mode in ("real", "real-probe")
+    out = args.out or cache_path("demo-real" if real else "demo")
+    if args.mode in ("probe", "real-probe"):
+        return _probe_demo(args, out, real)
     from toolkit.experiments.demo import run_demo
 
-    if args.real:
+    common = {"seeds": _seeds(args.seeds or "0-2"), "out": out, "workers": args.workers, "overrides": args.set}
+    if real:
         from toolkit.experiments.protocols import REAL
 
-        run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set,
-                 preset="fashion-places", legend=REAL["legend"], title="Real images (EfficientNet-Lite0)")
-        return
-    run_demo(seeds=_seeds(args.seeds or "0-2"), out=out, workers=args.workers, overrides=args.set,
-             screen_tasks=args.screen_tasks)
+        run_demo(**common, preset="fashion-places", legend=REAL["legend"], title="Real images (EfficientNet-Lite0)")
+    else:
+        run_demo(**common, screen_tasks=args.screen_tasks)
+
+
+def _probe_demo(args, out: str | Path, real: bool) -> None:
+    from toolkit.config import parse_overrides
+    from toolkit.experiments.probe_demo import run_probe_demo
+    from toolkit.experiments.protocols import REAL
+
+    if args.set:
+        raise ConfigError(f"--set takes full-finetuning config keys, which probe mode does not read; with "
+                          f"{args.mode_flag} set the protocol with --al (e.g. --al budget=60 per_round=5)")
+    world = {**REAL, "separability": True} if real else {}
+    probe_out = Path(f"{out}-probe")  # beside the full-finetuning demo's folder, never mixed with its runs
+    print(f"[demo] probe mode: writing to {probe_out} (the --out folder with -probe appended)", flush=True)
+    run_probe_demo(seeds=_seeds(args.seeds or "0-9"), out=probe_out,
+                   al=parse_overrides(args.al) if args.al else None, **world)
+    print(f"[demo] probe mode: results in {probe_out} (summary.txt, summary.csv, rounds.csv, runs/)", flush=True)
 
 
 def cmd_make_composite(args) -> None:
@@ -113,11 +133,9 @@ def cmd_probe(args) -> None:
 def cmd_pretrain(args) -> None:
     from toolkit.models.pretrain import PretrainRecipe, pretrain_toy, toy_checkpoint
 
-    if args.target != "toy":
-        raise SystemExit(f"altk pretrain: unknown target {args.target!r}; valid: toy")
-    out = Path(args.out or toy_checkpoint())
+    out = Path(args.out or toy_checkpoint())  # argparse checked the target (toy)
     if out.exists() and not args.force:
-        raise SystemExit(f"{out} exists; pass --force to retrain and replace it")
+        raise OutputExistsError(f"{out} exists; pass --force to retrain and replace it")
     given = {"steps": args.steps, "n_images": args.images, "threads": args.threads}
     recipe = PretrainRecipe(**{k: v for k, v in given.items() if v is not None})
     pretrain_toy(out, recipe)
@@ -125,24 +143,22 @@ def cmd_pretrain(args) -> None:
 
 def cmd_run(args) -> None:
     from toolkit.al.loop import run_active_learning
+    from toolkit.api import default_run_dir
     from toolkit.config import resolve_config
 
     cfg = resolve_config(args.preset, args.set)
-    out = args.out or cache_path("runs", f"{Path(args.preset).stem}-{cfg.model.weights}-{cfg.al.strategy}-s{cfg.seed}")
+    out = args.out or default_run_dir(args.preset, cfg)
     print(f"run record: {out}")
     run_active_learning(cfg, out)
 
 
 def cmd_report(args) -> None:
-    from toolkit.record import run_dirs
     from toolkit.report.html import build_report
+    from toolkit.runs import find_run_dirs
 
     # a run directory, a folder of them (cache/demo/runs), or a sweep or demo folder
-    dirs = [d for p in args.runs for d in run_dirs(Path(p))]
-    if not dirs:
-        raise FileNotFoundError(f"no run records (folders with rounds.jsonl) under {', '.join(args.runs)}")
-    print(build_report(dirs, args.out, representation=not args.no_representation, figures_dir=args.figures,
-                       figure_format=args.figure_format, split=args.split))
+    print(build_report(find_run_dirs(*args.runs), args.out, representation=not args.no_representation,
+                       figures_dir=args.figures, figure_format=args.figure_format, split=args.split))
 
 
 def cmd_sweep(args) -> None:
@@ -151,17 +167,7 @@ def cmd_sweep(args) -> None:
     sweep = Sweep(args.out, expand_grid(args.preset, parse_grid(args.grid), args.set))
     todo = sweep.todo()
     print(f"[sweep] {len(sweep.cfgs)} runs in {args.out}: {len(sweep.cfgs) - len(todo)} finished, {len(todo)} to run")
-    if args.launcher == "local":
-        sweep.launch_local(workers=args.workers)
-    else:
-        params = {"timeout_min": args.timeout_min}
-        if args.partition:
-            params["slurm_partition"] = args.partition
-        if args.gpus:
-            params["gpus_per_node"] = args.gpus
-        if args.array_parallelism:
-            params["slurm_array_parallelism"] = args.array_parallelism
-        sweep.launch_submitit(cluster=args.cluster, **params)
+    sweep.launch(args.launcher, workers=args.workers, launcher_kwargs=_launcher_kwargs(args))
     failed = sweep.failures()
     for name, line in failed.items():  # the reason, not only a status: the full traceback is in index.json
         print(f"[sweep] {name} failed: {line}", file=sys.stderr)
@@ -171,12 +177,16 @@ def cmd_sweep(args) -> None:
         print(f"[sweep] aggregated {len(tidy)} rounds of {tidy['run'].nunique()} runs ({', '.join(have[:6])}"
               f"{', ...' if len(have) > 6 else ''}) -> {Path(args.out) / 'rounds.csv'}")
     if failed:
-        print(f"[sweep] {len(failed)} of {len(sweep.cfgs)} runs failed; full errors in {Path(args.out) / 'index.json'}",
-              file=sys.stderr)
-        raise SystemExit(1)
+        raise RunsFailedError(f"{len(failed)} of {len(sweep.cfgs)} runs failed (named above, with their last error "
+                              f"line); full errors in {Path(args.out) / 'index.json'}")
 
 
 def cmd_dose(args) -> None:
+    _check_dose_mode(args)
+    {"probe": _probe_dose, "full": _full_dose, "real": _real_dose}[args.mode](args)
+
+
+def _probe_dose(args) -> None:
     from toolkit.analysis.dose import MIN_CORRELATION_ROWS, correlation_rows, dose_table, measure_correlations
     from toolkit.config import parse_overrides
     from toolkit.data.toy_tasks import draw_tasks
@@ -184,11 +194,6 @@ def cmd_dose(args) -> None:
     from toolkit.report.html import build_dose_report
     from toolkit.report.tables import format_dose
 
-    _check_dose_mode(args)
-    if args.real:
-        return _real_dose(args)
-    if args.full:
-        return _full_dose(args)
     # every argument checked before any work: a missing dose is pretrained for minutes first
     data = parse_overrides(args.data) if args.data else None
     al = parse_overrides(args.al) if args.al else None
@@ -197,7 +202,8 @@ def cmd_dose(args) -> None:
     tasks = draw_tasks(args.tasks or 20, seed=args.task_seed)
     out = Path(args.out or cache_path("dose-study"))
     seeds = _seeds(args.seeds or "0-9")
-    print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
+    print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, probe mode, "
+          f"in {out}")
     study = run_dose_study(doses, tasks, seeds, out=out, workers=args.workers, data=data, al=al, partial=True)
     # a job given up (its worker died twice) may have left some runs: its row would rest on fewer seeds
     records = {k: v for k, v in study["records"].items() if f"{k[0]} {k[1]}" not in study["failed"]}
@@ -209,20 +215,16 @@ def cmd_dose(args) -> None:
     few = {m: n for m, n in correlation_rows(table).items() if n < MIN_CORRELATION_ROWS}
     skipped = None
     if few:
-        n = min(few.values())
-        skipped = (f"correlations skipped{'' if corr.empty else ' for ' + ', '.join(few)}: {n} backbone x task "
-                   f"row(s), and a correlation needs at least {MIN_CORRELATION_ROWS}; add backbones (--doses) or "
-                   f"tasks (--tasks)")
+        skipped = (f"correlations skipped{'' if corr.empty else ' for ' + ', '.join(few)}: {min(few.values())} "
+                   f"backbone x task row(s), and a correlation needs at least {MIN_CORRELATION_ROWS}; add backbones "
+                   f"(--doses) or tasks (--tasks)")
     if corr.empty:
         (out / "correlations.csv").unlink(missing_ok=True)  # an earlier study's would pass for this one's
     else:
         write_atomic(out / "correlations.csv", corr.to_csv(index=False))
     text = format_dose(table, corr) + (f"\n  ({skipped})" if skipped else "")
     write_atomic(out / "dose.txt", text + "\n")
-    import shlex
-
-    command = "altk " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if argv_is_cli() else ""
-    build_dose_report(table, corr, out / "dose.html", command=command)
+    build_dose_report(table, corr, out / "dose.html", command=_command_line())
     print("\n" + text)
     print(f"\n[dose] wrote {out / 'dose.csv'} (one row per backbone x task), "
           f"{out / 'correlations.csv' if not corr.empty else 'no correlations.csv (too few rows)'}, "
@@ -234,23 +236,21 @@ def cmd_dose(args) -> None:
 
 def _check_dose_mode(args) -> None:
     """Options the chosen mode would ignore are refused, not ignored."""
-    if args.real and args.full:
-        raise ConfigError("--real and --full are two different studies; give one")
-    if args.real:
+    if args.mode == "real":
         given = [o for o, v in (("--doses", args.doses is not None), ("--tasks", args.tasks is not None),
                                 ("--data", args.data), ("--set", args.set)) if v]
         if given:
-            raise ConfigError(f"{', '.join(given)} do(es) not apply with --real (its backbones are "
+            raise ConfigError(f"{', '.join(given)} do(es) not apply with {args.mode_flag} (its backbones are "
                               f"EfficientNet-Lite0/1/2 and Lite0 from random init, on fashion_places); set the "
                               f"protocol with --al")
-    elif args.full:
+    elif args.mode == "full":
         given = [o for o, v in (("--al", args.al), ("--data", args.data)) if v]
         if given:
-            raise ConfigError(f"{' and '.join(given)} are probe-mode options; with --full set the protocol and the "
-                              f"dataset through --set (e.g. --set al.budget=60 data.params.n_train=2000)")
+            raise ConfigError(f"{' and '.join(given)} are probe-mode options; with {args.mode_flag} set the protocol "
+                              f"and the dataset through --set (e.g. --set al.budget=60 data.params.n_train=2000)")
     elif args.set:
-        raise ConfigError("--set takes full-finetuning config keys (with --full); in probe mode set the protocol with "
-                          "--al and the dataset with --data")
+        raise ConfigError("--set takes full-finetuning config keys (with --mode full); in probe mode set the protocol "
+                          "with --al and the dataset with --data")
 
 
 def _dose_failures(failed: dict, out: Path) -> None:
@@ -313,8 +313,6 @@ def _real_dose(args) -> None:
 
 
 def cmd_suite(args) -> None:
-    import shlex
-
     from toolkit.analysis.suite import claim_shares, suite_table
     from toolkit.config import parse_overrides
     from toolkit.data.toy_tasks import draw_tasks
@@ -326,8 +324,8 @@ def cmd_suite(args) -> None:
     if args.only:
         unknown = sorted(set(args.only) - {t.name for t in tasks})
         if unknown:
-            raise SystemExit(f"altk suite: unknown task(s) {', '.join(unknown)}; with --tasks {args.tasks} "
-                             f"--task-seed {args.task_seed} the tasks are {tasks[0].name} .. {tasks[-1].name}")
+            raise ConfigError(f"--only: unknown task(s) {', '.join(unknown)}; with --tasks {args.tasks} "
+                              f"--task-seed {args.task_seed} the tasks are {tasks[0].name} .. {tasks[-1].name}")
         tasks = [t for t in tasks if t.name in args.only]
     out = Path(args.out or cache_path(f"suite-{args.mode}"))
     seeds = _seeds(args.seeds or ("0-9" if args.mode == "probe" else "0-2"))
@@ -337,10 +335,7 @@ def cmd_suite(args) -> None:
     # every option goes through: run_task_suite refuses those of the other mode instead of ignoring them
     kwargs = {"data": parse_overrides(args.data) if args.data else None,
               "al": parse_overrides(args.al) if args.al else None, "overrides": args.set,
-              "launcher": args.launcher,
-              "launcher_kwargs": {"cluster": args.cluster, "timeout_min": args.timeout_min,
-                                  **({"slurm_partition": args.partition} if args.partition else {}),
-                                  **({"gpus_per_node": args.gpus} if args.gpus else {})}}
+              "launcher": args.launcher, "launcher_kwargs": _launcher_kwargs(args)}
     records = run_task_suite(tasks, seeds, out=out, mode=args.mode, workers=args.workers, strategies=strategies,
                              **kwargs)
     table = suite_table(records, tasks)
@@ -348,7 +343,7 @@ def cmd_suite(args) -> None:
     write_atomic(out / "claims.csv", claim_shares(table).to_csv(index=False))
     text = format_suite(table)
     write_atomic(out / "suite.txt", text + "\n")
-    command = "altk " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if argv_is_cli() else ""
+    command = _command_line()
     page = build_suite_report(table, out / "suite.html", command=command)
     print("\n" + text, flush=True)
     print(f"\n[suite] wrote {out / 'suite.csv'} (one row per task), {out / 'claims.csv'}, {page}; tasks and their "
@@ -400,30 +395,61 @@ def argv_is_cli() -> bool:
     return Path(sys.argv[0]).name in ("altk", "__main__.py")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="altk", description="Why pretrained models are good active learners.")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars (log lines stay)")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------- modes: one --mode, the old flags deprecated
 
+DEMO_MODES = {(): "full", ("probe",): "probe", ("real",): "real", ("probe", "real"): "real-probe"}
+DOSE_MODES = {(): "probe", ("full",): "full", ("real",): "real"}
+
+
+def _mode_option(p, legacy: dict, text: str) -> None:
+    """--mode (its default: what no old flag meant), and the old flags, hidden, that still select a mode."""
+    modes = list(dict.fromkeys(legacy.values()))
+    p.add_argument("--mode", choices=modes, default=None, help=f"{text} (default: {legacy[()]})")
+    for flag in sorted({f for flags in legacy for f in flags}):
+        p.add_argument(f"--{flag}", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(legacy_modes=legacy)
+
+
+def _resolve_mode(args) -> str | None:
+    """Set args.mode from --mode or the old flags (--full, --real, --probe), and args.mode_flag to
+    the spelling given (for messages); returns the one-line deprecation note of an old spelling."""
+    legacy = getattr(args, "legacy_modes", None)
+    if legacy is None:
+        return None
+    flags = tuple(f for f in sorted({f for fs in legacy for f in fs}) if getattr(args, f))
+    spelled = " ".join(f"--{f}" for f in flags)
+    if flags and flags not in legacy:
+        raise ConfigError(f"{spelled} name different modes; give one --mode "
+                          f"({', '.join(dict.fromkeys(legacy.values()))})")
+    if flags and args.mode and args.mode != legacy[flags]:
+        raise ConfigError(f"--mode {args.mode} and {spelled} name different modes; give --mode only")
+    args.mode = args.mode or legacy[flags]
+    args.mode_flag = spelled if flags else f"--mode {args.mode}"
+    return f"altk {args.command}: {spelled} is deprecated; use --mode {args.mode}" if flags else None
+
+
+# ---------------------------------------------------------------- the parser, one function per subcommand
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="toy world: pretrained vs unpretrained x uncertainty vs random")
-    p.add_argument("--seeds", default=None, help="e.g. 0-2 or 0,4,7 (default: 0-2, or 0-9 with --probe)")
-    p.add_argument("--out", default=None, help="output folder (default: cache/demo, or cache/demo-real with --real); "
-                   "with --probe the runs go to this folder with -probe appended (e.g. cache/demo-probe), printed "
-                   "at the start and the end")
+    _mode_option(p, DEMO_MODES, "full: full finetuning in the toy world; probe: probe-only on cached features (10 "
+                 "seeds by default), written to the --out folder with -probe appended; real: EfficientNet-Lite0 "
+                 "(ImageNet, offline) on real-photo composites (fashion_places) instead of the toy world; "
+                 "real-probe: both (the old --probe --real)")
+    p.add_argument("--seeds", default=None, help="e.g. 0-2 or 0,4,7 (default: 0-2, or 0-9 in probe modes)")
+    p.add_argument("--out", default=None, help="output folder (default: cache/demo, or cache/demo-real in real "
+                   "modes); in probe modes the runs go to this folder with -probe appended (e.g. cache/demo-probe), "
+                   "printed at the start and the end")
     p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
-    p.add_argument("--real", action="store_true",
-                   help="EfficientNet-Lite0 (ImageNet, offline) on real-photo composites (fashion_places) "
-                        "instead of the toy world")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
-    p.add_argument("--probe", action="store_true", help="probe-only mode on cached features (10 seeds by default); "
-                   "writes to the --out folder with -probe appended")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE",
                    help="probe mode: protocol, e.g. budget=360 per_round=20 (default: 40 + 60 by 5)")
     p.add_argument("--screen-tasks", type=int, default=5, help="the first screen: the claims in probe mode on the "
                    "suite's first K tasks, before the full-finetuning grid (toy world; 0 skips it)")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_make_composite(sub) -> None:
     p = sub.add_parser("make-composite",
                        help="build a Waterbirds variant from CUB birds (with masks) on Places backgrounds")
     p.add_argument("kind", choices=["waterbirds"])
@@ -440,8 +466,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="a new folder (refused if it exists and is not empty)")
     p.set_defaults(func=cmd_make_composite)
 
+
+def _add_extract(sub) -> None:
     p = sub.add_parser("extract", help="penultimate embeddings of a dataset split into an HDF5 cache")
-    p.add_argument("--model", required=True, help="a registered name, timm:<name>, open_clip:<arch>/<tag> or hf:<hub id>")
+    p.add_argument("--model", required=True,
+                   help="a registered name, timm:<name>, open_clip:<arch>/<tag> or hf:<hub id>")
     p.add_argument("--weights", default="pretrained", help="pretrained, random, or a checkpoint path")
     p.add_argument("--dataset", required=True)
     p.add_argument("--split", required=True)
@@ -456,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="torch seed for random weights")
     p.set_defaults(func=cmd_extract)
 
+
+def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="probe-only active learning on a feature cache")
     p.add_argument("--cache", required=True, help="the pool's feature cache (.h5)")
     p.add_argument("--eval-cache", nargs="+", required=True, metavar="[SPLIT=]PATH")
@@ -470,6 +501,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="folder of run records (default: <cache>/probe-runs)")
     p.set_defaults(func=cmd_probe)
 
+
+def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain the toy backbone on the broad synthetic task")
     p.add_argument("target", choices=["toy"])
     p.add_argument("--out", default=None)
@@ -479,34 +512,48 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_pretrain)
 
-    model_forms = ("model.name takes a registered name (toolkit.list_models(): toy_resnet, bit_m_r50x1, vit_b16, "
-                   "efficientnet_lite0/1/2, roberta_large, ...), timm:<name> for any "
-                   "timm model (timm:convnext_tiny.fb_in22k), open_clip:<arch>/<tag> for an open_clip image tower "
-                   "(open_clip:ViT-B-32/laion2b_s34b_b79k), or hf:<hub id> for a transformers text encoder "
-                   "(hf:roberta-base). model.weights takes pretrained, random, or a local weights file "
-                   "(.safetensors/.pth/.pt/.npz; a save_pretrained folder for text models).")
-    p = sub.add_parser("run", help="one active-learning run from a preset plus overrides", epilog=model_forms)
+
+MODEL_FORMS = ("model.name takes a registered name (toolkit.list_models(): toy_resnet, bit_m_r50x1, vit_b16, "
+               "efficientnet_lite0/1/2, roberta_large, ...), timm:<name> for any "
+               "timm model (timm:convnext_tiny.fb_in22k), open_clip:<arch>/<tag> for an open_clip image tower "
+               "(open_clip:ViT-B-32/laion2b_s34b_b79k), or hf:<hub id> for a transformers text encoder "
+               "(hf:roberta-base). model.weights takes pretrained, random, or a local weights file "
+               "(.safetensors/.pth/.pt/.npz; a save_pretrained folder for text models).")
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="one active-learning run from a preset plus overrides", epilog=MODEL_FORMS)
     p.add_argument("preset", help="a preset name (see toolkit/presets) or a YAML path")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. al.strategy=random seed=3")
-    p.add_argument("--out", default=None, help="run directory (resumes if it holds this config's partial run)")
+    p.add_argument("--out", default=None, help="run directory (default: <cache>/runs/<preset>-<weights>-<strategy>-"
+                   "s<seed>; resumes if it holds this config's partial run)")
     p.set_defaults(func=cmd_run)
 
+
+def _add_launcher_options(p, *, array: bool) -> None:
+    p.add_argument("--launcher", choices=["local", "submitit"], default="local")
+    p.add_argument("--cluster", default=None, help="submitit: slurm (default when available), local, debug")
+    p.add_argument("--timeout-min", type=int, default=240)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--gpus", type=int, default=None, help="GPUs per job")
+    if array:
+        p.add_argument("--array-parallelism", type=int, default=None)
+
+
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="a grid of runs: local process pool or submitit (Slurm)")
     p.add_argument("preset")
     p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2|A-B",
                    help="e.g. seeds=0-15 strategy=least_confidence,random weights=pretrained,random")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     p.add_argument("--out", required=True, help="sweep folder (re-running resumes it)")
-    p.add_argument("--launcher", choices=["local", "submitit"], default="local")
     p.add_argument("--workers", type=_at_least_one, default=None,
                    help="local: processes (default: GPUs, else CPU cores)")
-    p.add_argument("--cluster", default=None, help="submitit: slurm (default when available), local, debug")
-    p.add_argument("--timeout-min", type=int, default=240)
-    p.add_argument("--partition", default=None)
-    p.add_argument("--gpus", type=int, default=None, help="GPUs per job")
-    p.add_argument("--array-parallelism", type=int, default=None)
+    _add_launcher_options(p, array=True)
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_suite(sub) -> None:
     p = sub.add_parser("suite", help="the paper's claims across a seeded family of toy-world tasks")
     p.add_argument("--tasks", type=_at_least_one, default=20, help="K tasks drawn from the task distribution")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the task distribution")
@@ -521,13 +568,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="probe: dataset options (n_train=4000)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="probe: protocol (budget=60 per_round=5)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="full: config overrides for every run")
-    p.add_argument("--launcher", choices=["local", "submitit"], default="local")
-    p.add_argument("--cluster", default=None, help="submitit: slurm, local, debug")
-    p.add_argument("--timeout-min", type=int, default=240)
-    p.add_argument("--partition", default=None)
-    p.add_argument("--gpus", type=int, default=None)
+    _add_launcher_options(p, array=False)
     p.set_defaults(func=cmd_suite)
 
+
+def _add_select_once(sub) -> None:
     p = sub.add_parser("select-once", help="select on frozen features with a probe, finetune once; against the "
                                            "full loop on the same tasks and seeds")
     p.add_argument("--tasks", type=_at_least_one, default=5,
@@ -541,27 +586,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
     p.set_defaults(func=cmd_select_once)
 
+
+def _add_dose(sub) -> None:
     p = sub.add_parser("dose", help="the pretraining-dose study: AL gain along how much, and on what, the toy "
                                     "backbone was pretrained, and the representation measures that predict it")
+    _mode_option(p, DOSE_MODES, "probe: probe mode on the toy backbones; full: full finetuning (toy preset, through "
+                 "the sweep), default doses random, pretrained@step800, pretrained; real: the real-network axis, "
+                 "EfficientNet-Lite0/1/2 (ImageNet, offline) and Lite0 from random init on fashion_places (--doses, "
+                 "--tasks, --data and --set do not apply and are refused)")
     p.add_argument("--doses", default=None, help="comma-separated toy_resnet weights ids, each once (default: random, "
                    "pretrained@step0,100,200,400,800, pretrained, pretrained@images5000, pretrained@shapes10); "
                    "checked, with --data and --al, before any pretraining")
     p.add_argument("--tasks", type=_at_least_one, default=None, help="K tasks drawn from the suite's task "
-                   "distribution (default: 20, or 3 with --full)")
+                   "distribution (default: 20, or 3 with --mode full)")
     p.add_argument("--task-seed", type=int, default=0)
-    p.add_argument("--seeds", default=None, help="default: 0-9, or 0-2 with --full")
-    p.add_argument("--out", default=None, help="study folder (default: <cache>/dose-study; re-running resumes)")
+    p.add_argument("--seeds", default=None, help="default: 0-9, or 0-2 with --mode full")
+    p.add_argument("--out", default=None, help="study folder (default: <cache>/dose-study, dose-full or dose-real "
+                   "by mode; re-running resumes)")
     p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="dataset options (n_train=4000)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (budget=60 per_round=5)")
-    p.add_argument("--full", action="store_true", help="full finetuning (toy preset, through the sweep) instead of "
-                   "probe mode; default doses random, pretrained@step800, pretrained")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="--full: config overrides for every run")
-    p.add_argument("--real", action="store_true", help="the real-network axis instead: EfficientNet-Lite0/1/2 "
-                   "(ImageNet, offline) and Lite0 from random init on fashion_places (--doses, --tasks, --data and "
-                   "--set do not apply and are refused)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="--mode full: config overrides for every run")
     p.set_defaults(func=cmd_dose)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")
     p.add_argument("runs", nargs="+", help="run directories, or folders holding them")
     p.add_argument("--out", default="report.html")
@@ -574,30 +624,59 @@ def main(argv: list[str] | None = None) -> None:
                    help="evaluation split to report (default: val when the runs have it, as the paper; else test)")
     p.set_defaults(func=cmd_report)
 
-    args = parser.parse_args(argv)
+
+SUBCOMMANDS = (_add_demo, _add_make_composite, _add_extract, _add_probe, _add_pretrain, _add_run, _add_sweep,
+               _add_suite, _add_select_once, _add_dose, _add_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="altk", description="Why pretrained models are good active learners.")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (log lines stay)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+# ---------------------------------------------------------------- the one error handler
+
+def _error_line(err: BaseException) -> tuple[int, str]:
+    """The exit code and the one line (after `altk CMD: error: `) for an error."""
+    if isinstance(err, RunsFailedError):  # one line per failed run, as the message lists them
+        return 1, str(err)
+    if isinstance(err, (AltkError, ValueError, FileNotFoundError, FileExistsError)):
+        # one line that names the option or file and what to do; --debug shows the traceback
+        return 2, " ".join(str(err).split())
+    # an OSError: a read-only folder, a full disk, a file where a folder should be
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    return 2, (f"{getattr(err, 'strerror', None) or err}{where}; check the path and its permissions and free space "
+               f"(--debug shows the traceback)")
+
+
+def _handle(args) -> None:
+    """Run the subcommand; every error it raises leaves as `altk CMD: error: ...` and an exit code.
+    An old mode flag's deprecation note goes to stderr when the command succeeds: an error stays
+    one line."""
+    try:
+        note = _resolve_mode(args)
+        args.func(args)
+    except (AltkError, ValueError, OSError) as err:
+        if args.debug:
+            raise
+        code, line = _error_line(err)
+        print(f"altk {args.command}: error: {line}", file=sys.stderr)
+        raise SystemExit(code) from None
+    if note:
+        print(note, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     to_stdout()  # the library logs; the command shows its messages as plain lines
     if args.quiet:
         os.environ["ALTK_QUIET"] = "1"
-    try:
-        args.func(args)
-    except RunsFailedError as err:  # one line per failed run, as the message lists them
-        if args.debug:
-            raise
-        print(f"altk {args.command}: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except (AltkError, ValueError, FileNotFoundError, FileExistsError) as err:
-        if args.debug:
-            raise
-        # one line that names the option or file and what to do; --debug shows the traceback
-        print(f"altk {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except OSError as err:  # a read-only folder, a full disk, a file where a folder should be
-        if args.debug:
-            raise
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"altk {args.command}: error: {err.strerror or err}{where}; check the path and its permissions and "
-              f"free space (--debug shows the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None
+    _handle(args)
 
 
 if __name__ == "__main__":

@@ -325,8 +325,21 @@ def parse_overrides(overrides: list[str]) -> dict:
     return nested
 
 
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+def list_presets(filter: str = "") -> list[str]:
+    """The preset names, for `resolve_config(preset)` and `altk run --preset`: the registry
+    is the presets folder (`toolkit/presets/NAME.yaml`), so adding a file registers a preset.
+
+    Args:
+        filter: an fnmatch pattern on the name, e.g. "waterbirds*"; "" lists all.
+
+    Examples:
+        >>> from toolkit import list_presets
+        >>> list_presets("waterbirds-*")[:2], "toy" in list_presets()
+        (['waterbirds-bit-m-r101x1', 'waterbirds-bit-s-r50x1'], True)
+    """
+    import fnmatch
+
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if fnmatch.fnmatchcase(p.stem, filter or "*"))
 
 
 

@@ -14,18 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from toolkit._util.capabilities import DatasetCapabilities, capabilities_of
 from toolkit._util.dicts import deep_update
 
 if TYPE_CHECKING:
     from toolkit.config import RunConfig
 
-# datasets whose loaders take `crop` (image files, WILDS images, CIFAR-10)
-CROP_DATASETS = ("waterbirds", "treeperson", "iwildcam", "camelyon17", "fmow", "cifar10")
-TEXT_DATASETS = ("amazon",)
+# a row's `applies(cfg, caps)` reads the dataset's registry entry (its declared capabilities),
+# never its name: a new dataset gets every row its capabilities allow
 
 
-def _image(cfg: "RunConfig") -> bool:
-    return cfg.data.name not in TEXT_DATASETS
+def _image(cfg: "RunConfig", caps: DatasetCapabilities) -> bool:
+    return caps.modality == "image"  # the paper's code is the vision release
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class FidelityRow:
     toolkit: str
     option: dict = field(default_factory=dict)  # nested overrides; {} = the toolkit already does as the code
     why: str = ""  # why the toolkit's default differs from the code, when it does
-    applies: Callable[["RunConfig"], bool] = _image
+    applies: Callable[["RunConfig", DatasetCapabilities], bool] = _image
 
     @property
     def option_text(self) -> str:
@@ -71,7 +71,7 @@ ROWS: tuple[FidelityRow, ...] = (
         "exact either way with GroupNorm (no batch statistics); 8 needs half the passes. Changes only which "
         "micro-batch the code's stopping rule reads. Applied to every image preset with the paper's batch of 32, "
         "the toy preset's whole-batch passes included",
-        lambda cfg: _image(cfg) and cfg.finetune.batch_size == 32,
+        lambda cfg, caps: _image(cfg, caps) and cfg.finetune.batch_size == 32,
     ),
     FidelityRow(
         "Warm-up",
@@ -98,7 +98,7 @@ ROWS: tuple[FidelityRow, ...] = (
         "`augment_pad` px (reflect padding)",
         {"data": {"params": {"crop": "random"}}},
         "one stored array serves training, evaluation and scoring, at 12% less memory than whole 512 px images",
-        lambda cfg: cfg.data.name in CROP_DATASETS,
+        lambda cfg, caps: caps.crop,
     ),
     FidelityRow(
         "Small-image rule",
@@ -136,7 +136,7 @@ ROWS: tuple[FidelityRow, ...] = (
         "drawn from `data.params.seed` (0): every seed the same task",
         {"data": {"params": {"seed": "run"}}},
         "seeds then replicate one task, so a CI measures active-learning noise, not the choice of classes",
-        lambda cfg: cfg.data.name == "cifar10" and bool(cfg.data.params.get("imbalanced")),
+        lambda cfg, caps: caps.rare_classes and bool(cfg.data.params.get("imbalanced")),
     ),
     FidelityRow(
         "CIFAR-10 validation split",
@@ -146,7 +146,7 @@ ROWS: tuple[FidelityRow, ...] = (
         "`val`: 5,000 held-out train images, balanced (`val_imbalanced`: imbalanced); `test`: the test set",
         {},
         "not offered: the toolkit keeps the test set whole for the final number",
-        lambda cfg: False,
+        lambda cfg, caps: False,
     ),
     FidelityRow(
         "Headline metric",
@@ -196,11 +196,15 @@ ROWS: tuple[FidelityRow, ...] = (
 )
 
 
-def paper_code_overrides(cfg: "RunConfig") -> dict:
-    """The nested overrides that make `cfg` run as the paper's code does."""
+def paper_code_overrides(cfg: "RunConfig", capabilities: DatasetCapabilities | None = None) -> dict:
+    """The nested overrides that make `cfg` run as the paper's code does.
+
+    `capabilities`: what `cfg.data.name` supports (its registry entry's); None reads the
+    declaration (`toolkit._util.capabilities`), which every registered dataset has."""
+    caps = capabilities if capabilities is not None else capabilities_of(cfg.data.name)
     out: dict = {}
     for row in ROWS:
-        if row.option and row.applies(cfg):
+        if row.option and row.applies(cfg, caps):
             out = deep_update(out, row.option)
     return out
 

@@ -25,6 +25,7 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+from toolkit._util.atomic import atomic_path
 from toolkit._util.faults import kill_point
 from toolkit._util.version import __version__, git_commit
 from toolkit.errors import MissingFileError, RecordError
@@ -33,17 +34,10 @@ TIMING_PREFIX = "time/"
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` atomically: a killed process leaves the old or the new file.
-
-    No fsync: that guards against power loss, not against the killed or pre-empted
-    processes that resuming is for, and it cost the probe loop ~0.3 s per 64 rounds."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """Replace `path` with `text` atomically: a killed process leaves the old or the new file
+    (`toolkit._util.atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, a kill signal turned exception: no temporary file left behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 _ABSENT = object()

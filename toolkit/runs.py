@@ -47,11 +47,21 @@ def load_runs(*paths: str | Path) -> "Runs":
         >>> len(runs), list(runs.summary()["strategy"])
         (1, ['least_confidence'])
     """
+    return Runs([load_run(d) for d in find_run_dirs(*paths)])
+
+
+def find_run_dirs(*paths: str | Path) -> list[Path]:
+    """The run folders under `paths` (run folders, folders of runs, sweep and demo folders;
+    `record.run_dirs` of each), in order.
+
+    Raises:
+        MissingFileError: none of `paths` holds a run record.
+    """
     dirs = [d for p in paths for d in run_dirs(Path(p))]
     if not dirs:
         raise MissingFileError(f"no run records (folders with rounds.jsonl) under {', '.join(map(str, paths))}; "
                                 f"make some with ./run demo or altk run")
-    return Runs([load_run(d) for d in dirs])
+    return dirs
 
 
 class Runs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +18,7 @@ import torch
 from toolkit._util.faults import kill_point
 from toolkit._util.log import info
 from toolkit._util.progress import progress
-from toolkit._util.repro import resolve_device, round_rng, round_torch_seed, set_deterministic
+from toolkit._util.repro import resolve_device, round_torch_seed, set_deterministic
 from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_logits, select_batch
 from toolkit.al.finetune import finetune, infer, make_optimizer, maybe_compile, predict_logits
 from toolkit.al.protocol import (
@@ -27,16 +28,16 @@ from toolkit.al.protocol import (
     check_classes,
     check_resampled_pool,
     dataset_rows,
-    draw_seed_set,
+    pool_shares,
     run_meta,
     split_metrics,
 )
+from toolkit.al.rounds import clean_states, finish_run, record_round, resume_state, round_row, start_labels
 from toolkit.config import RunConfig
 from toolkit.data import GroupedDataset, create_dataset
 from toolkit.errors import MissingFileError
-from toolkit.metrics import group_shares
 from toolkit.models import create_model, weights_digest
-from toolkit.record import PoolOutputWriter, RunRecord, RunWriter, load_run
+from toolkit.record import PoolOutputWriter, RunRecord, RunWriter
 
 
 def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares: dict | None,
@@ -186,6 +187,46 @@ def input_digests(pool: GroupedDataset, evals: dict[str, GroupedDataset], model:
             "weights": weights_digest(model)}
 
 
+@dataclass
+class PreparedRun:
+    """What a config's run reads, checked: the data, the protocol's facts, the initial model and the digests."""
+
+    pool: GroupedDataset
+    evals: dict[str, GroupedDataset]
+    sizes: list[int]
+    shares: dict | None
+    meta: dict
+    model: torch.nn.Module
+    digests: dict[str, str]
+    device: torch.device
+    load_s: float
+
+
+def prepare_run(cfg: RunConfig) -> PreparedRun:
+    """The set-up every finetuning run shares (the full loop and select-then-finetune): threads,
+    device and determinism as configured; the data loaded and checked (budget, classes, a
+    resampled pool); the meta; the initial model (`initial_model`: its zero-head rule) and the
+    digests of all of it (`input_digests`)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        set_deterministic(True)
+    get_acquisition(cfg.al.strategy)  # fail fast on an unknown name
+    t_load = time.perf_counter()
+    pool, evals = load_data(cfg)
+    load_s = time.perf_counter() - t_load
+    check_budget(cfg.al, len(pool))
+    check_classes(pool.labels, pool.class_names, f"{pool.name}: the training pool")
+    check_resampled_pool(cfg.al, pool)
+    sizes = acquisition_sizes(cfg.al)
+    shares = pool_shares(pool)
+    # the model every round starts from (finetune reseeds torch, so building it here changes nothing)
+    model = initial_model(cfg, pool.num_classes)
+    return PreparedRun(pool, evals, sizes, shares, run_meta(pool, sizes, shares), model,
+                       input_digests(pool, evals, model), device, load_s)
+
+
 def current_input_digests(cfgs: dict[str, RunConfig], recorded: dict[str, dict]) -> dict[str, dict[str, str]]:
     """Each named config's input digests now (`input_digests`), for comparison with `recorded`
     (name -> the digests its record holds; runs recording none are skipped).
@@ -273,99 +314,48 @@ def _run(
         on_round_end: called with the round index after its record is on disk.
     """
     say = log or (lambda _: None)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    if cfg.deterministic:
-        set_deterministic(True)
-    get_acquisition(cfg.al.strategy)  # fail fast on an unknown name
-    t_load = time.perf_counter()
-    pool, evals = load_data(cfg)
-    load_s = time.perf_counter() - t_load
-    check_budget(cfg.al, len(pool))
-    check_classes(pool.labels, pool.class_names, f"{pool.name}: the training pool")
-    check_resampled_pool(cfg.al, pool)
-    sizes = acquisition_sizes(cfg.al)
-    shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
-    meta = run_meta(pool, sizes, shares)
-    model = initial_model(cfg, pool.num_classes)
-    digests = input_digests(pool, evals, model)
-    writer = RunWriter(out_dir, cfg.to_dict(), meta, defaults=RunConfig().to_dict(), digests=digests)
-    initial_state = copy.deepcopy(model.state_dict())
-    net = maybe_compile(model, cfg.finetune.compile)  # shares model's parameters
-    optimizer = None
-    if cfg.finetune.keep_optimizer_state:  # the paper's code: one optimiser, momentum kept across rounds
-        model.to(device)
-        optimizer = make_optimizer(model, cfg.finetune)
-        if writer.completed_rounds:
-            saved = optimizer_state_path(Path(out_dir), writer.completed_rounds - 1)
-            if not saved.exists():
-                raise MissingFileError(f"{saved} is missing: a run with finetune.keep_optimizer_state cannot resume "
-                                        f"without the optimiser state its last completed round left")
-            optimizer.load_state_dict(torch.load(saved, map_location=device, weights_only=True))
-
-    id_to_pos = {int(i): p for p, i in enumerate(pool.ids)}
+    run = prepare_run(cfg)
+    writer = RunWriter(out_dir, cfg.to_dict(), run.meta, defaults=RunConfig().to_dict(), digests=run.digests)
+    initial_state = copy.deepcopy(run.model.state_dict())
+    net = maybe_compile(run.model, cfg.finetune.compile)  # shares model's parameters
+    optimizer = _open_optimizer(cfg, run, writer, Path(out_dir))
+    labelled = start_labels(writer, run.pool, cfg.al, cfg.seed)
     if writer.completed_rounds:
-        labelled = np.array([id_to_pos[i] for i in writer.labelled_ids()], dtype=np.int64)
         say(f"resuming {out_dir} at round {writer.completed_rounds} with {len(labelled)} labels")
-    else:
-        labelled = draw_seed_set(pool.labels, cfg.al.seed_size, cfg.al.seed_set, round_rng(cfg.seed, 0, stream=1))
-    seed_rows = dataset_rows(pool, labelled)
+    seed_rows = dataset_rows(run.pool, labelled)
 
-    n_rounds = len(sizes) + 1
+    n_rounds = len(run.sizes) + 1
     bar = progress(total=n_rounds, desc=f"rounds of {Path(out_dir).name}", unit="round")
     bar.update(writer.completed_rounds)
     first = writer.completed_rounds  # the first round this process runs: it paid for loading the data
-    for r in range(first, n_rounds):
-        if max_rounds is not None and r >= max_rounds:
-            break
+    for r in range(first, n_rounds if max_rounds is None else min(n_rounds, max_rounds)):
         t0 = time.perf_counter()
-        model.load_state_dict(initial_state)  # every round starts from the initial weights
-        train = finetune(net, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, r),
-                         optimizer=optimizer)
+        run.model.load_state_dict(initial_state)  # every round starts from the initial weights
+        train = finetune(net, run.pool, labelled, cfg.finetune, device=run.device,
+                         seed=round_torch_seed(cfg.seed, r), optimizer=optimizer)
         kill_point(f"loop:trained:{r}")
         t1 = time.perf_counter()
-        metrics = {s: evaluate(net, ds, device=device, batch_size=cfg.eval_batch_size, train_shares=shares,
+        metrics = {s: evaluate(net, ds, device=run.device, batch_size=cfg.eval_batch_size, train_shares=run.shares,
                                workers=cfg.loader_workers)
-                   for s, ds in evals.items()}
+                   for s, ds in run.evals.items()}
         t2 = time.perf_counter()
         kill_point(f"loop:evaluated:{r}")
-        acquired: list[dict] = []
-        scored = 0
-        if r < len(sizes):
-            unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
-            outputs = (PoolOutputWriter(out_dir, r, len(unlabelled), pool.num_classes)
-                       if cfg.al.save_pool_outputs else None)
-            choose = score_pool if needs(cfg.al.strategy) <= {"logits"} else select_from_model
-            kw = {"labelled": labelled} if choose is select_from_model else {}
-            picks, scores = choose(net, pool, candidates=unlabelled, k=sizes[r], strategy=cfg.al.strategy, rng=rng,
-                                   device=device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
-                                   outputs=outputs, **kw)
-            acquired = dataset_rows(pool, picks, scores)
-            scored = (0 if not needs(cfg.al.strategy) else len(pool) if "embeddings" in needs(cfg.al.strategy)
-                      else len(unlabelled))
-            labelled = np.concatenate([labelled, picks])
+        picks, acquired, scored = _acquire(cfg, run, net, labelled, r, out_dir)
         t3 = time.perf_counter()
         if r in cfg.checkpoint_rounds or (r - n_rounds) in cfg.checkpoint_rounds:  # -1 = the last round
-            save_checkpoint(model, Path(out_dir), r)
-        row = {"round": r, "n_labels": int(len(labelled) - len(acquired)), "metrics": metrics, "train": train,
-               "acquired": acquired,
-               "timings": {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2,
-                           "data_in_train_s": train["data_seconds"],
-                           # compute in examples: training steps x batch, evaluation, pool scoring
-                           "passes": {"forward": train["steps"] * cfg.finetune.batch_size
-                                      + sum(len(d) for d in evals.values()) + scored,
-                                      "backward": train["steps"] * cfg.finetune.batch_size},
-                           **({"load_data_s": load_s} if r == first else {})}}
-        if r == 0:
-            row["seed_set"] = seed_rows
-        kill_point(f"loop:scored:{r}")
-        if optimizer is not None:  # per round, before its record: a resume reads the state its last round left
-            save_optimizer_state(optimizer, Path(out_dir), r)
-        kill_point(f"loop:before_record:{r}")
-        writer.append_round(row, finished=r == n_rounds - 1)
-        if optimizer is not None:
-            optimizer_state_path(Path(out_dir), r - 1).unlink(missing_ok=True)
+            save_checkpoint(run.model, Path(out_dir), r)
+        timings = {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2, "data_in_train_s": train["data_seconds"],
+                   # compute in examples: training steps x batch, evaluation, pool scoring
+                   "passes": {"forward": train["steps"] * cfg.finetune.batch_size
+                              + sum(len(d) for d in run.evals.values()) + scored,
+                              "backward": train["steps"] * cfg.finetune.batch_size},
+                   **({"load_data_s": run.load_s} if r == first else {})}
+        row = round_row(r, len(labelled), metrics, train, acquired, timings, seed_rows)
+        labelled = np.concatenate([labelled, picks])
+        keep = optimizer is not None  # per round, before its record: a resume reads the state its last round left
+        record_round(writer, row, finished=r == n_rounds - 1, stage="loop",
+                     save_state=(lambda i: save_optimizer_state(optimizer, Path(out_dir), i)) if keep else None,
+                     state_path=(lambda i: optimizer_state_path(Path(out_dir), i)) if keep else None)
         main = metrics.get("test") or next(iter(metrics.values()), {})
         say(f"  round {r}/{n_rounds - 1} labels={row['n_labels']:4d} steps={train['steps']:3d} "
             f"acc={main.get('accuracy', float('nan')):.3f} worst={main.get('worst_group', float('nan')):.3f} "
@@ -374,6 +364,42 @@ def _run(
         if on_round_end is not None:
             on_round_end(r)
     bar.close()
-    if writer.completed_rounds == n_rounds:  # also repairs a state.json that a kill left behind
-        writer.write_state(finished=True)
-    return load_run(out_dir)
+    return finish_run(writer, n_rounds)
+
+
+def _open_optimizer(cfg: RunConfig, run: PreparedRun, writer: RunWriter, out_dir: Path):
+    """finetune.keep_optimizer_state (the paper's code: one optimiser, momentum kept across
+    rounds): the optimiser, with the state the last completed round left on a resume; else None."""
+    if not cfg.finetune.keep_optimizer_state:
+        return None
+    run.model.to(run.device)
+    optimizer = make_optimizer(run.model, cfg.finetune)
+
+    def load(last: int):
+        saved = optimizer_state_path(out_dir, last)
+        if not saved.exists():
+            raise MissingFileError(f"{saved} is missing: a run with finetune.keep_optimizer_state cannot resume "
+                                   f"without the optimiser state its last completed round left")
+        optimizer.load_state_dict(torch.load(saved, map_location=run.device, weights_only=True))
+
+    resume_state(writer, load)
+    clean_states(out_dir / "optimizer_state", keep=optimizer_state_path(out_dir, writer.completed_rounds - 1))
+    return optimizer
+
+
+def _acquire(cfg: RunConfig, run: PreparedRun, net, labelled: np.ndarray, r: int, out_dir: str | Path
+             ) -> tuple[np.ndarray, list[dict], int]:
+    """Round r's acquisitions (none in the last round): their positions, their record rows, and
+    how many pool examples the network scored for them."""
+    if r >= len(run.sizes):
+        return np.empty(0, dtype=np.int64), [], 0
+    pool, strategy = run.pool, cfg.al.strategy
+    unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
+    outputs = PoolOutputWriter(out_dir, r, len(unlabelled), pool.num_classes) if cfg.al.save_pool_outputs else None
+    choose = score_pool if needs(strategy) <= {"logits"} else select_from_model
+    kw = {"labelled": labelled} if choose is select_from_model else {}
+    picks, scores = choose(net, pool, candidates=unlabelled, k=run.sizes[r], strategy=strategy, rng=rng,
+                           device=run.device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
+                           outputs=outputs, **kw)
+    scored = 0 if not needs(strategy) else len(pool) if "embeddings" in needs(strategy) else len(unlabelled)
+    return picks, dataset_rows(pool, picks, scores), scored

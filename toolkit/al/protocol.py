@@ -8,7 +8,7 @@ import pandas as pd
 from toolkit._util.repro import round_rng
 from toolkit.config import ALConfig, acquisition_sizes  # noqa: F401  (the protocol's round sizes)
 from toolkit.errors import ConfigError, DataError
-from toolkit.metrics import EXTRA_METRICS, group_key, group_metrics
+from toolkit.metrics import EXTRA_METRICS, group_key, group_metrics, group_shares
 
 
 def check_budget(al: ALConfig, pool_size: int) -> None:
@@ -121,9 +121,15 @@ def split_metrics(preds: np.ndarray, ds, train_shares: dict | None) -> dict:
     return out
 
 
-def run_meta(pool, sizes: list[int], shares: dict | None) -> dict:
-    """A full-finetuning run's meta.json: the pool's facts (the full loop and select-then-finetune-once)."""
-    return {"dataset": pool.name, "pool_size": len(pool), "class_names": list(pool.class_names),
-            "label_column": pool.label_column, "spurious_column": pool.spurious_column,
-            "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
-            "acquisition_sizes": sizes}
+def pool_shares(pool) -> dict | None:
+    """The pool's (label, spurious) group shares, for a GroupedDataset or a FeatureCache; None without a spurious column."""
+    return group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
+
+
+def run_meta(pool, sizes: list[int], shares: dict | None, *, dataset: str | None = None) -> dict:
+    """A run's meta.json: the pool's facts, for every loop (full, probe, select-then-finetune).
+    `dataset`: the dataset's name where the pool does not carry it (a FeatureCache's fingerprint)."""
+    return {"dataset": pool.name if dataset is None else dataset, "pool_size": len(pool),
+            "class_names": list(pool.class_names), "label_column": pool.label_column,
+            "spurious_column": pool.spurious_column, "pool_group_shares": shares,
+            "pool_attribute_shares": attribute_shares(pool), "acquisition_sizes": sizes}

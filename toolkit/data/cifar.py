@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from toolkit.data.base import GroupedDataset
+from toolkit.data.registry import register_dataset
 from toolkit.errors import DataError, MissingFileError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -40,6 +41,7 @@ def rare_classes(seed: int) -> list[int]:
     return sorted(np.random.default_rng([seed, 10]).choice(10, 5, replace=False).tolist())
 
 
+@register_dataset("cifar10")
 def load_cifar10(split: str, *, root: str | Path, imbalanced: bool = False, cut_fraction: float = 0.1,
                  val_size: int = 5000, val_imbalanced: bool = False, seed: int = 0,
                  resolution: int = 32, cache_dir: str | Path | None = None, crop: str = "centre") -> GroupedDataset:

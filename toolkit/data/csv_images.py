@@ -14,10 +14,12 @@ from typing import Mapping, Sequence
 from toolkit._util.paths import default_dir
 from toolkit.data.base import GroupedDataset
 from toolkit.data.image_files import FileImages, PathReader, bit_sizes, crop_layout, materialise
+from toolkit.data.registry import register_dataset
 from toolkit.data.tables import canonical_rows, column, grouped_rows, read_table
 from toolkit.errors import MissingFileError
 
 
+@register_dataset("csv_images")
 def load_csv_images(split: str, *, root: str | Path, csv: str = "metadata.csv", file_column: str = "file",
                     label_column: str = "label", attributes: Sequence[str] = ("attribute",),
                     matched: Mapping | None = None, id_column: str | None = None, split_column: str | None = None,

@@ -16,10 +16,12 @@ import torch
 from toolkit._util.paths import default_dir
 from toolkit.data.base import TextDataset
 from toolkit.data.image_files import save_array_atomic
+from toolkit.data.registry import register_dataset
 from toolkit.data.tables import canonical_rows, column, grouped_rows, read_table
 from toolkit.errors import DataError
 
 
+@register_dataset("csv_text")
 def load_csv_text(split: str, *, path: str | Path, tokenizer: str, text_column: str = "text",
                   label_column: str = "label", attributes: Sequence[str] = ("attribute",),
                   matched: Mapping | None = None, id_column: str | None = None, split_column: str | None = None,

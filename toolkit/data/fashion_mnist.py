@@ -33,6 +33,7 @@ from toolkit._util.paths import default_dir
 from toolkit.data.base import GroupedDataset
 from toolkit.data.composite import COMPOSITOR_VERSION, Nuisance, Pool, make_composite, waterbirds_counts
 from toolkit.data.metadata_images import MetadataLayout, load_metadata_images
+from toolkit.data.registry import register_dataset
 from toolkit.errors import DataError, MissingFileError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -197,6 +198,7 @@ def _digest(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+@register_dataset("fashion_places")
 def load_fashion_places(split: str, *, root: str | Path | None = None, n_train: int = 3000, n_val: int = 400,
                         n_test: int = 1000, matched_fraction: float = 0.95, minority_fraction: float = 0.25,
                         label_classes: Sequence[Sequence[str]] = LABEL_CLASSES,

@@ -19,6 +19,7 @@ import pandas as pd
 from toolkit._util.paths import default_dir
 from toolkit.data.base import GroupedDataset
 from toolkit.data.image_files import FileImages, PathReader, bit_sizes, crop_layout, materialise
+from toolkit.data.registry import register_dataset
 from toolkit.errors import DataError, MissingFileError
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -180,9 +181,11 @@ def resample_matched(rows: pd.DataFrame, fraction: float, *, seed: int = 0) -> p
     return rows.loc[sorted(keep)].reset_index(drop=True)
 
 
+@register_dataset("waterbirds", options_from=load_metadata_images)
 def load_waterbirds(split: str, **params) -> GroupedDataset:
     return load_metadata_images(WATERBIRDS, split, **params)
 
 
+@register_dataset("treeperson", options_from=load_metadata_images)
 def load_treeperson(split: str, **params) -> GroupedDataset:
     return load_metadata_images(TREEPERSON, split, **params)

@@ -25,6 +25,7 @@ import torch
 from toolkit._util.paths import default_dir
 from toolkit._util.progress import progress
 from toolkit.data.base import GroupedDataset
+from toolkit.data.registry import register_dataset
 from toolkit.data.render import LAND_HUES, SHAPES, TEXTURES, WATER_HUES, render
 from toolkit.errors import DataError
 
@@ -229,6 +230,7 @@ def _plain(column: pd.Series) -> np.ndarray:
     return values.astype(str) if values.dtype == object or not np.issubdtype(values.dtype, np.number) else values
 
 
+@register_dataset("toyworld", options_from=ToyWorldParams)
 def load_toyworld(split: str, *, cache_dir: str | Path | None = "auto", **params) -> GroupedDataset:
     """The toy-world split, rendered once and cached on disk under its fingerprint."""
     cache_dir = default_dir(cache_dir, "toyworld")

@@ -15,24 +15,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit._util.faults import kill_point
 from toolkit._util.repro import round_rng
 from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_logits, select_batch
 from toolkit.al.protocol import (
     acquisition_sizes,
-    attribute_shares,
     candidates,
     check_budget,
     check_classes,
     dataset_rows,
-    draw_seed_set,
+    pool_shares,
+    run_meta,
     split_metrics,
 )
+from toolkit.al.rounds import clean_states, finish_run, record_round, resume_state, round_row, start_labels
 from toolkit.config import ALConfig, validate_al
 from toolkit.errors import CacheError, ConfigError, MissingFileError
 from toolkit.features.cache import FeatureCache, open_cache
-from toolkit.metrics import group_shares
-from toolkit.record import RunRecord, RunWriter, load_run
+from toolkit.record import RunRecord, RunWriter
 
 
 class LinearProbe:
@@ -408,10 +407,30 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
 def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> list[RunRecord]:
     import contextlib
 
-    from toolkit._util.locks import exclusive
-
     if not runs:
         return []
+    pool, evals = _open_inputs(pool, evals, runs)
+    with contextlib.ExitStack() as stack:
+        states = _open_runs(stack, pool, evals, runs)
+        rows = _PoolRows(pool, stream, score_chunk or max(64, (2 << 20) // (4 * pool.embeddings.shape[1])))
+        stack.callback(rows.close)
+        step = _Lockstep(pool, evals, rows)
+        while active := [s for s in states if s.r <= len(s.sizes) and (max_rounds is None or s.r < max_rounds)]:
+            train_s = _fit(step, active)
+            t1 = time.perf_counter()
+            metrics = _evaluate(step, active)
+            t2 = time.perf_counter()
+            tops = _select(step, active, _score(step, active))
+            t3 = time.perf_counter()
+            share = 1 / len(active)  # the shared passes' seconds, split evenly over the runs
+            for i, s in enumerate(active):
+                _record(s, pool, metrics[i], tops.get(i), {"train_s": train_s[i], "eval_s": (t2 - t1) * share,
+                                                            "score_s": (t3 - t2) * share}, log)
+        return [finish_run(s.writer, len(s.sizes) + 1) for s in states]
+
+
+def _open_inputs(pool, evals, runs: list[ProbeRun]) -> tuple[FeatureCache, dict[str, FeatureCache]]:
+    """Check the runs' settings, open the caches, and refuse an evaluation split that is not held out."""
     dirs = [str(Path(r.out_dir).resolve()) for r in runs]
     if len(set(dirs)) != len(dirs):
         dup = sorted({d for d in dirs if dirs.count(d) > 1})
@@ -427,133 +446,133 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
         if Path(c.path).resolve() == Path(pool.path).resolve() and str(pool.path) != "<memory>":
             raise CacheError(f"eval split {split!r} is the pool's own cache ({c.path}): evaluating on the pool "
                              f"would score the examples being labelled. Pass the cache of a held-out split.")
-    n = len(pool)
-    fp = pool.fingerprint
     for split, c in evals.items():
         check_eval_cache(pool, c, split)
     for spec in runs:
-        check_budget(spec.al, n)
+        check_budget(spec.al, len(pool))
     check_classes(pool.labels, pool.class_names, f"the pool cache {pool.path}")
-    labels, spurious = pool.labels, pool.spurious
-    shares = group_shares(labels, spurious) if spurious is not None else None
-    n_classes = len(pool.class_names)
+    return pool, evals
+
+
+def _open_runs(stack, pool: FeatureCache, evals: dict[str, FeatureCache], runs: list[ProbeRun]) -> list[_RunState]:
+    """Lock every run's folder (held until `stack` closes), then open or resume its record: its
+    labelled set and the probe its last completed round fitted."""
+    from toolkit._util.locks import exclusive
+
+    for spec in runs:
+        stack.enter_context(exclusive(Path(spec.out_dir), "probe run", directory=True))
+    fp, shares = pool.fingerprint, pool_shares(pool)
     digests = {"pool": cache_digest(pool), **{f"eval:{s}": cache_digest(c) for s, c in evals.items()}}
-    with contextlib.ExitStack() as stack:
-        for spec in runs:
-            stack.enter_context(exclusive(Path(spec.out_dir), "probe run", directory=True))
-        states = []
-        id_to_pos = None
-        for spec in runs:
-            sizes = acquisition_sizes(spec.al)
-            config = {"mode": "probe", "seed": spec.seed, "al": asdict(spec.al),
-                      "model": {"name": fp["model"], "weights": fp["weights"].split(":")[0],
-                                "weights_id": fp["weights"], "layer": fp["layer"]},
-                      "data": {"name": fp["dataset"], "params": fp["dataset_params"], "pool_cache": str(pool.path),
-                               "eval_caches": {s: str(c.path) for s, c in evals.items()}},
-                      "probe": {"C": spec.C}}
-            meta = {"dataset": fp["dataset"], "pool_size": n, "class_names": list(pool.class_names),
-                    "label_column": pool.label_column, "spurious_column": pool.spurious_column,
-                    "pool_group_shares": shares, "pool_attribute_shares": attribute_shares(pool),
-                    "acquisition_sizes": sizes}
-            check_probe_inputs(spec.out_dir, config)
-            writer = RunWriter(spec.out_dir, config, meta, digests=digests)
-            if writer.completed_rounds:
-                id_to_pos = id_to_pos or {int(i): p for p, i in enumerate(pool.ids)}
-                labelled = np.array([id_to_pos[i] for i in writer.labelled_ids()], dtype=np.int64)
-            else:
-                labelled = draw_seed_set(labels, spec.al.seed_size, spec.al.seed_set, round_rng(spec.seed, 0, stream=1))
-            probe = (load_probe_state(Path(spec.out_dir), writer.completed_rounds - 1, spec.C)
-                     if writer.completed_rounds else None)
-            _clean_probe_states(Path(spec.out_dir), keep=writer.completed_rounds - 1)
-            states.append(_RunState(spec, writer, labelled, dataset_rows(pool, labelled), probe, sizes))
-        rows = _PoolRows(pool, stream, score_chunk or max(64, (2 << 20) // (4 * pool.embeddings.shape[1])))
-        stack.callback(rows.close)
-        X_eval = [standardise(c.embeddings, rows.mean, rows.std).numpy() for c in evals.values()]
-        y_all = torch.from_numpy(labels)
-        memo: dict = {}  # what batch strategies may reuse across runs and rounds on this pool (ProbCover's graph)
-        while True:
-            active = [s for s in states if s.r <= len(s.sizes) and (max_rounds is None or s.r < max_rounds)]
-            if not active:
-                break
-            train_s = []
-            for s in active:
-                t0 = time.perf_counter()
-                s.probe = LinearProbe(C=s.spec.C).fit(rows.rows(s.labelled), y_all[s.labelled], n_classes,
-                                                       warm_start=s.probe)
-                if "samples" in s.needs and s.r < len(s.sizes):
-                    s.ensemble = bootstrap_probes(s.probe, rows, s.labelled, labels, n_classes, s.spec.C,
-                                                  round_rng(s.spec.seed, s.r, stream=3))
-                train_s.append(time.perf_counter() - t0)
-            t1 = time.perf_counter()
-            cols = [_columns(s.probe) for s in active]
-            metrics = [{} for _ in active]
-            for (split, c), Xe in zip(evals.items(), X_eval):
-                for i, (col, off) in enumerate(cols):
-                    metrics[i][split] = split_metrics(_logits(Xe, col, off).argmax(1), c, shares)
-            t2 = time.perf_counter()
-            acquiring = [i for i, s in enumerate(active) if s.r < len(s.sizes)]
-            scoring = [i for i in acquiring if active[i].needs_model]
-            raw = {i: np.empty(raw_shape(n, cols[i][0]), np.float32) for i in scoring}
-            sampling = [i for i in acquiring if active[i].ensemble]
-            ens_cols = {i: [_columns(p) for p in active[i].ensemble] for i in sampling}
-            ens_raw = {i: np.empty((len(ens_cols[i]),) + raw_shape(n, ens_cols[i][0][0]), np.float32) for i in sampling}
-            if scoring or sampling:
-                for lo, hi, Xc in rows.chunks(n):  # one read of the pool per step; every run scores the chunk
-                    for i in scoring:
-                        raw[i][lo:hi] = Xc @ cols[i][0]
-                    for i in sampling:
-                        for j, (col, _) in enumerate(ens_cols[i]):
-                            ens_raw[i][j, lo:hi] = Xc @ col
-            tops = {}
-            for i in acquiring:
-                s = active[i]
-                unlabelled, rng = candidates(n, s.labelled, s.spec.al, s.spec.seed, s.r)
-                logits = _with_offset(raw[i][unlabelled], cols[i][1]) if i in raw else None
-                samples = (np.stack([_with_offset(ens_raw[i][j][unlabelled], off)
-                                     for j, (_, off) in enumerate(ens_cols[i])]) if i in ens_raw else None)
-                tops[i] = select_batch(s.spec.al.strategy, s.sizes[s.r], candidates=unlabelled, labelled=s.labelled,
-                                       rng=rng, n_classes=n_classes, logits=logits, logit_samples=samples,
-                                       embeddings=rows.view() if "embeddings" in s.needs else None, memo=memo)
-            t3 = time.perf_counter()
-            share = 1 / len(active)  # the shared passes' seconds, split evenly over the runs
-            for i, s in enumerate(active):
-                acquired = []
-                if i in tops:
-                    picks, scores = tops[i]
-                    acquired = dataset_rows(pool, picks, scores)
-                    s.labelled = np.concatenate([s.labelled, picks])
-                r = s.r
-                row = {"round": r, "n_labels": int(len(s.labelled) - len(acquired)), "metrics": metrics[i],
-                       "train": {"solver": "lbfgs", "C": s.spec.C}, "acquired": acquired,
-                       "timings": {"train_s": train_s[i], "eval_s": (t2 - t1) * share,
-                                   "score_s": (t3 - t2) * share}}
-                if r == 0:
-                    row["seed_set"] = s.seed_rows
-                kill_point(f"probe:scored:{r}")
-                save_probe_state(s.probe, s.dir, r)  # before the round's record, as the full loop's optimiser state
-                kill_point(f"probe:before_record:{r}")
-                s.writer.append_round(row, finished=r == len(s.sizes))
-                _probe_state_path(s.dir, r - 1).unlink(missing_ok=True)
-                s.r += 1
-                if log:
-                    m = next(iter(metrics[i].values()), {})
-                    log(f"  {s.dir.name} round {r} labels={row['n_labels']} "
-                        f"worst={m.get('worst_group', float('nan')):.3f}")
-        for s in states:
-            if s.writer.completed_rounds == len(s.sizes) + 1:  # also repairs a state.json that a kill left behind
-                s.writer.write_state(finished=True)
-        return [load_run(s.dir) for s in states]
+    index: dict = {}  # the pool's id -> position map, built once for every run that resumes
+    states = []
+    for spec in runs:
+        sizes = acquisition_sizes(spec.al)
+        config = {"mode": "probe", "seed": spec.seed, "al": asdict(spec.al),
+                  "model": {"name": fp["model"], "weights": fp["weights"].split(":")[0],
+                            "weights_id": fp["weights"], "layer": fp["layer"]},
+                  "data": {"name": fp["dataset"], "params": fp["dataset_params"], "pool_cache": str(pool.path),
+                           "eval_caches": {s: str(c.path) for s, c in evals.items()}},
+                  "probe": {"C": spec.C}}
+        check_probe_inputs(spec.out_dir, config)
+        writer = RunWriter(spec.out_dir, config, run_meta(pool, sizes, shares, dataset=fp["dataset"]),
+                           digests=digests)
+        labelled = start_labels(writer, pool, spec.al, spec.seed, index=index)
+        probe = resume_state(writer, lambda last: load_probe_state(Path(spec.out_dir), last, spec.C))
+        clean_states(Path(spec.out_dir) / "probe_state",
+                     keep=_probe_state_path(Path(spec.out_dir), writer.completed_rounds - 1))
+        states.append(_RunState(spec, writer, labelled, dataset_rows(pool, labelled), probe, sizes))
+    return states
 
 
-def _clean_probe_states(run_dir: Path, keep: int) -> None:
-    """Remove what a kill left in probe_state/: temporary files, and states of rounds other than
-    the last completed one (a kill between a round's state and its record leaves one ahead)."""
-    folder = run_dir / "probe_state"
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if path.name.startswith(".") or path != _probe_state_path(run_dir, keep):
-            path.unlink(missing_ok=True)
+class _Lockstep:
+    """What every run of a lockstep shares: the pool (standardised once), the evaluation splits
+    standardised with the pool's moments, and what batch strategies may reuse across runs and
+    rounds (ProbCover's graph)."""
+
+    def __init__(self, pool: FeatureCache, evals: dict[str, FeatureCache], rows: _PoolRows) -> None:
+        self.pool, self.evals, self.rows, self.n = pool, evals, rows, len(pool)
+        self.labels, self.n_classes, self.shares = pool.labels, len(pool.class_names), pool_shares(pool)
+        self.y_all = torch.from_numpy(self.labels)
+        self.X_eval = [standardise(c.embeddings, rows.mean, rows.std).numpy() for c in evals.values()]
+        self.memo: dict = {}
+
+
+def _fit(step: _Lockstep, active: list[_RunState]) -> list[float]:
+    """Each run's probe on its labels, warm-started from its previous round's (and BALD's
+    bootstrap ensemble); returns each run's seconds."""
+    train_s = []
+    for s in active:
+        t0 = time.perf_counter()
+        s.probe = LinearProbe(C=s.spec.C).fit(step.rows.rows(s.labelled), step.y_all[s.labelled], step.n_classes,
+                                               warm_start=s.probe)
+        s.ensemble = []
+        if "samples" in s.needs and s.r < len(s.sizes):
+            s.ensemble = bootstrap_probes(s.probe, step.rows, s.labelled, step.labels, step.n_classes, s.spec.C,
+                                          round_rng(s.spec.seed, s.r, stream=3))
+        train_s.append(time.perf_counter() - t0)
+    return train_s
+
+
+def _evaluate(step: _Lockstep, active: list[_RunState]) -> list[dict]:
+    """Each run's metrics on every evaluation split, from its own columns."""
+    cols = [_columns(s.probe) for s in active]
+    metrics = [{} for _ in active]
+    for (split, c), Xe in zip(step.evals.items(), step.X_eval):
+        for i, (col, off) in enumerate(cols):
+            metrics[i][split] = split_metrics(_logits(Xe, col, off).argmax(1), c, step.shares)
+    return metrics
+
+
+def _score(step: _Lockstep, active: list[_RunState]) -> dict[int, tuple]:
+    """One read of the pool for every run that acquires this round, each chunk multiplied by
+    each run's own columns: {run: (its products with the pool and their offsets, or None; its
+    ensemble's products and offsets, or None)}."""
+    acquiring = [i for i, s in enumerate(active) if s.r < len(s.sizes)]
+    scoring = {i: _columns(active[i].probe) for i in acquiring if active[i].needs_model}
+    sampling = {i: [_columns(p) for p in active[i].ensemble] for i in acquiring if active[i].ensemble}
+    raw = {i: np.empty(raw_shape(step.n, col), np.float32) for i, (col, _) in scoring.items()}
+    ens_raw = {i: np.empty((len(cols),) + raw_shape(step.n, cols[0][0]), np.float32) for i, cols in sampling.items()}
+    if scoring or sampling:
+        for lo, hi, Xc in step.rows.chunks(step.n):  # one read of the pool per step; every run scores the chunk
+            for i, (col, _) in scoring.items():
+                raw[i][lo:hi] = Xc @ col
+            for i, cols in sampling.items():
+                for j, (col, _) in enumerate(cols):
+                    ens_raw[i][j, lo:hi] = Xc @ col
+    return {i: ((raw[i], scoring[i][1]) if i in raw else None,
+                (ens_raw[i], [off for _, off in sampling[i]]) if i in ens_raw else None) for i in acquiring}
+
+
+def _select(step: _Lockstep, active: list[_RunState], scored: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each acquiring run's picks and scores: its strategy on its candidates this round."""
+    tops = {}
+    for i, (products, ensemble) in scored.items():
+        s = active[i]
+        unlabelled, rng = candidates(step.n, s.labelled, s.spec.al, s.spec.seed, s.r)
+        logits = _with_offset(products[0][unlabelled], products[1]) if products is not None else None
+        samples = (np.stack([_with_offset(z[unlabelled], off) for z, off in zip(*ensemble)])
+                   if ensemble is not None else None)
+        tops[i] = select_batch(s.spec.al.strategy, s.sizes[s.r], candidates=unlabelled, labelled=s.labelled,
+                               rng=rng, n_classes=step.n_classes, logits=logits, logit_samples=samples,
+                               embeddings=step.rows.view() if "embeddings" in s.needs else None, memo=step.memo)
+    return tops
+
+
+def _record(s: _RunState, pool: FeatureCache, metrics: dict, top, timings: dict, log) -> None:
+    """Commit one run's round (`record_round`: its probe state, then its record) and move it on."""
+    r, picks, acquired = s.r, np.empty(0, dtype=np.int64), []
+    if top is not None:
+        picks, scores = top
+        acquired = dataset_rows(pool, picks, scores)
+    row = round_row(r, len(s.labelled), metrics, {"solver": "lbfgs", "C": s.spec.C}, acquired, timings, s.seed_rows)
+    s.labelled = np.concatenate([s.labelled, picks]) if top is not None else s.labelled
+    record_round(s.writer, row, finished=r == len(s.sizes), stage="probe",
+                 save_state=lambda i: save_probe_state(s.probe, s.dir, i),
+                 state_path=lambda i: _probe_state_path(s.dir, i))
+    s.r += 1
+    if log:
+        m = next(iter(metrics.values()), {})
+        log(f"  {s.dir.name} round {r} labels={row['n_labels']} worst={m.get('worst_group', float('nan')):.3f}")
 
 
 def _probe_state_path(run_dir: Path, round_index: int) -> Path:

@@ -12,12 +12,13 @@ backward passes counted in examples (see `toolkit.analysis.cost`).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from toolkit._util.repro import resolve_device, round_torch_seed
+from toolkit._util.repro import round_torch_seed
 from toolkit.config import RunConfig
 
 SELECTION_DIR = "selection"  # the probe run's own record, inside the run folder (analyses skip it)
@@ -55,93 +56,97 @@ def run_select_then_finetune(cfg: RunConfig, out_dir: str | Path, *, C: float = 
 
 
 def _run(cfg: RunConfig, out: Path, *, C: float, feature_root, log):
-    import json
-
-    import torch
-
-    from toolkit.al.finetune import finetune, maybe_compile
-    from toolkit.al.loop import evaluate, initial_model, input_digests, load_data
-    from toolkit.al.protocol import check_budget, check_classes, check_resampled_pool, run_meta
-    from toolkit.config import acquisition_sizes
-    from toolkit.features.cache import extract_features, open_cache
-    from toolkit.features.probe import cache_digest, run_probe
-    from toolkit.metrics import group_shares
-    from toolkit.record import RunWriter, check_inputs_unchanged, load_run
+    from toolkit.al.loop import prepare_run
+    from toolkit.record import check_inputs_unchanged
 
     say = log or (lambda _: None)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    params = cfg.data_params()
-    pool, evals = load_data(cfg)
-    check_budget(cfg.al, len(pool))
-    check_classes(pool.labels, pool.class_names, f"{pool.name}: the training pool")
-    check_resampled_pool(cfg.al, pool)
-    # the model every run starts from (finetune reseeds torch, so building it first changes nothing):
     # a run made on other data or weights is refused here, before features are extracted for the new ones
-    model = initial_model(cfg, pool.num_classes)
-    digests = input_digests(pool, evals, model)
-    check_inputs_unchanged(out, digests)
+    run = prepare_run(cfg)
+    check_inputs_unchanged(out, run.digests)
+    pool_cache, caches, extract_s = _features(cfg, run, feature_root)
+    t1 = time.perf_counter()
+    sel = _select(cfg, out, pool_cache, caches, C)
+    select_s = time.perf_counter() - t1
+    say(f"  selected {len(sel.acquisitions)} labels with a probe in {select_s:.1f}s")
+    return _finetune(cfg, out, run, sel, C=C, pool_cache=pool_cache,
+                                stage_s={"extract_s": extract_s, "select_s": select_s}, say=say)
 
-    # 1. features (a cache another run already made is reused: its seconds are then ~0)
+
+def _features(cfg: RunConfig, run, feature_root):
+    """1. Features (a cache another run already made is reused: its seconds are then ~0): the
+    opened pool cache, {split: cache path} for the pool and every evaluation split, and the
+    extraction's seconds."""
+    from toolkit.features.cache import extract_features, open_cache
+
     t0 = time.perf_counter()
     caches = {split: extract_features(cfg.model.name, cfg.data.name, split, weights=cfg.model.weights,
-                                      dataset_params=params, root=feature_root, device=device, log=None,
-                                      seed=cfg.seed if cfg.model.weights == "random" else 0)
+                                      dataset_params=cfg.data_params(), root=feature_root, device=run.device,
+                                      log=None, seed=cfg.seed if cfg.model.weights == "random" else 0)
               for split in ["train", *cfg.data.eval_splits]}
     extract_s = time.perf_counter() - t0
     pool_cache = open_cache(caches["train"])
-    if not np.array_equal(np.asarray(pool_cache.ids), pool.ids):
-        raise RuntimeError(f"the pool cache {caches['train']} lists other ids than the dataset {pool.name}: "
+    if not np.array_equal(np.asarray(pool_cache.ids), run.pool.ids):
+        raise RuntimeError(f"the pool cache {caches['train']} lists other ids than the dataset {run.pool.name}: "
                            f"delete it and run again")
+    return pool_cache, caches, extract_s
 
-    # 2. the probe acquires (its own record, resumable)
-    t1 = time.perf_counter()
-    sel = run_probe(pool_cache, {s: caches[s] for s in cfg.data.eval_splits}, out / SELECTION_DIR, al=cfg.al,
-                    seed=cfg.seed, C=C)
-    select_s = time.perf_counter() - t1
-    say(f"  selected {len(sel.acquisitions)} labels with a probe in {select_s:.1f}s")
 
-    # 3. one finetuning on the final labelled set, as the full loop's last round would run it
-    sizes = acquisition_sizes(cfg.al)
+def _select(cfg: RunConfig, out: Path, pool_cache, caches: dict, C: float):
+    """2. The probe acquires: its own record under `out/selection`, resumable."""
+    from toolkit.features.probe import run_probe
+
+    return run_probe(pool_cache, {s: caches[s] for s in cfg.data.eval_splits}, out / SELECTION_DIR, al=cfg.al,
+                     seed=cfg.seed, C=C)
+
+
+def _finetune(cfg: RunConfig, out: Path, run, sel, *, C: float, pool_cache, stage_s: dict, say):
+    """3. One finetuning on the final labelled set, as the full loop's last round would run it."""
+    from toolkit.al.finetune import finetune, maybe_compile
+    from toolkit.al.loop import evaluate
+    from toolkit.al.rounds import finish_run
+    from toolkit.features.probe import cache_digest
+    from toolkit.record import RunWriter
+
+    pool, n_rounds = run.pool, len(run.sizes) + 1
     id_to_pos = {int(i): p for p, i in enumerate(pool.ids)}
     labelled = np.array([id_to_pos[int(i)] for i in [*sel.seed_set["id"], *sel.acquisitions["id"]]], dtype=np.int64)
-    shares = group_shares(pool.labels, pool.attributes[pool.spurious_column].to_numpy()) if pool.spurious_column else None
-    digests["pool_cache"] = cache_digest(pool_cache)
+    digests = {**run.digests, "pool_cache": cache_digest(pool_cache)}
     config = {**cfg.to_dict(), "mode": "select_then_finetune", "probe": {"C": C}}
-    meta = run_meta(pool, sizes, shares)
-    writer = RunWriter(out, config, meta, defaults=RunConfig().to_dict(), digests=digests)
-    if writer.completed_rounds == len(sizes) + 1:  # finished before: nothing to finetune again
-        writer.write_state(finished=True)
-        return load_run(out)
+    writer = RunWriter(out, config, run.meta, defaults=RunConfig().to_dict(), digests=digests)
+    if writer.completed_rounds == n_rounds:  # finished before: nothing to finetune again
+        return finish_run(writer, n_rounds)
     t2 = time.perf_counter()
-    net = maybe_compile(model, cfg.finetune.compile)
-    train = finetune(net, pool, labelled, cfg.finetune, device=device, seed=round_torch_seed(cfg.seed, len(sizes)))
+    net = maybe_compile(run.model, cfg.finetune.compile)
+    train = finetune(net, pool, labelled, cfg.finetune, device=run.device, seed=round_torch_seed(cfg.seed, n_rounds - 1))
     t3 = time.perf_counter()
-    metrics = {s: evaluate(net, ds, device=device, batch_size=cfg.eval_batch_size, train_shares=shares,
-                           workers=cfg.loader_workers) for s, ds in evals.items()}
+    metrics = {s: evaluate(net, ds, device=run.device, batch_size=cfg.eval_batch_size, train_shares=run.shares,
+                           workers=cfg.loader_workers) for s, ds in run.evals.items()}
     t4 = time.perf_counter()
     say(f"  finetuned once on {len(labelled)} labels in {t3 - t2:.1f}s: "
         f"worst={next(iter(metrics.values()), {}).get('worst_group', float('nan')):.3f}")
+    return _record(cfg, out, writer, run, metrics, train,
+                   {**stage_s, "train_s": t3 - t2, "eval_s": t4 - t3})
 
-    # 4. the record: the probe's rounds (its acquisitions and metrics), the last with the finetuned net
+
+def _record(cfg: RunConfig, out: Path, writer, run, metrics: dict, train: dict, seconds: dict):
+    """4. The record: the probe's rounds (its acquisitions and metrics), the last with the finetuned net."""
+    from toolkit.al.rounds import finish_run, record_round
+
     rows = [line for line in (out / SELECTION_DIR / "rounds.jsonl").read_text().splitlines() if line.strip()]
-    n_eval = sum(len(d) for d in evals.values())
+    n_eval = sum(len(d) for d in run.evals.values())
     for r in range(writer.completed_rounds, len(rows)):
         row = json.loads(rows[r])
         last = r == len(rows) - 1
         row["train"] = {"by": "probe", **row.get("train", {})}
         if r == 0:
-            row["timings"] = {**row.get("timings", {}), "extract_s": extract_s,
-                              "passes": {"forward": len(pool) + n_eval, "backward": 0}}  # the feature caches
+            row["timings"] = {**row.get("timings", {}), "extract_s": seconds["extract_s"],
+                              "passes": {"forward": len(run.pool) + n_eval, "backward": 0}}  # the feature caches
         if last:
             row["metrics"] = metrics
             row["train"] = {"by": "finetune", **train}
-            row["timings"] = {"select_s": select_s, "train_s": t3 - t2, "eval_s": t4 - t3,
-                              "data_in_train_s": train["data_seconds"],
+            row["timings"] = {"select_s": seconds["select_s"], "train_s": seconds["train_s"],
+                              "eval_s": seconds["eval_s"], "data_in_train_s": train["data_seconds"],
                               "passes": {"forward": train["steps"] * cfg.finetune.batch_size + n_eval,
                                          "backward": train["steps"] * cfg.finetune.batch_size}}
-        writer.append_round(row, finished=last)
-    if writer.completed_rounds == len(rows):
-        writer.write_state(finished=True)
-    return load_run(out)
+        record_round(writer, row, finished=last)
+    return finish_run(writer, len(rows))

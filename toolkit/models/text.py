@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolkit.data.tokenizers import hub_error, quiet_hub
 from toolkit.errors import MissingFileError
+from toolkit.models.registry import TextModel, register_spec
 
 
 class TextBackbone(nn.Module):
@@ -31,6 +31,8 @@ def build_text_backbone(hf_name: str, weights: str) -> TextBackbone:
     a local `save_pretrained` folder, or "random:FOLDER" (that folder's architecture, untrained)."""
     from transformers import AutoConfig, AutoModel
 
+    from toolkit.data.tokenizers import hub_error, quiet_hub
+
     try:
         with quiet_hub():
             if weights == "pretrained":
@@ -47,3 +49,8 @@ def build_text_backbone(hf_name: str, weights: str) -> TextBackbone:
         raise MissingFileError(f"text model weights {weights!r}: expected 'pretrained', 'random', 'random:FOLDER' "
                                 f"or a folder with config.json and the weights, as written by save_pretrained")
     return TextBackbone(AutoModel.from_pretrained(path, add_pooling_layer=False))
+
+
+register_spec("roberta_large", TextModel(hf_name="roberta-large",
+                                         description="RoBERTa-Large (transformers), the paper's Amazon model"))
+register_spec("roberta_base", TextModel(hf_name="roberta-base", description="RoBERTa-Base (transformers)"))

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.models.registry import register_model
+
 
 def _gn(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, channels // 4), channels)
@@ -67,3 +69,9 @@ class ToyResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self.forward_stages(x)
         return F.relu(self.final_norm(x)).mean(dim=(2, 3))
+
+
+@register_model("toy_resnet", input_size=32, description="toy pre-act ResNet-GN, pretrained by `altk pretrain toy`")
+def toy_resnet() -> tuple[nn.Module, int]:
+    m = ToyResNet()
+    return m, m.num_features

@@ -208,11 +208,10 @@ def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto
     falls back to matplotlib with a warning when no browser is found, so static export
     works after the README's set-up on any machine. The file appears complete or not at all.
     """
-    import os
-    import tempfile
     import warnings
     from pathlib import Path
 
+    from toolkit._util.atomic import atomic_path
     from toolkit.report.static import write_matplotlib
 
     if engine not in ("auto", "kaleido", "matplotlib"):
@@ -220,10 +219,7 @@ def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto
     path = Path(path)
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise RecordError(f"static export writes .png, .pdf or .svg; got {path.name!r} (use fig.write_html for .html)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:  # the suffix picks the format
         if engine == "matplotlib" or (engine == "auto" and _NO_BROWSER):
             write_matplotlib(fig, tmp, scale=scale)
         else:
@@ -241,7 +237,4 @@ def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto
                               stacklevel=2)
                 _NO_BROWSER.append(True)
                 write_matplotlib(fig, tmp, scale=scale)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

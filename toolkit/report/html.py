@@ -32,7 +32,7 @@ from toolkit.analysis import (
 )
 from toolkit.analysis.curves import CONFIG_COLUMN, differing_fields, fold_config, planned_labels
 from toolkit.errors import RecordError
-from toolkit.record import RunRecord, load_run
+from toolkit.record import RunRecord, load_run, write_atomic
 from toolkit.report.figures import (
     PALETTE,
     embedding_map_figure,
@@ -356,9 +356,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
     bar.close()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page.render())
-    tmp.replace(out)
+    write_atomic(out, page.render())
     return out
 
 
@@ -367,7 +365,6 @@ def build_suite_report(table: pd.DataFrame, out: str | Path, *, tasks_json: str 
     """The task suite's page: the claims, the aggregate, the gain-per-task figure, and every
     task with its parameters (each can be re-run alone with `altk suite --only NAME`)."""
     from toolkit.analysis.suite import aggregate, claim_shares
-    from toolkit.record import write_atomic
     from toolkit.report.figures import task_gain_figure
 
     page = _Page(title)
@@ -393,7 +390,6 @@ def build_strategy_report(rows: pd.DataFrame, summary: pd.DataFrame, out: str | 
                           title: str = "Which strategies find the disambiguating examples") -> Path:
     """The suite's strategy axis: the summary per backbone and strategy, the gain per task
     figure, and every task's row (`analysis.strategies`)."""
-    from toolkit.record import write_atomic
     from toolkit.report.figures import strategy_figure
 
     page = _Page(title)
@@ -417,7 +413,6 @@ def build_dose_report(table: pd.DataFrame, correlations: pd.DataFrame, out: str 
     """The pretraining-dose study's page (`altk dose`): the gain along each dose axis, how well
     each representation measure predicts it, and every backbone x task row."""
     from toolkit.analysis.dose import gain_by_dose
-    from toolkit.record import write_atomic
     from toolkit.report.figures import gain_vs_measure_figure, pretraining_dose_figure
 
     page = _Page(title)
