@@ -101,10 +101,9 @@ DOCTESTS = ["toolkit._util.paths", "toolkit.config", "toolkit.models", "toolkit.
             "toolkit.report.html", "toolkit.errors", "toolkit"]
 
 
-def test_docstring_examples_run(monkeypatch, tiny_backbone):
-    import shutil
-
-    shutil.rmtree("/tmp/altk-doc", ignore_errors=True)
+def test_docstring_examples_run(monkeypatch, tiny_backbone, tmp_path):
+    # the examples write under "altk-doc/" in the working folder, as they would for a reader
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     failed = {}
     for name in DOCTESTS:

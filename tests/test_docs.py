@@ -86,8 +86,6 @@ def test_no_list_quote_or_fence_renders_as_run_on_text(site):
 MACHINE_PATH = re.compile(r"(?<![\w.~-])(/tmp/|/home/|/work/|/root/)|\.\./shared\b")
 # Pages this test cannot fix from the docs, each with the reason; remove an entry once fixed.
 KNOWN = {
-    # mkdocstrings renders the toolkit's docstrings; their examples write under "/tmp/altk-doc/...".
-    "api/index.html": "docstring examples in toolkit/*.py",
     # The executed notebooks (tests/test_notebooks.py, run under pytest's tmp cache) print
     # absolute cache paths in their outputs ("/tmp/pytest-of-root/...").
     "notebooks/": "outputs of the notebooks executed by tests/test_notebooks.py",

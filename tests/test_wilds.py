@@ -60,8 +60,9 @@ def test_streamed_images_equal_decoded_ones(wilds_root, tmp_path):
 
 def test_disk_decoded_images_equal_streamed_ones_and_resume_from_nothing_half_written(wilds_root, tmp_path,
                                                                                       monkeypatch):
-    """in_memory='disk' (#15 item 6): decoded once into a memory map, equal to streaming;
-    a decode killed part-way leaves only a temporary file, which the next load replaces."""
+    """in_memory='disk': decoded once into a memory map, equal to streaming; a decode
+    interrupted part-way leaves nothing, and the temporary file a kill (SIGKILL) leaves is
+    removed by the next load."""
     from toolkit.data import image_files
     from toolkit.data.image_files import DiskImages
 
@@ -80,11 +81,18 @@ def test_disk_decoded_images_equal_streamed_ones_and_resume_from_nothing_half_wr
     with pytest.raises(KeyboardInterrupt):
         create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=str(tmp_path),
                        in_memory="disk")
-    assert [p.name.startswith(".") for p in tmp_path.rglob("*.npy")] == [True]  # only the temporary file
+    assert list(tmp_path.rglob("*.npy")) == []  # an exception removes its temporary file (atomic_path)
     monkeypatch.setattr(image_files.FileImages, "__getitem__", real)
     disk = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=str(tmp_path),
                           in_memory="disk")
     assert isinstance(disk.images, DiskImages) and disk.images.shape == (24, 3, 32, 32)
+    [done] = tmp_path.rglob("*.npy")
+    del disk
+    done.unlink()  # what a SIGKILL mid-decode leaves: no cache, and a hidden temporary file
+    stale = done.with_name(f".{done.name}.tmp99999.npy")
+    stale.write_bytes(b"half written")
+    disk = create_dataset("iwildcam", "train", root=str(wilds_root), resolution=32, cache_dir=str(tmp_path),
+                          in_memory="disk")
     assert [p.name.startswith(".") for p in tmp_path.rglob("*.npy")] == [False]  # the stale one is gone
     pos = np.array([3, 0, 17, 3])
     assert torch.equal(disk.get_batch(pos)[0], lazy.get_batch(pos)[0])

@@ -40,7 +40,7 @@ def run(preset: str = "toy", *, strategy: str | None = None, weights: str | None
     Examples:
         >>> import toolkit
         >>> rec = toolkit.run("toy", strategy="random", weights="random", seed=0,
-        ...                   out="/tmp/altk-doc/run", data={"n_train": 240, "n_val": 40, "n_test": 160},
+        ...                   out="altk-doc/run", data={"n_train": 240, "n_val": 40, "n_test": 160},
         ...                   al={"seed_size": 10, "per_round": 5, "budget": 5},
         ...                   finetune={"max_steps": 2, "micro_batch": 16}, log=None)
         >>> rec.status, list(rec.rounds["n_labels"])

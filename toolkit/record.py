@@ -337,7 +337,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
 
     Examples:
         >>> import toolkit
-        >>> rec = toolkit.load_run("/tmp/altk-doc/loop")  # made by the run_active_learning example
+        >>> rec = toolkit.load_run("altk-doc/loop")  # made by the run_active_learning example
         >>> rec.strategy, rec.weights, rec.seed, rec.mode
         ('least_confidence', 'random', 0, 'full')
     """

@@ -43,7 +43,7 @@ def load_runs(*paths: str | Path) -> "Runs":
 
     Examples:
         >>> import toolkit
-        >>> runs = toolkit.load_runs("/tmp/altk-doc/loop")
+        >>> runs = toolkit.load_runs("altk-doc/loop")
         >>> len(runs), list(runs.summary()["strategy"])
         (1, ['least_confidence'])
     """

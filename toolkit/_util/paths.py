@@ -32,9 +32,9 @@ def cache_path(*parts: str) -> Path:
 
     Examples:
         >>> import os, toolkit
-        >>> os.environ["ALTK_CACHE"] = "/tmp/altk-doc/cache"
+        >>> os.environ["ALTK_CACHE"] = "altk-doc/cache"
         >>> str(toolkit.cache_path("features"))
-        '/tmp/altk-doc/cache/features'
+        'altk-doc/cache/features'
     """
     return cache_root().joinpath(*parts)
 

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from toolkit._util.atomic import atomic_path
 from toolkit._util.faults import kill_point
 from toolkit._util.log import info
 from toolkit._util.progress import progress
@@ -145,9 +146,8 @@ def save_checkpoint(model: torch.nn.Module, run_dir: Path, round_index: int) -> 
 
     path = run_dir / "checkpoints" / f"round_{round_index:03d}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     return path
 
 
@@ -160,9 +160,8 @@ def save_optimizer_state(optimizer: torch.optim.Optimizer, run_dir: Path, round_
     written whole then renamed; the previous round's file goes once this round's record is on disk."""
     path = optimizer_state_path(run_dir, round_index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(optimizer.state_dict(), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(optimizer.state_dict(), tmp)
 
 
 def load_data(cfg: RunConfig) -> tuple[GroupedDataset, dict[str, GroupedDataset]]:
@@ -286,7 +285,7 @@ def run_active_learning(cfg: RunConfig, out_dir: str | Path, **kwargs) -> RunRec
         >>> cfg = toolkit.resolve_config("toy", ["al.budget=5", "al.seed_size=10", "data.params.n_train=240",
         ...     "data.params.n_val=40", "data.params.n_test=160", "model.weights=random", "finetune.max_steps=2",
         ...     "finetune.micro_batch=16"])
-        >>> rec = toolkit.run_active_learning(cfg, "/tmp/altk-doc/loop", log=None)
+        >>> rec = toolkit.run_active_learning(cfg, "altk-doc/loop", log=None)
         >>> rec.status, rec.rounds["n_labels"].tolist()
         ('finished', [10, 15])
     """

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from toolkit._util.atomic import atomic_path
 from toolkit.errors import DataError
 
 IN_MEMORY_LIMIT_BYTES = 4 * 1024 ** 3  # larger splits stream from their files
@@ -167,13 +168,12 @@ def decode_to_disk(images: FileImages, path: Path, chunk: int = 256) -> DiskImag
                           f"{free / 2**30:.1f} GiB free; free space or set cache_dir elsewhere")
         for stale in path.parent.glob(f".{path.name}.tmp*"):
             stale.unlink()
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
-        for lo in range(0, len(images), chunk):
-            out[lo:lo + chunk] = images[np.arange(lo, min(lo + chunk, len(images)))].numpy()
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        with atomic_path(path, keep_suffix=True) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
+            for lo in range(0, len(images), chunk):
+                out[lo:lo + chunk] = images[np.arange(lo, min(lo + chunk, len(images)))].numpy()
+            out.flush()
+            del out
     return DiskImages(path)
 
 
@@ -211,6 +211,5 @@ def materialise(images: FileImages, cache_path: Path | None, in_memory: bool | s
 def save_array_atomic(path: Path, array: np.ndarray) -> None:
     """np.save under a temporary name, then rename: readers never see half a cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.save(tmp, array)

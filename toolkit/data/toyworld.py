@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from toolkit._util.atomic import atomic_path
 from toolkit._util.paths import default_dir
 from toolkit._util.progress import progress
 from toolkit.data.base import GroupedDataset
@@ -245,18 +245,13 @@ def load_toyworld(split: str, *, cache_dir: str | Path | None = "auto", **params
         images, table = generate_split(p, split)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-            try:
-                np.savez(tmp, images=images, ids=table.index.to_numpy(),
-                         **{f"attr_{c}": _plain(table[c]) for c in table.columns})
-                os.replace(tmp, path)  # atomic: a reader never sees a half-written cache
-            except OSError as err:  # a full disk: no temporary file left to fill it again
-                tmp.unlink(missing_ok=True)
+            try:  # atomic: a reader never sees a half-written cache, a full disk leaves no temporary file
+                with atomic_path(path, keep_suffix=True) as tmp:
+                    np.savez(tmp, images=images, ids=table.index.to_numpy(),
+                             **{f"attr_{c}": _plain(table[c]) for c in table.columns})
+            except OSError as err:
                 raise OSError(err.errno, f"could not write the toy-world cache {path} ({err.strerror}); free space "
                                          f"there or set ALTK_CACHE to another folder") from None
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
     return GroupedDataset(
         name="toyworld",
         split=split,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toolkit._util.atomic import atomic_path
 from toolkit._util.repro import round_rng
 from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_logits, select_batch
 from toolkit.al.protocol import (
@@ -284,7 +285,7 @@ def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | s
         >>> small = {"n_train": 240, "n_val": 40, "n_test": 160}
         >>> pool, test = (toolkit.extract_features("toy_resnet", "toyworld", s, weights="random",
         ...                                        dataset_params=small, log=None) for s in ("train", "test"))
-        >>> rec = toolkit.run_probe(pool, {"test": test}, "/tmp/altk-doc/probe",
+        >>> rec = toolkit.run_probe(pool, {"test": test}, "altk-doc/probe",
         ...                         al=ALConfig(seed_size=10, per_round=5, budget=10), seed=0)
         >>> rec.rounds["n_labels"].tolist()
         [10, 15, 20]
@@ -390,7 +391,7 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
         >>> pool, test = (toolkit.extract_features("toy_resnet", "toyworld", s, weights="random",
         ...                                        dataset_params=small, log=None) for s in ("train", "test"))
         >>> al = {s: ALConfig(strategy=s, seed_size=10, per_round=5, budget=10) for s in ("least_confidence", "random")}
-        >>> recs = run_probes(pool, {"test": test}, [ProbeRun(f"/tmp/altk-doc/lockstep/{s}-{seed}", al[s], seed)
+        >>> recs = run_probes(pool, {"test": test}, [ProbeRun(f"altk-doc/lockstep/{s}-{seed}", al[s], seed)
         ...                                         for s in al for seed in (0, 1)])
         >>> [r.status for r in recs]
         ['finished', 'finished', 'finished', 'finished']
@@ -583,9 +584,8 @@ def save_probe_state(probe: LinearProbe, run_dir: Path, round_index: int) -> Non
     """The round's fitted probe (the next round's warm start), written whole then renamed."""
     path = _probe_state_path(run_dir, round_index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, coef=probe.coef_.numpy(), intercept=probe.intercept_.numpy())
-    tmp.replace(path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.savez(tmp, coef=probe.coef_.numpy(), intercept=probe.intercept_.numpy())
 
 
 def load_probe_state(run_dir: Path, round_index: int, C: float) -> LinearProbe:

@@ -45,7 +45,7 @@ def run_select_then_finetune(cfg: RunConfig, out_dir: str | Path, *, C: float = 
         >>> cfg = toolkit.resolve_config("toy", ["al.budget=5", "al.seed_size=10", "data.params.n_train=240",
         ...     "data.params.n_val=40", "data.params.n_test=160", "model.weights=random", "finetune.max_steps=2",
         ...     "finetune.micro_batch=16"])
-        >>> rec = run_select_then_finetune(cfg, "/tmp/altk-doc/select-once")
+        >>> rec = run_select_then_finetune(cfg, "altk-doc/select-once")
         >>> rec.mode, rec.rounds["n_labels"].tolist()
         ('select_then_finetune', [10, 15])
     """

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit._util.atomic import atomic_path
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path
 from toolkit._util.progress import progress
@@ -191,10 +192,9 @@ def pretrain_toy(out: str | Path | None, recipe: PretrainRecipe | None = None, *
 
 def _save_backbone(model: PretrainHeads, recipe: PretrainRecipe, metrics: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"backbone": model.backbone.state_dict(), "architecture": model.backbone.architecture(),
-                "recipe": asdict(recipe), "metrics": metrics}, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.save({"backbone": model.backbone.state_dict(), "architecture": model.backbone.architecture(),
+                    "recipe": asdict(recipe), "metrics": metrics}, tmp)
 
 
 # The pretraining dose (issue #22): checkpoints along the one pretraining run, and backbones

@@ -247,7 +247,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
 
     Examples:
         >>> import toolkit
-        >>> page = toolkit.build_report(["/tmp/altk-doc/loop"], "/tmp/altk-doc/report.html", representation=False)
+        >>> page = toolkit.build_report(["altk-doc/loop"], "altk-doc/report.html", representation=False)
         >>> page.name, page.stat().st_size > 100_000
         ('report.html', True)
     """
