@@ -3,6 +3,7 @@
     .venv/bin/python docs/figures.py suite cache/suite-probe   # -> docs/img/suite-gain-per-task.png
     .venv/bin/python docs/figures.py dose cache/dose-study     # -> docs/img/dose-gain.png, dose-vs-separability.png
     .venv/bin/python docs/figures.py strategies cache/suite-probe   # -> docs/img/strategies.png
+    .venv/bin/python docs/figures.py toyworld                  # -> docs/img/toyworld.png
 
 suite: each task's worst-group AUC gain of least-confidence over random, pretrained against
 unpretrained, with paired 95% CIs over seeds (`report.figures.task_gain_figure`).
@@ -11,6 +12,8 @@ dose: the gain along each pretraining-dose axis with 95% CIs over tasks
 separability, one point per backbone x task (`report.figures.gain_vs_measure_figure`).
 strategies: each strategy's worst-group AUC gain over random, one point per task, pretrained
 and unpretrained side by side, the mean across tasks as a bar (from `strategies.csv`).
+toyworld: the default toy world's training pool, six images of each (label x background) group
+with the group's share of the pool: what the demo learns from.
 """
 from __future__ import annotations
 
@@ -120,12 +123,44 @@ def strategies(folder: str) -> list[Path]:
     return [out]
 
 
+def toyworld(_folder: str | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from toolkit.data import create_dataset
+
+    pool = create_dataset("toyworld", "train")  # the default task, as the demo renders it
+    y, place = pool.labels, pool.attributes[pool.spurious_column].to_numpy()
+    backgrounds = ("land", "water")
+    fig, axes = plt.subplots(4, 6, figsize=(7.2, 5.4))
+    for row, (label, bg) in enumerate([(0, 0), (1, 1), (0, 1), (1, 0)]):
+        members = np.flatnonzero((y == label) & (place == bg))[:6]
+        share = ((y == label) & (place == bg)).mean()
+        kind = "matched" if label == bg else "mismatched"
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([]), ax.set_yticks([])
+            if col < len(members):
+                ax.imshow(pool.images[members[col]].permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes[row][0].set_ylabel(f"{pool.class_names[label]}\non {backgrounds[bg]}\n{share:.1%}, {kind}", fontsize=8,
+                                rotation=0, ha="right", va="center")
+    fig.suptitle(f"The toy world's training pool ({len(pool):,} images): shape family = label, "
+                 "background = spurious attribute", fontsize=9)
+    fig.tight_layout()
+    out = IMG / "toyworld.png"
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return [out]
+
+
 if __name__ == "__main__":
     kind = sys.argv[1] if len(sys.argv) > 1 else "suite"
-    if kind not in ("suite", "dose", "strategies"):  # the old form: a suite folder alone
+    if kind not in ("suite", "dose", "strategies", "toyworld"):  # the old form: a suite folder alone
         kind, folder = "suite", kind
     else:
         folder = sys.argv[2] if len(sys.argv) > 2 else {"suite": "cache/suite-probe", "dose": "cache/dose-study",
-                                                        "strategies": "cache/suite-probe"}[kind]
-    for path in {"suite": suite, "dose": dose, "strategies": strategies}[kind](folder):
+                                                        "strategies": "cache/suite-probe", "toyworld": None}[kind]
+    for path in {"suite": suite, "dose": dose, "strategies": strategies, "toyworld": toyworld}[kind](folder):
         print(path)
