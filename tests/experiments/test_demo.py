@@ -25,6 +25,14 @@ def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):
     assert printed.index("First screen") < printed.index("Final budget")
     assert len(pd.read_csv(tmp_path / "out" / "screen" / "screen.csv")) == 2  # 2 backbones x 1 task
     assert (tmp_path / "out" / "learning_curves.html").stat().st_size > 10_000
+    # one demo page: the report opens with the first screen's table and curves, then the default task;
+    # its path is the last line printed, relative to the working folder
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.index("First screen: the claim across tasks") < page.index("The default task, 8 runs") \
+        < page.index("Final budget")
+    assert "Worst-group accuracy, mean over the suite&#x27;s first 1 tasks" in page or "first 1 tasks" in page
+    assert printed.strip().splitlines()[-1] == "[demo] report (the first screen, then the default task): " \
+        "out/report.html"
 
 
 def test_a_failed_demo_run_is_named_with_its_reason(tiny_backbone, tmp_path, monkeypatch, capsys):

@@ -83,11 +83,14 @@ def run_demo(*, seeds: list[int], out: str | Path | None = None, workers: int | 
     fig.write_html(out / "learning_curves.html", include_plotlyjs=True)
     # the quick report (tables, curves, composition); the representation sections add
     # ~40 s of feature extraction, probes and t-SNE, so they are one command away
-    report = build_report([r.path for r in records], out / "report.html",
-                          title=f"{title} demo", representation=False)
+    screen_dir = out / "screen"
+    report = build_report([r.path for r in records], out / "report.html", title=f"{title} demo",
+                          representation=False,
+                          first_screen=screen_dir if (screen_dir / "screen.json").exists() else None)
     log("\n" + table)
     log(f"\n[demo] wrote {shown(out / 'summary.csv')}, {shown(out / 'rounds.csv')}, {shown(out / 'learning_curves.html')} "
         f"({time.time() - t0:.0f}s in all)")
-    log(f"[demo] report: {shown(report)}\n[demo] with separability, t-SNE maps and neighbourhoods: "
+    log(f"[demo] with separability, t-SNE maps and neighbourhoods: "
         f"./run altk report {shown(out / 'runs')} --out {shown(out / 'report-full.html')}")
+    log(f"[demo] report (the first screen, then the default task): {shown(report)}")
     return tidy

@@ -54,5 +54,6 @@ def run_first_screen(*, tasks: int = SCREEN_TASKS, seeds: list[int] = list(range
     fig = learning_curve_figure(curves, title=f"Worst-group accuracy, mean over the suite's first {tasks} tasks "
                                               "(95% CI over tasks)", y_label="worst-group test accuracy")
     write_atomic(out / "screen.html", fig.to_html(include_plotlyjs=True))
+    write_atomic(out / "screen.json", fig.to_json())  # the demo's report draws it again
     log("\n" + text + f"\n[screen] {time.time() - t0:.0f}s; wrote {shown(out / 'screen.txt')}, {shown(out / 'screen.html')}")
     return text

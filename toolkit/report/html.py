@@ -31,7 +31,7 @@ from toolkit.analysis import (
     upsampling_summary,
 )
 from toolkit.analysis.curves import CONFIG_COLUMN, differing_fields, fold_config, planned_labels
-from toolkit.errors import RecordError
+from toolkit.errors import MissingFileError, RecordError
 from toolkit.record import RunRecord, load_run, write_atomic
 from toolkit.report.figures import (
     PALETTE,
@@ -60,6 +60,9 @@ class _Page:
 
     def note(self, text: str) -> None:
         self.parts.append(f"<p class='note'>{html.escape(text)}</p>")
+
+    def pre(self, text: str) -> None:
+        self.parts.append(f"<pre>{html.escape(text)}</pre>")
 
     def table(self, df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
         # a missing value (an interval from one seed or task, a mean of nothing) reads "n/a", never "NaN"
@@ -229,9 +232,24 @@ def unfinished_runs(records: list[RunRecord]) -> list[tuple[str, int, int]]:
     return out
 
 
+def _first_screen_section(page: _Page, folder: Path) -> None:
+    """The first screen's table and curves (what the demo measures across tasks), from its files."""
+    import plotly.io as pio
+
+    text, figure = folder / "screen.txt", folder / "screen.json"
+    missing = [p.name for p in (text, figure) if not p.exists()]
+    if missing:
+        raise MissingFileError(f"{folder} has no {', '.join(missing)}; run the first screen (./run demo) first, "
+                               f"or leave first_screen out")
+    page.h2("First screen: the claim across tasks")
+    page.pre(text.read_text().rstrip())
+    page.figure(pio.from_json(figure.read_text()))
+
+
 def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "Active-learning report",
                  representation: bool = True, figures_dir: str | Path | None = None,
-                 figure_format: str = "pdf", split: str | None = None) -> Path:
+                 figure_format: str = "pdf", split: str | None = None,
+                 first_screen: str | Path | None = None) -> Path:
     """Write one self-contained HTML page for the given run records; returns its path.
 
     Args:
@@ -244,6 +262,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
             (pdf/png/svg), numbered in page order.
         split: the evaluation split to report (default: val when the runs have it, as the
             paper's Fig. 2, else test).
+        first_screen: a folder written by the demo's first screen (`screen.txt`, `screen.json`):
+            its table and curves open the page, before these runs' sections.
 
     Examples:
         >>> import toolkit
@@ -272,6 +292,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str = "A
         figures_dir = Path(figures_dir)
         figures_dir.mkdir(parents=True, exist_ok=True)
     page = _Page(title, figures_dir, figure_format)
+    if first_screen is not None:
+        _first_screen_section(page, Path(first_screen))
+        page.h2(f"The default task, {len(records)} runs")
     page.note(f"{len(records)} runs; metrics on the {split} split; CIs are 95% Student-t intervals across seeds, "
               "clipped to [0, 1] for accuracies; an arm with one seed has no interval (n=1).")
     differ = differing_fields(records)
