@@ -9,6 +9,9 @@ positions in the order chosen, and the score each had when it was chosen.
 None builds an n x n matrix: distances go through row chunks (time O(n d) per pick for
 coreset and BADGE; O(n^2 d) once per pool for ProbCover's graph, memory O(edges)).
 Ties go to the lower position, so a run is reproducible from its seed alone.
+
+Each is registered as a strategy (`toolkit.al.acquisition.register_strategy`) beside its
+definition: a small `Strategy` that declares what it reads and calls the function.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from toolkit.al.acquisition import Strategy, StrategyInputs, register_strategy, softmax
 from toolkit.errors import ConfigError
 
 CHUNK_ROWS = 4096
@@ -132,6 +136,41 @@ def min_sq_dist_after(X, sq_norms: np.ndarray, min_sq_dist: np.ndarray, new: np.
     return np.minimum(min_sq_dist, _min_sq_dist_to_set(X, sq_norms, X[new], chunk)) if len(new) else min_sq_dist
 
 
+def _labelled_key(labelled: np.ndarray) -> tuple:
+    import hashlib
+
+    return ("coreset:min_sq_dist", hashlib.sha1(np.sort(np.asarray(labelled, np.int64)).tobytes()).hexdigest())
+
+
+def _pool_norms(inputs: StrategyInputs) -> np.ndarray:
+    """The pool's squared row norms, once per pool when there is a memo."""
+    if inputs.memo is None:
+        return squared_norms(inputs.embeddings)
+    if "sq_norms" not in inputs.memo:
+        inputs.memo["sq_norms"] = squared_norms(inputs.embeddings)
+    return inputs.memo["sq_norms"]
+
+
+@register_strategy("coreset")
+class Coreset(Strategy):
+    """`coreset` on the pool's embeddings. With a memo (fixed rows: probe mode), each run's
+    distances to its labelled set carry over to its next round, updated with this round's picks:
+    one product with k rows instead of |labelled|."""
+
+    needs = frozenset({"embeddings"})
+
+    def select(self, inputs: StrategyInputs, k: int, rng: np.random.Generator):
+        X, labelled, memo = inputs.embeddings, inputs.labelled, inputs.memo
+        sqn = _pool_norms(inputs)
+        start = memo.pop(_labelled_key(labelled), None) if memo is not None else None
+        if start is None and memo is not None and len(labelled):
+            start = min_sq_dist_after(X, sqn, np.full(len(X), np.inf), labelled)
+        picks, scores = coreset(X, inputs.candidates, labelled, k, rng, sq_norms=sqn, min_sq_dist=start)
+        if memo is not None and start is not None:
+            memo[_labelled_key(np.concatenate([labelled, picks]))] = min_sq_dist_after(X, sqn, start, picks)
+        return picks, scores
+
+
 # ----------------------------------------------------------------- BADGE
 
 def gradient_factors(probs: np.ndarray) -> np.ndarray:
@@ -231,6 +270,17 @@ def badge(X, probs: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.G
     return np.array(picks, dtype=np.int64), np.array(scores)
 
 
+@register_strategy("badge")
+class Badge(Strategy):
+    """`badge` on the pool's embeddings and the candidates' probabilities (softmax of their logits)."""
+
+    needs = frozenset({"embeddings", "logits"})
+
+    def select(self, inputs: StrategyInputs, k: int, rng: np.random.Generator):
+        return badge(inputs.embeddings, softmax(inputs.logits), inputs.candidates, k, rng,
+                     sq_norms=_pool_norms(inputs))
+
+
 # ----------------------------------------------------------------- TypiClust
 
 def kmeans_labels(X, n_clusters: int, seed: int) -> np.ndarray:
@@ -302,6 +352,16 @@ def typiclust(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.r
         scores.append(s)
         is_cand[p] = False
     return np.array(picks, dtype=np.int64), np.array(scores)
+
+
+@register_strategy("typiclust")
+class TypiClust(Strategy):
+    """`typiclust` on the pool's embeddings (the labelled rows tell which clusters are covered)."""
+
+    needs = frozenset({"embeddings"})
+
+    def select(self, inputs: StrategyInputs, k: int, rng: np.random.Generator):
+        return typiclust(inputs.embeddings, inputs.candidates, inputs.labelled, k, rng)
 
 
 # ----------------------------------------------------------------- ProbCover
@@ -407,3 +467,20 @@ def probcover(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.r
         is_cand[p] = False
         covered[A[p].indices] = True
     return np.array(picks, dtype=np.int64), np.array(scores)
+
+
+@register_strategy("probcover")
+class ProbCover(Strategy):
+    """`probcover` on the pool's embeddings, with as many k-means clusters as classes. The ball
+    graph depends on the rows only: computed once per pool when there is a memo."""
+
+    needs = frozenset({"embeddings"})
+
+    def select(self, inputs: StrategyInputs, k: int, rng: np.random.Generator):
+        memo, key = inputs.memo, ("probcover", inputs.n_classes)
+        graph = memo.get(key) if memo is not None else None
+        if graph is None:
+            graph = cover_graph(inputs.embeddings, n_clusters=inputs.n_classes)
+            if memo is not None:
+                memo[key] = graph
+        return probcover(inputs.embeddings, inputs.candidates, inputs.labelled, k, graph=graph)

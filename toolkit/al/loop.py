@@ -20,7 +20,7 @@ from toolkit._util.faults import kill_point
 from toolkit._util.log import info
 from toolkit._util.progress import progress
 from toolkit._util.repro import resolve_device, round_torch_seed, set_deterministic
-from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_logits, select_batch
+from toolkit.al.acquisition import StreamingTopK, build_inputs, get_acquisition, get_strategy, needs, score_logits
 from toolkit.al.finetune import finetune, infer, make_optimizer, maybe_compile, predict_logits
 from toolkit.al.protocol import (
     acquisition_sizes,
@@ -51,30 +51,16 @@ def evaluate(model, ds: GroupedDataset, *, device, batch_size: int, train_shares
 
 
 def score_pool(model, pool: GroupedDataset, candidates: np.ndarray, k: int, strategy: str,
-               rng: np.random.Generator, *, device, batch_size: int, workers: int = 0,
-               outputs: PoolOutputWriter | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k candidate positions and their scores, streaming over the pool in batches;
-    with `outputs`, every candidate's id, score and logits are written there too."""
+               rng: np.random.Generator, *, device, batch_size: int, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k candidate positions and their scores for a score strategy that reads at most logits,
+    streaming a top-k over the pool in batches (the GPU benchmark's scoring pass; the loop's
+    acquisitions go through `_acquire`, which picks the same)."""
     top = StreamingTopK(k)
-    needs_model = get_acquisition(strategy)[0] != "none"
-    if not needs_model:  # random: scores need no forward pass
-        random_scores = score_logits(strategy, np.empty((len(candidates), 0)), rng)
-        top.update(random_scores, candidates)
-        if outputs is None:
-            return top.result()
-    done = 0
-    bar = progress(total=len(candidates), desc="score pool", unit="img", leave=False)
+    if not needs(strategy):  # random: scores need no forward pass
+        top.update(score_logits(strategy, np.empty((len(candidates), 0)), rng), candidates)
+        return top.result()
     for pos, logits in predict_logits(model, pool, candidates, device=device, batch_size=batch_size, workers=workers):
-        bar.update(len(pos))
-        scores = score_logits(strategy, logits) if needs_model else random_scores[done:done + len(pos)]
-        if needs_model:
-            top.update(scores, pos)
-        if outputs is not None:
-            outputs.write(pool.ids[pos], scores, logits)
-        done += len(pos)
-    bar.close()
-    if outputs is not None:
-        outputs.close()
+        top.update(score_logits(strategy, logits), pos)
     return top.result()
 
 
@@ -99,44 +85,74 @@ def mc_dropout_logits(embeddings: np.ndarray, weight: np.ndarray, bias: np.ndarr
     return out
 
 
-def select_from_model(model, pool: GroupedDataset, labelled: np.ndarray, candidates: np.ndarray, k: int,
-                      strategy: str, rng: np.random.Generator, *, device, batch_size: int, workers: int = 0,
-                      outputs: PoolOutputWriter | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A batch strategy (or BALD) on the finetuned network: one pass over the pool for its
-    penultimate embeddings and logits, then `select_batch`. Embeddings cover the labelled rows
-    too (coreset and TypiClust measure distances to them)."""
-    need = needs(strategy)
-    head = model.head if hasattr(model, "head") else model._orig_mod.head
-    embed = model.embed if hasattr(model, "embed") else model._orig_mod.embed
+class NetworkInputs:
+    """What the finetuned network gives a strategy (an `InputSource` for `build_inputs`).
 
-    def both(x):
-        z = embed(x)
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            return torch.cat([z.float(), head(z.float())], dim=1)
+    Logits alone come from the network's forward pass over the candidates. When embeddings or
+    posterior samples are wanted too, one pass of the penultimate layer and the head (in float32)
+    gives both: over the whole pool for embeddings (coreset and TypiClust measure distances to
+    the labelled rows), over the candidates otherwise. Posterior samples are MC dropout on the
+    head's input (`mc_dropout_logits`). Each pass runs at most once.
+    """
 
-    model.to(device).eval()
-    positions = np.arange(len(pool)) if "embeddings" in need else np.asarray(candidates)
-    C = pool.num_classes
-    out = None
-    for pos, chunk in infer(both, pool, positions, device=device, batch_size=batch_size, workers=workers):
-        if out is None:
-            out = np.empty((len(pool), chunk.shape[1]), dtype=np.float32)
-        out[pos] = chunk
-    emb, logits = out[:, :-C], out[:, -C:]
-    samples = None
-    if "samples" in need:
+    memo = None  # the rows change every round
+
+    def __init__(self, model, pool: GroupedDataset, candidates: np.ndarray, need: frozenset[str], *, device,
+                 batch_size: int, workers: int = 0) -> None:
+        self.model, self.pool, self.candidates, self.need = model, pool, candidates, need
+        self.n_classes = pool.num_classes
+        self.kw = {"device": device, "batch_size": batch_size, "workers": workers}
+        self._logits = self._rows = None
+
+    @property
+    def passes(self) -> int:
+        """How many pool examples the network runs on for the inputs `need` declares."""
+        return len(self.pool) if "embeddings" in self.need else len(self.candidates) if self.need else 0
+
+    def _parts(self):
+        module = getattr(self.model, "_orig_mod", self.model)  # a compiled model's own modules
+        return module.embed, module.head
+
+    def _penultimate_pass(self) -> np.ndarray:
+        """Embeddings then logits of every row the pass covers (the others unset), float32."""
+        if self._rows is None:
+            embed, head = self._parts()
+
+            def both(x):
+                z = embed(x)
+                with torch.autocast(device_type=z.device.type, enabled=False):
+                    return torch.cat([z.float(), head(z.float())], dim=1)
+
+            self.model.to(self.kw["device"]).eval()
+            positions = np.arange(len(self.pool)) if "embeddings" in self.need else np.asarray(self.candidates)
+            for pos, chunk in infer(both, self.pool, positions, **self.kw):
+                if self._rows is None:
+                    self._rows = np.empty((len(self.pool), chunk.shape[1]), dtype=np.float32)
+                self._rows[pos] = chunk
+        return self._rows
+
+    def embeddings(self) -> np.ndarray:
+        return self._penultimate_pass()[:, :-self.n_classes]
+
+    def logits(self, candidates: np.ndarray) -> np.ndarray:
+        if self.need & {"embeddings", "logit_samples"}:
+            return self._penultimate_pass()[candidates, -self.n_classes:]
+        if self._logits is None:
+            self._logits = np.empty((len(self.candidates), self.n_classes), dtype=np.float32)
+            done = 0
+            bar = progress(total=len(self.candidates), desc="score pool", unit="img", leave=False)
+            for pos, chunk in predict_logits(self.model, self.pool, self.candidates, **self.kw):
+                self._logits[done:done + len(pos)] = chunk
+                done += len(pos)
+                bar.update(len(pos))
+            bar.close()
+        return self._logits
+
+    def logit_samples(self, candidates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        head = self._parts()[1]
         w = head.weight.detach().float().cpu().numpy()
         b = head.bias.detach().float().cpu().numpy()
-        samples = mc_dropout_logits(emb[candidates], w, b, rng)
-    picks, scores = select_batch(strategy, k, candidates=candidates, labelled=labelled, rng=rng, n_classes=C,
-                                 logits=logits[candidates], embeddings=emb if "embeddings" in need else None,
-                                 logit_samples=samples)
-    if outputs is not None:  # a batch strategy has no per-row score: NaN except the picks
-        row_scores = np.full(len(candidates), np.nan)
-        row_scores[np.searchsorted(candidates, picks)] = scores
-        outputs.write(pool.ids[candidates], row_scores, logits[candidates])
-        outputs.close()
-    return picks, scores
+        return mc_dropout_logits(self._penultimate_pass()[candidates, :-self.n_classes], w, b, rng)
 
 
 def save_checkpoint(model: torch.nn.Module, run_dir: Path, round_index: int) -> Path:
@@ -389,16 +405,19 @@ def _open_optimizer(cfg: RunConfig, run: PreparedRun, writer: RunWriter, out_dir
 def _acquire(cfg: RunConfig, run: PreparedRun, net, labelled: np.ndarray, r: int, out_dir: str | Path
              ) -> tuple[np.ndarray, list[dict], int]:
     """Round r's acquisitions (none in the last round): their positions, their record rows, and
-    how many pool examples the network scored for them."""
+    how many pool examples the network ran on for them. With `al.save_pool_outputs`, every
+    candidate's id, score (NaN where a batch strategy gives none) and logits go to the run's
+    pool outputs."""
     if r >= len(run.sizes):
         return np.empty(0, dtype=np.int64), [], 0
-    pool, strategy = run.pool, cfg.al.strategy
+    pool, strategy = run.pool, get_strategy(cfg.al.strategy)
     unlabelled, rng = candidates(len(pool), labelled, cfg.al, cfg.seed, r)
-    outputs = PoolOutputWriter(out_dir, r, len(unlabelled), pool.num_classes) if cfg.al.save_pool_outputs else None
-    choose = score_pool if needs(strategy) <= {"logits"} else select_from_model
-    kw = {"labelled": labelled} if choose is select_from_model else {}
-    picks, scores = choose(net, pool, candidates=unlabelled, k=run.sizes[r], strategy=strategy, rng=rng,
-                           device=run.device, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
-                           outputs=outputs, **kw)
-    scored = 0 if not needs(strategy) else len(pool) if "embeddings" in needs(strategy) else len(unlabelled)
-    return picks, dataset_rows(pool, picks, scores), scored
+    source = NetworkInputs(net, pool, unlabelled, strategy.needs, device=run.device, batch_size=cfg.eval_batch_size,
+                           workers=cfg.loader_workers)
+    inputs = build_inputs(strategy, source, unlabelled, labelled, rng)
+    picks, scores, row_scores = strategy.select_scored(inputs, run.sizes[r], rng)
+    if cfg.al.save_pool_outputs:
+        outputs = PoolOutputWriter(out_dir, r, len(unlabelled), pool.num_classes)
+        outputs.write(pool.ids[unlabelled], row_scores, source.logits(unlabelled))
+        outputs.close()
+    return picks, dataset_rows(pool, picks, scores), source.passes

@@ -65,7 +65,8 @@ def separability_by_stage(stages, *, cv: int = 5, random_state: int = 0) -> pd.D
     Args:
         stages: (round, stage, n_labels, cache) tuples, as `toolkit.features.pool.stage_caches`
             gives them: the initial weights (round -1), then every saved checkpoint.
-        cv, random_state: as in `GroupSeparability`.
+        cv: as in `GroupSeparability`.
+        random_state: as in `GroupSeparability`.
 
     Returns:
         GroupSeparability.per_group_ rows with columns stage, round (-1 = initial) and n_labels.

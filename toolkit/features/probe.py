@@ -17,7 +17,7 @@ import torch
 
 from toolkit._util.atomic import atomic_path
 from toolkit._util.repro import round_rng
-from toolkit.al.acquisition import StreamingTopK, get_acquisition, needs, score_logits, select_batch
+from toolkit.al.acquisition import StreamingTopK, build_inputs, get_strategy, score_logits
 from toolkit.al.protocol import (
     acquisition_sizes,
     candidates,
@@ -300,9 +300,8 @@ class _RunState:
     def __init__(self, spec: ProbeRun, writer: RunWriter, labelled: np.ndarray, seed_rows: list, probe, sizes) -> None:
         self.spec, self.writer, self.labelled, self.seed_rows = spec, writer, labelled, seed_rows
         self.probe, self.sizes, self.r = probe, sizes, writer.completed_rounds
-        self.needs = needs(spec.al.strategy)
-        self.needs_model = "logits" in self.needs
-        self.ensemble: list[LinearProbe] = []  # BALD's bootstrap probes of this round
+        self.strategy = get_strategy(spec.al.strategy)
+        self.ensemble: list[LinearProbe] = []  # bootstrap probes of this round (a strategy reading logit_samples)
 
     @property
     def dir(self) -> Path:
@@ -375,7 +374,8 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
         evals: {split: cache or path}, shared by every run.
         runs: the runs (`ProbeRun`: out_dir, al, seed, C); out_dirs must differ.
         score_chunk: pool rows per cache-resident chunk (default: about 2 MiB of rows).
-        log, max_rounds: as in `run_probe`.
+        log: as in `run_probe`.
+        max_rounds: as in `run_probe`.
         stream: read the pool from its HDF5 file chunk by chunk each step instead of holding it
             in memory (pools larger than memory); float16 caches are computed in float32
             chunks either way. The records are the same as in memory.
@@ -440,7 +440,7 @@ def _open_inputs(pool, evals, runs: list[ProbeRun]) -> tuple[FeatureCache, dict[
         validate_al(spec.al)
         if not spec.C > 0:
             raise CacheError(f"the probe's C (inverse L2 strength) must be > 0, got {spec.C}")
-        get_acquisition(spec.al.strategy)
+        get_strategy(spec.al.strategy)
     pool = pool if isinstance(pool, FeatureCache) else open_cache(pool)
     evals = {s: (c if isinstance(c, FeatureCache) else open_cache(c)) for s, c in evals.items()}
     for split, c in evals.items():
@@ -507,7 +507,7 @@ def _fit(step: _Lockstep, active: list[_RunState]) -> list[float]:
         s.probe = LinearProbe(C=s.spec.C).fit(step.rows.rows(s.labelled), step.y_all[s.labelled], step.n_classes,
                                                warm_start=s.probe)
         s.ensemble = []
-        if "samples" in s.needs and s.r < len(s.sizes):
+        if "logit_samples" in s.strategy.needs and s.r < len(s.sizes):
             s.ensemble = bootstrap_probes(s.probe, step.rows, s.labelled, step.labels, step.n_classes, s.spec.C,
                                           round_rng(s.spec.seed, s.r, stream=3))
         train_s.append(time.perf_counter() - t0)
@@ -529,7 +529,7 @@ def _score(step: _Lockstep, active: list[_RunState]) -> dict[int, tuple]:
     each run's own columns: {run: (its products with the pool and their offsets, or None; its
     ensemble's products and offsets, or None)}."""
     acquiring = [i for i, s in enumerate(active) if s.r < len(s.sizes)]
-    scoring = {i: _columns(active[i].probe) for i in acquiring if active[i].needs_model}
+    scoring = {i: _columns(active[i].probe) for i in acquiring if "logits" in active[i].strategy.needs}
     sampling = {i: [_columns(p) for p in active[i].ensemble] for i in acquiring if active[i].ensemble}
     raw = {i: np.empty(raw_shape(step.n, col), np.float32) for i, (col, _) in scoring.items()}
     ens_raw = {i: np.empty((len(cols),) + raw_shape(step.n, cols[0][0]), np.float32) for i, cols in sampling.items()}
@@ -544,18 +544,34 @@ def _score(step: _Lockstep, active: list[_RunState]) -> dict[int, tuple]:
                 (ens_raw[i], [off for _, off in sampling[i]]) if i in ens_raw else None) for i in acquiring}
 
 
+class ProbeInputs:
+    """What a probe run gives a strategy (an `InputSource` for `build_inputs`): logits and
+    bootstrap samples from the products `_score` computed in its one read of the pool, and the
+    standardised pool as the embeddings; the memo is the lockstep's (rows fixed across rounds)."""
+
+    def __init__(self, step: _Lockstep, products: tuple | None, ensemble: tuple | None) -> None:
+        self.step, self.products, self.ensemble = step, products, ensemble
+        self.n_classes, self.memo = step.n_classes, step.memo
+
+    def logits(self, candidates: np.ndarray) -> np.ndarray:
+        return _with_offset(self.products[0][candidates], self.products[1])
+
+    def embeddings(self):
+        return self.step.rows.view()
+
+    def logit_samples(self, candidates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([_with_offset(z[candidates], off) for z, off in zip(*self.ensemble)])
+
+
 def _select(step: _Lockstep, active: list[_RunState], scored: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Each acquiring run's picks and scores: its strategy on its candidates this round."""
     tops = {}
     for i, (products, ensemble) in scored.items():
         s = active[i]
         unlabelled, rng = candidates(step.n, s.labelled, s.spec.al, s.spec.seed, s.r)
-        logits = _with_offset(products[0][unlabelled], products[1]) if products is not None else None
-        samples = (np.stack([_with_offset(z[unlabelled], off) for z, off in zip(*ensemble)])
-                   if ensemble is not None else None)
-        tops[i] = select_batch(s.spec.al.strategy, s.sizes[s.r], candidates=unlabelled, labelled=s.labelled,
-                               rng=rng, n_classes=step.n_classes, logits=logits, logit_samples=samples,
-                               embeddings=step.rows.view() if "embeddings" in s.needs else None, memo=step.memo)
+        inputs = build_inputs(s.strategy, ProbeInputs(step, products, ensemble), unlabelled,
+                              s.labelled, rng)
+        tops[i] = s.strategy.select(inputs, s.sizes[s.r], rng)
     return tops
 
 
