@@ -28,9 +28,21 @@ def test_demo_end_to_end_tiny(tiny_backbone, tmp_path, monkeypatch, capsys):
     # one demo page: the report opens with the first screen's table and curves, then the default task;
     # its path is the last line printed, relative to the working folder
     page = (tmp_path / "out" / "report.html").read_text()
-    assert page.index("First screen: the claim across tasks") < page.index("The default task, 8 runs") \
-        < page.index("Final budget")
-    assert "Worst-group accuracy, mean over the suite&#x27;s first 1 tasks" in page or "first 1 tasks" in page
+    screen, grid = page.index("First screen: the claim across tasks"), page.index("The default task, 8 runs")
+    assert screen < grid < page.index("Final budget")
+    opening = page[screen:grid]
+    assert "First screen: the suite&#x27;s first 1 toy tasks" in opening  # its table
+    assert "plotly-graph-div" in opening and "first 1 tasks (95% CI over tasks)" in opening  # and its curves
+    import pytest
+
+    from toolkit.errors import MissingFileError
+    from toolkit.report.html import build_report
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingFileError, match="has no screen.txt, screen.json; run the first screen"):
+        build_report([tmp_path / "out" / "runs" / "pre-random-s0"], tmp_path / "r.html", representation=False,
+                     first_screen=tmp_path / "empty")
+    assert not (tmp_path / "r.html").exists()
     assert printed.strip().splitlines()[-1] == "[demo] report (the first screen, then the default task): " \
         "out/report.html"
 
