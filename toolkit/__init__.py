@@ -6,6 +6,8 @@ The public API, imported on first use so that `import toolkit` stays light:
 - runs: `resolve_config`, `list_presets`, `ALConfig` (the active-learning protocol), `run` (keywords for the
   common cases), `run_active_learning`
 - frozen features: `extract_features`, `open_cache`, `run_probe`, `run_probes` (many runs in lockstep)
+- interventions on a representation, as derived caches: `erase` (LEACE), `inject`, `mix`, `add_noise`;
+  synthetic representations: `synthetic_caches`
 - results: `load_run`, `load_runs` (a `Runs` folder view), `build_report`, `Explorer`, `PoolView`
 - paths: `cache_path` (under `ALTK_CACHE`, default: the repository's `cache/`)
 - errors: `AltkError` and its subclasses in `toolkit.errors`
@@ -38,6 +40,9 @@ _LAZY = {
     "extract_features": "toolkit.features.cache", "open_cache": "toolkit.features.cache",
     "run_probe": "toolkit.features.probe", "run_probes": "toolkit.features.probe", "ProbeRun": "toolkit.features.probe",
     "run_select_then_finetune": "toolkit.features.select_finetune",
+    "erase": "toolkit.features.interventions", "inject": "toolkit.features.interventions",
+    "mix": "toolkit.features.interventions", "add_noise": "toolkit.features.interventions",
+    "synthetic_caches": "toolkit.features.synthetic",
     "list_strategies": "toolkit.al.acquisition", "select_batch": "toolkit.al.acquisition",
     "load_run": "toolkit.record", "load_runs": "toolkit.runs", "Runs": "toolkit.runs",
     "cache_path": "toolkit._util.paths", "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",

@@ -37,6 +37,7 @@ from toolkit._util.version import __version__
 from toolkit.al.finetune import infer
 from toolkit.data import GroupedDataset, create_dataset
 from toolkit.errors import CacheError, MissingFileError
+from toolkit.features.provenance import check_sources
 from toolkit.models import create_model, weights_digest
 
 LAYERS = ("penultimate",)
@@ -145,6 +146,11 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
         raise CacheError(f"{path} is an unfinished extraction; run the extraction again to complete it")
     _check_content(f, path)
     fp = json.loads(f.attrs["fingerprint"])
+    try:  # a derived cache (features.interventions) is refused once a source it was computed from changes
+        check_sources(fp, path)
+    except CacheError:
+        f.close()
+        raise
     if expect:
         differ = [k for k in expect if fp.get(k) != expect[k]]
         if differ:
