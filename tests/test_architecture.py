@@ -3,6 +3,8 @@ imports across modules, a light and documented public API."""
 import ast
 import doctest
 import importlib
+import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,15 +92,22 @@ def test_public_api_functions_have_google_docstrings_with_examples():
         assert doc.strip(), name
         if callable(obj) and not isinstance(obj, type):
             assert "Examples:" in doc and ">>>" in doc, f"{name}: no example"
-            params = [p for p in __import__("inspect").signature(obj).parameters if p not in ("self",)]
+            params = [p for p in inspect.signature(obj).parameters if p not in ("self",)]
             if params:
                 assert "Args:" in doc, f"{name}: no Args section"
 
 
-# the API's examples, run in order (later ones read what earlier ones wrote)
-DOCTESTS = ["toolkit._util.paths", "toolkit.config", "toolkit.models", "toolkit.data", "toolkit.features.cache",
-            "toolkit.features.probe", "toolkit.al.loop", "toolkit.api", "toolkit.record", "toolkit.runs",
-            "toolkit.report.html", "toolkit.errors", "toolkit"]
+# the API's examples, run in order (later ones read what earlier ones wrote: the run records of
+# toolkit.al.loop, toolkit.api and toolkit.features.select_finetune, the hand-written task "t0" of
+# toolkit.record.RunRecord, which toolkit.runs and the analyses read)
+DOCTESTS = ["toolkit._util.paths", "toolkit.config", "toolkit.models", "toolkit.data", "toolkit.data.toy_tasks",
+            "toolkit.al.acquisition", "toolkit.al.diversity", "toolkit.features.cache", "toolkit.features.synthetic",
+            "toolkit.features.interventions", "toolkit.features.probe",
+            "toolkit.al.loop", "toolkit.api", "toolkit.features.select_finetune", "toolkit.record", "toolkit.runs",
+            "toolkit.analysis.curves", "toolkit.analysis.composition", "toolkit.analysis.strategies",
+            "toolkit.analysis.cost", "toolkit.analysis.suite", "toolkit.analysis.dose", "toolkit.analysis.separability",
+            "toolkit.analysis.maps", "toolkit.analysis.neighbours", "toolkit.report.html", "toolkit.report.explore",
+            "toolkit.errors", "toolkit"]
 
 
 def test_docstring_examples_run(monkeypatch, tiny_backbone, tmp_path):
@@ -111,3 +120,66 @@ def test_docstring_examples_run(monkeypatch, tiny_backbone, tmp_path):
         if result.failed:
             failed[name] = result.failed
     assert not failed, failed
+
+
+
+# entries of docs/api.md exempt from the parameter-table-and-example rule: `toolkit.errors` is a
+# module (the page shows its exception classes, which take a message); ProbeRun is pending, not
+# exempt for good: toolkit/features/probe.py is being rewritten, and ProbeRun's docstring with it
+API_PAGE_EXCEPTIONS = {"toolkit.errors", "toolkit.features.probe.ProbeRun"}
+
+
+def _api_page_entries() -> list[str]:
+    """The `::: toolkit.x.y` entries of docs/api.md, in page order."""
+    return re.findall(r"^::: (toolkit[\w.]*)\s*$", (ROOT / "docs" / "api.md").read_text(encoding="utf-8"), re.M)
+
+
+def _api_object(path: str):
+    try:
+        return importlib.import_module(path)
+    except ImportError:
+        module, name = path.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+
+
+def test_every_api_page_entry_has_a_parameter_table_and_an_example():
+    """Each `::: ` entry of docs/api.md, read as the page renders it (griffe's Google parser):
+    an `Args:` section when it takes parameters (for a class, its constructor's, in the class
+    docstring), naming only parameters it has, and an `Examples:` section with `>>>` lines."""
+    from griffe import Docstring, DocstringSectionKind
+
+    entries = _api_page_entries()
+    assert len(entries) > 30 and API_PAGE_EXCEPTIONS <= set(entries), "the API page lost its entries"
+    problems = []
+    for path in entries:
+        if path in API_PAGE_EXCEPTIONS:
+            continue
+        obj = _api_object(path)
+        sections = Docstring(inspect.getdoc(obj) or "", lineno=1).parse("google", warn_missing_types=False)
+        params = [p for p in inspect.signature(obj).parameters.values() if p.name != "self"]
+        names = {{p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name for p in params}
+        documented = [d.name for s in sections if s.kind is DocstringSectionKind.parameters for d in s.value]
+        if params and not documented:
+            problems.append(f"{path}: no Args section (it takes {', '.join(sorted(names))})")
+        unknown = [d for d in documented if d not in names and d.lstrip("*") not in names]
+        if unknown:
+            problems.append(f"{path}: Args names {unknown}, which it does not take")
+        examples = [text for s in sections if s.kind is DocstringSectionKind.examples for _, text in s.value]
+        if not any(">>>" in text for text in examples):
+            problems.append(f"{path}: no Examples section with >>> lines")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_api_page_example_is_run():
+    """Each entry's example runs in test_docstring_examples_run: its module is in DOCTESTS
+    (or a DOCTESTS module lists it in `__test__`, as toolkit.models does its re-exports)."""
+    run = {name: importlib.import_module(name) for name in DOCTESTS}
+    not_run = []
+    for path in _api_page_entries():
+        if path in API_PAGE_EXCEPTIONS:
+            continue
+        obj = _api_object(path)
+        home = obj.__name__ if inspect.ismodule(obj) else obj.__module__
+        if home not in run and not any(obj in getattr(m, "__test__", {}).values() for m in run.values()):
+            not_run.append(f"{path} (module {home})")
+    assert not not_run, f"API examples that no test runs (add their modules to DOCTESTS): {not_run}"

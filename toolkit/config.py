@@ -126,6 +126,8 @@ class ALConfig:
         budget: examples acquired in total beyond the seed set (the paper's "acquired").
         schedule: "fixed" (per_round each round) or "geometric" (each round acquires
             `geometric_factor` times the previous one, the reference code's option).
+        geometric_factor: the growth of each round's size under the "geometric" schedule
+            (> 0; below 1 the rounds shrink, and a run that would acquire nothing is refused).
         pool_subsample: score only a random subset of this many unlabelled examples,
             re-drawn each round (iWildCam, CIFAR, Amazon); None = the whole pool.
         save_pool_outputs: write every round's candidate ids, scores and logits to
@@ -135,6 +137,16 @@ class ALConfig:
         max_resampled_share: refuse a run that would label more than this share of a pool
             that `matched_fraction` shrank by resampling (a dose-response variant built from
             existing images, not regenerated); raise it to run anyway.
+
+    Examples:
+        >>> from toolkit import ALConfig
+        >>> from toolkit.config import acquisition_sizes
+        >>> ALConfig().strategy, ALConfig().budget
+        ('least_confidence', 320)
+        >>> acquisition_sizes(ALConfig(per_round=5, budget=20))  # examples acquired after each round
+        [5, 5, 5, 5]
+        >>> acquisition_sizes(ALConfig(per_round=5, budget=20, schedule="geometric"))
+        [5, 10, 5]
     """
 
     strategy: str = "least_confidence"

@@ -65,7 +65,42 @@ def find_run_dirs(*paths: str | Path) -> list[Path]:
 
 
 class Runs:
-    """Run records and the paper's views of them (see the module's doc)."""
+    """Run records and the paper's views of them (see the module's doc).
+
+    Each method calls the analysis it names on `tidy`, on the default split (`split`: the
+    validation split when the runs have it, else test); a metric named without a split
+    ("worst_group") is read on that split. `load_runs` builds one from folders.
+
+    Args:
+        records: the `RunRecord`s, in order (`runs[name]` finds one by its run name;
+            `len(runs)` and `for rec in runs` go through them).
+
+    Attributes:
+        records: the run records.
+        tidy: every round of every run, one row each (`analysis.tidy_rounds`; computed once).
+        split: the split the views read.
+        differing_fields: the config fields on which the runs differ, each value its own arm.
+
+    Examples:
+        >>> import toolkit
+        >>> runs = toolkit.load_runs("altk-doc/tasks/t0")  # the records the RunRecord example wrote
+        >>> runs
+        Runs(8 runs on the test split: pretrained/least_confidence x2, pretrained/random x2, ...)
+        >>> toolkit.Runs(runs.records[:2]), runs["random-random-s0"].strategy, runs.differing_fields
+        (Runs(2 runs on the test split: pretrained/least_confidence x2), 'random', [])
+        >>> runs.summary(["worst_group"])[["weights", "strategy", "n_seeds", "test/worst_group"]]
+              weights          strategy  n_seeds  test/worst_group
+        0  pretrained  least_confidence        2              0.65
+        1  pretrained            random        2              0.40
+        2      random  least_confidence        2              0.20
+        3      random            random        2              0.20
+        >>> runs.efficiency("worst_group")[["weights", "efficiency"]].round(2)  # random needs 1.42x the labels
+              weights  efficiency
+        0  pretrained        1.42
+        1      random        1.29
+        >>> type(runs.figure("learning_curves")).__name__
+        'Figure'
+    """
 
     def __init__(self, records: list[RunRecord]) -> None:
         self.records = list(records)

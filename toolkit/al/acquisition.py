@@ -227,7 +227,30 @@ def random(n: int, rng: np.random.Generator) -> np.ndarray:
 def bald(prob_samples: np.ndarray) -> np.ndarray:
     """BALD (Houlsby et al. 2011): the mutual information between a row's label and the model,
     H[mean_s p_s] - mean_s H[p_s], from S posterior samples `prob_samples` of shape (S, n, C).
-    High where the samples disagree, zero where they agree however uncertain each is."""
+    High where the samples disagree, zero where they agree however uncertain each is.
+
+    Registered as the strategy "bald" (it reads "sample_probs": `select_batch` takes the
+    samples' logits as `logit_samples` and applies the softmax itself).
+
+    Args:
+        prob_samples: class probabilities under S posterior samples (MC dropout, bootstrap
+            probes, ...), shape (S, n, C); each row of each sample sums to 1.
+
+    Returns:
+        The mutual information of each of the n rows, in nats (float64, shape (n,)).
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.al.acquisition import bald, select_batch
+        >>> samples = np.array([[[0.9, 0.1], [0.5, 0.5], [0.9, 0.1]],   # sample 1: three rows, two classes
+        ...                     [[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]]])  # sample 2 disagrees on row 3 only
+        >>> bald(samples).round(3).tolist()  # row 2 is uncertain, but both samples agree: 0
+        [0.0, 0.0, 0.368]
+        >>> picks, scores = select_batch("bald", 1, candidates=[4, 5, 6], labelled=[], n_classes=2,
+        ...                              rng=np.random.default_rng(0), logit_samples=np.log(samples))
+        >>> picks.tolist(), scores.round(3).tolist()
+        ([6], [0.368])
+    """
     p = np.asarray(prob_samples, dtype=np.float64)
     if p.ndim != 3:
         raise ConfigError(f"bald needs posterior samples of shape (S, n, C), got {p.shape}")

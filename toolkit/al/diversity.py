@@ -96,6 +96,30 @@ def coreset(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.ran
     distances instead of a pass over the pool. `sq_norms` and `min_sq_dist` (each row's squared
     distance to the labelled set, e.g. from `min_sq_dist_after`) may be passed in to skip their
     pass. With no labelled rows the first pick is a uniform draw; otherwise `rng` is unused.
+
+    Args:
+        X: the pool's rows (n, d): an array, or anything that returns one for `X[lo:hi]` and
+            `X[positions]` (an h5py dataset, `VerifiedRows`).
+        candidates: the positions to choose from (distinct).
+        labelled: the positions already labelled (may be empty).
+        k: how many to pick (at most len(candidates)).
+        rng: a numpy Generator; used only for the first pick when nothing is labelled.
+        chunk: rows per block of the distance products (memory, not the result).
+        sq_norms: every row's squared norm (`squared_norms(X)`), to skip that pass.
+        min_sq_dist: every row's squared distance to the labelled set, to skip that pass.
+
+    Returns:
+        (picks, scores): the chosen positions in the order picked (int64), and each one's
+        Euclidean distance to the nearest labelled or earlier-picked row when picked.
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.al.diversity import coreset
+        >>> X = np.array([[0.0], [1.0], [2.0], [8.0], [9.0], [20.0]])  # six rows on a line
+        >>> picks, scores = coreset(X, candidates=[1, 2, 3, 4, 5], labelled=[0], k=2,
+        ...                         rng=np.random.default_rng(0))
+        >>> picks.tolist(), scores.tolist()  # 20 is farthest from 0; then 9 (8 from 0, 11 from 20)
+        ([5, 4], [20.0, 9.0])
     """
     n, candidates = _check(X, candidates, k)
     sqn = squared_norms(X, chunk) if sq_norms is None else sq_norms
@@ -197,6 +221,31 @@ def badge(X, probs: np.ndarray, candidates: np.ndarray, k: int, rng: np.random.G
 
     D^2 is the distance to the picks, as the authors' code; `origin_centre=True` also counts
     g = 0 as a centre (D^2 <= ||g||^2), as scikit-activeml's `Badge` does.
+
+    Args:
+        X: the pool's rows (n, d), as in `coreset`: the embeddings the last layer sees.
+        probs: the candidates' class probabilities (n_candidates, C), in the order of
+            `candidates` (the registered strategy passes the softmax of their logits).
+        candidates: the positions to choose from (distinct).
+        k: how many to pick.
+        rng: a numpy Generator: the D^2-weighted draws (and a uniform draw when every
+            gradient embedding is 0).
+        origin_centre: also count g = 0 as a centre (scikit-activeml's variant); default False.
+        chunk: rows per block of the distance products.
+        sq_norms: every row's squared norm (`squared_norms(X)`), to skip that pass.
+
+    Returns:
+        (picks, scores): the chosen positions in the order picked (int64), and each one's D^2
+        when picked (the first pick's: its ||g||^2).
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.al.diversity import badge
+        >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 0.0]])
+        >>> probs = np.array([[0.5, 0.5], [0.9, 0.1], [0.6, 0.4], [0.99, 0.01]])
+        >>> picks, scores = badge(X, probs, candidates=[0, 1, 2, 3], k=2, rng=np.random.default_rng(0))
+        >>> picks.tolist(), scores.round(3).tolist()  # first the largest ||g||^2 (row 2), then a D^2 draw
+        ([2, 1], [0.64, 0.5])
     """
     n, candidates = _check(X, candidates, k)
     probs = np.asarray(probs)
@@ -317,6 +366,37 @@ def typiclust(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.r
 
     The k-means seed is drawn from `rng`; `cluster_labels` (n,) replaces the clustering. When
     no uncovered cluster is left, the remaining picks are uniform draws (as scikit-activeml).
+
+    Args:
+        X: the pool's rows (n, d), as in `coreset`.
+        candidates: the positions to choose from (distinct); only they and the labelled rows
+            are clustered.
+        labelled: the positions already labelled: their clusters count as covered.
+        k: how many to pick.
+        rng: a numpy Generator: the k-means seed, and the uniform draws once every cluster
+            is covered.
+        knn: neighbours in the typicality (1 / mean distance to them), default 20.
+        min_cluster_size: clusters with fewer rows are never chosen (default 5).
+        max_clusters: the most clusters k-means makes (default 500; None: no cap).
+        cluster_labels: a cluster per row (n,), replacing the k-means clustering.
+
+    Returns:
+        (picks, scores): the chosen positions in the order picked (int64, largest uncovered
+        cluster first), and each one's typicality (NaN for a uniform draw).
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.al.diversity import typiclust
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([c + 0.3 * rng.normal(size=(8, 2)) for c in ([0, 0], [5, 0], [0, 5])])
+        >>> picks, scores = typiclust(X, candidates=np.arange(1, 24), labelled=[0], k=2,
+        ...                           rng=np.random.default_rng(0))
+        >>> sorted((picks // 8).tolist())  # one row from each of the two clusters not yet labelled
+        [1, 2]
+        >>> picks, _ = typiclust(X, candidates=np.arange(1, 24), labelled=[0], k=2, rng=np.random.default_rng(0),
+        ...                      cluster_labels=np.repeat([0, 1, 2], 8))  # given clusters: no k-means
+        >>> (picks // 8).tolist()
+        [1, 2]
     """
     n, candidates = _check(X, candidates, k)
     labelled = np.asarray(labelled, dtype=np.int64)
@@ -411,6 +491,31 @@ def cover_graph(X, *, n_clusters: int, alpha: float = 0.95, seed: int = 0, radii
     radius if none is), the rule of the paper and of scikit-activeml. A fixed `radius` skips it.
     Purity for every radius comes from one distance per row (to the nearest other-cluster row),
     and the graph from row chunks: neither holds an n x n matrix.
+
+    Args:
+        X: the pool's rows (n, d), as in `coreset` (normalised here; the caller's are untouched).
+        n_clusters: k-means clusters for the purity (ProbCover's strategy passes the number
+            of classes).
+        alpha: the purity a radius must reach (default 0.95).
+        seed: the k-means seed.
+        radii: the radii tried, smallest first (default `PROBCOVER_RADII`: 0.05 to 2.0 in
+            steps of 0.05, for unit-norm rows).
+        radius: a fixed radius: no k-means and no purity (`purity` is then NaN, `purities` empty).
+        chunk: rows per block of the distance products.
+
+    Returns:
+        A `CoverGraph`: `radius`, its `purity`, the `adjacency` (scipy CSR, n x n, bools) and
+        `purities` (radius -> purity, for each radius tried).
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.al.diversity import cover_graph
+        >>> X = np.array([[1, 0], [1, 0.1], [1, -0.1], [2, 0.1], [0, 1], [0.1, 1], [-0.1, 1]])
+        >>> graph = cover_graph(X, n_clusters=2)  # two directions: 4 rows near (1, 0), 3 near (0, 1)
+        >>> graph.radius, graph.purity, graph.adjacency.shape
+        (1.25, 1.0, (7, 7))
+        >>> graph.adjacency.sum(axis=1).A1.tolist()  # each ball holds its own direction's rows
+        [4, 4, 4, 4, 3, 3, 3]
     """
     import scipy.sparse as sp
 
@@ -445,6 +550,30 @@ def probcover(X, candidates: np.ndarray, labelled: np.ndarray, k: int, rng: np.r
     Scores are that count. Deterministic (ties go to the lower position); `rng` is unused.
 
     Pass `graph` to reuse one pool's graph across rounds and runs (it depends on the rows only).
+
+    Args:
+        X: the pool's rows (n, d), as in `coreset`.
+        candidates: the positions to choose from (distinct).
+        labelled: the positions already labelled: their balls count as covered.
+        k: how many to pick.
+        rng: unused (the strategies' common signature).
+        graph: the pool's `cover_graph`; None builds it with `n_clusters`, `alpha` and `seed`.
+        n_clusters: k-means clusters for the graph's radius, when it is built here (default 2).
+        alpha: the purity the radius must reach, when the graph is built here (default 0.95).
+        seed: the k-means seed, when the graph is built here.
+
+    Returns:
+        (picks, scores): the chosen positions in the order picked (int64), and how many
+        uncovered rows each one's ball covered when picked.
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.al.diversity import cover_graph, probcover
+        >>> X = np.array([[1, 0], [1, 0.1], [1, -0.1], [2, 0.1], [0, 1], [0.1, 1], [-0.1, 1]])
+        >>> graph = cover_graph(X, n_clusters=2)
+        >>> picks, scores = probcover(X, candidates=np.arange(1, 7), labelled=[0], k=2, graph=graph)
+        >>> picks.tolist(), scores.tolist()  # row 4 covers the 3 rows near (0, 1); then nothing is left
+        ([4, 1], [3.0, 0.0])
     """
     n, candidates = _check(X, candidates, k)
     graph = graph or cover_graph(X, n_clusters=n_clusters, alpha=alpha, seed=seed)

@@ -22,7 +22,44 @@ def upsampling_ratios(records: Iterable[RunRecord], *, upto_round: int | None = 
     `group_columns` (e.g. "category"). The "group" column then holds its values.
 
     Where the runs differ in a config field other than model, weights, strategy and seed,
-    a `config` column names it (as `curves.tidy_rounds`), and the summaries split by it."""
+    a `config` column names it (as `curves.tidy_rounds`), and the summaries split by it.
+
+    Args:
+        records: `RunRecord`s; each needs the pool shares in its meta ("pool_group_shares",
+            or "pool_attribute_shares" for `attribute`).
+        upto_round: count only the acquisitions made up to this round (inclusive); None: all.
+        attribute: None for the groups (label x spurious attribute, "y1_s0"), or another
+            recorded attribute: "label" or one of the dataset's `group_columns`.
+
+    Returns:
+        A DataFrame, one row per run and group (each group of the pool, acquired or not):
+        run, model, weights, strategy, seed, group, acquired (a count), acquired_share,
+        pool_share and upsampling (NaN where nothing was acquired); and `config` where the
+        runs differ. `upsampling_summary` gives the mean [CI] across seeds per arm.
+
+    Raises:
+        RecordError: a run records no pool shares for `attribute`.
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.composition import upsampling_ratios
+        >>> recs = toolkit.load_runs("altk-doc/tasks/t0").records  # written by the RunRecord example
+        >>> ratios = upsampling_ratios(recs)
+        >>> ratios[ratios["run"] == "pretrained-least_confidence-s0"][
+        ...     ["group", "acquired", "acquired_share", "pool_share", "upsampling"]]
+           group  acquired  acquired_share  pool_share  upsampling
+        0  y0_s0         0             0.0        0.70         0.0
+        1  y0_s1         4             0.5        0.05        10.0
+        2  y1_s0         4             0.5        0.05        10.0
+        3  y1_s1         0             0.0        0.20         0.0
+        >>> first = upsampling_ratios(recs, upto_round=0)  # the first acquisition round only
+        >>> first[first["run"] == "pretrained-random-s0"][["group", "acquired", "upsampling"]].round(2)
+            group  acquired  upsampling
+        8   y0_s0         2        0.71
+        9   y0_s1         0        0.00
+        10  y1_s0         0        0.00
+        11  y1_s1         2        2.50
+    """
     records = list(records)
     labels = config_labels(records)
     rows = []

@@ -40,7 +40,40 @@ def compare_select_once(full: list[RunRecord], once: list[RunRecord], *, task_of
                         metric: str = "test/worst_group") -> pd.DataFrame:
     """One row per (task, seed) present in both lists: final worst-group and accuracy of the full
     loop and of select-then-finetune-once, the overlap of their acquired sets, the upsampling of
-    each group under both, and each one's seconds and passes. `task_of` names a record's task."""
+    each group under both, and each one's seconds and passes. `task_of` names a record's task.
+
+    Args:
+        full: runs of the full loop (finetuning every round).
+        once: runs of select-then-finetune-once (`toolkit.features.select_finetune`); each
+            is matched with the finished `full` run of the same task and seed (unmatched and
+            partial runs are left out).
+        task_of: record -> its task name (default: the dataset name; several tasks of one
+            dataset need another, e.g. `toolkit.experiments.select_once.task_of`, which
+            reads it from the run's folder name).
+        metric: "<split>/<metric>" compared at the last round (default "test/worst_group");
+            the accuracy of the same split comes with it.
+
+    Returns:
+        A DataFrame, one row per matched (task, seed): task, seed, strategy, weights, then
+        for "full" and "once" each: the final metric and accuracy (`full_worst_group`,
+        `once_accuracy`, ...), each group's upsampling (`full_up_y0_s1`, ...), seconds,
+        forward and backward passes (in examples; NaN where a full run did not count
+        them); and overlap (|full & once| / |full| of the acquired ids).
+        `select_once_summary` gives the means and paired differences.
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.cost import compare_select_once
+        >>> full = toolkit.load_run("altk-doc/loop")  # the run_active_learning example's run
+        >>> once = toolkit.load_run("altk-doc/select-once")  # run_select_then_finetune's, same task and seed
+        >>> table = compare_select_once([full], [once])
+        >>> table[["task", "seed", "strategy", "weights"]]
+               task  seed          strategy weights
+        0  toyworld     0  least_confidence  random
+        >>> table[["full_forward", "full_backward", "once_forward", "once_backward"]]  # passes, in examples
+           full_forward  full_backward  once_forward  once_backward
+        0           678            128           624             64
+    """
     def key(r):
         return task_of(r), r.seed
 

@@ -104,7 +104,45 @@ def with_run_facts(tidy: pd.DataFrame, records: Iterable[RunRecord]) -> pd.DataF
 def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
     """One row per (run, round): run, model, weights, strategy, seed, n_labels and every metric
     (`toolkit.record.tidy_rounds`), with each run's `status` and `planned_labels` and, where
-    the runs differ in some config field, the `config` column that splits the arms."""
+    the runs differ in some config field, the `config` column that splits the arms.
+
+    Args:
+        records: `RunRecord`s (`toolkit.load_run`, or `toolkit.load_runs(...).records`),
+            finished or partial; at least one.
+
+    Returns:
+        A DataFrame, one row per round of each run: run, model, weights, strategy, seed,
+        round, n_labels, every metric ("<split>/<metric>"), timing and training columns,
+        status ("finished" or "running"), planned_labels (the seed set plus the budget; NaN
+        where the record does not say) and, where needed, config ("al.budget=20, ...").
+
+    Raises:
+        RecordError: no records.
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.curves import tidy_rounds
+        >>> recs = toolkit.load_runs("altk-doc/tasks/t0").records  # written by the RunRecord example
+        >>> tidy = tidy_rounds(recs)
+        >>> len(tidy), tidy["run"].nunique(), tidy["status"].unique().tolist()
+        (24, 8, ['finished'])
+        >>> tidy[["weights", "strategy", "seed", "n_labels", "test/worst_group"]].head(3)
+              weights          strategy  seed  n_labels  test/worst_group
+        0  pretrained  least_confidence     0        10               0.2
+        1  pretrained  least_confidence     0        14               0.5
+        2  pretrained  least_confidence     0        18               0.6
+
+        Runs that differ in a config field get a `config` column, so no table pools them
+        (these two, of the run_active_learning and run examples, differ in al.per_round):
+
+        >>> tidy_rounds([toolkit.load_run("altk-doc/loop"), toolkit.load_run("altk-doc/run")]
+        ...             )[["run", "strategy", "n_labels", "config"]]
+            run          strategy  n_labels           config
+        0  loop  least_confidence        10  al.per_round=20
+        1  loop  least_confidence        15  al.per_round=20
+        2   run            random        10   al.per_round=5
+        3   run            random        15   al.per_round=5
+    """
     records = list(records)
     return with_run_facts(record_rounds(records), records)
 
@@ -148,7 +186,38 @@ def default_split(tidy: pd.DataFrame) -> str:
 def learning_curves(tidy: pd.DataFrame, metric: str, *, by: list[str] = ARM_COLUMNS,
                     method: str = "t") -> pd.DataFrame:
     """Mean and CI of `metric` across seeds at each label count, per arm (clipped to [0, 1]
-    for accuracies; no interval from one seed)."""
+    for accuracies; no interval from one seed).
+
+    Args:
+        tidy: the rounds of `tidy_rounds`.
+        metric: a column of `tidy`, e.g. "test/worst_group" or "val/accuracy".
+        by: the columns that make an arm (default model, weights and strategy; the `config`
+            column is added where `tidy` has one).
+        method: the 95% interval, as `toolkit.metrics.mean_ci`: "t" (Student's t, the
+            default), "gaussian" (the paper's mean +- z * sem) or "bootstrap" (percentile).
+
+    Returns:
+        A DataFrame, one row per arm and label count: the `by` columns, n_labels, mean, low,
+        high (the 95% interval; NaN from one seed) and n_seeds. (Two seeds give a wide
+        t-interval: 0.6 and 0.7 read 0.65 [0.015, 1.0] below, clipped at 1.)
+
+    Raises:
+        RecordError: `metric` is not a column of `tidy` (the message lists those that are).
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.curves import learning_curves, tidy_rounds
+        >>> tidy = tidy_rounds(toolkit.load_runs("altk-doc/tasks/t0").records)
+        >>> curves = learning_curves(tidy, "test/worst_group")
+        >>> curves[curves["weights"] == "pretrained"][["strategy", "n_labels", "mean", "low", "high"]].round(3)
+                   strategy  n_labels  mean    low  high
+        0  least_confidence        10  0.20  0.200   0.2
+        1  least_confidence        14  0.50  0.500   0.5
+        2  least_confidence        18  0.65  0.015   1.0
+        3            random        10  0.20  0.200   0.2
+        4            random        14  0.30  0.300   0.3
+        5            random        18  0.40  0.400   0.4
+    """
     if metric not in tidy.columns:
         raise RecordError(f"no metric {metric!r}; available: {', '.join(c for c in tidy.columns if '/' in c)}")
     by, bounds = arm_by(tidy, by), metric_bounds(tidy, metric)

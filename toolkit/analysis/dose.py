@@ -73,7 +73,43 @@ def dose_row(records: list[RunRecord], *, metric: str = METRIC) -> dict:
 def dose_table(records: dict[tuple[str, str], list[RunRecord]], measures: list[dict], *,
                final_step: int = 1700, metric: str = METRIC) -> pd.DataFrame:
     """One row per (backbone, task): axis, dose, the `dose_row` measurements and the
-    separability measures. `final_step` is the step count that "pretrained" stands for."""
+    separability measures. `final_step` is the step count that "pretrained" stands for.
+
+    Args:
+        records: (weights id, task) -> that backbone's `RunRecord`s on that task (least-
+            confidence and random, paired by seed; partial runs are left out, an empty list
+            is skipped). Weights ids are "random", "pretrained" or a dose:
+            "pretrained@step400", "pretrained@images5000", "pretrained@shapes4".
+        measures: dicts with "weights", "task" and the representation measures of that
+            backbone on that task (`sep_*` and `label_shapes*` keys are copied in).
+        final_step: the pretraining steps of "pretrained", its dose on the step axis
+            (default 1700).
+        metric: the curve the gains are measured on (default "test/worst_group").
+
+    Returns:
+        A DataFrame, one row per (weights, task): weights, task, axis ("step", "images",
+        "shapes" or "random"), dose, then `dose_row`'s measurements (n_seeds, auc_gain and
+        final_gain with 95% t-intervals over seeds, efficiency with its interval, lc_final,
+        rnd_final, seed_set_accuracy, seed_set_worst_group, up_mismatched_min,
+        up_minority_matched) and the measures.
+
+    Raises:
+        RecordError: no rows at all, a key whose runs are all partial, or a weights id
+            that is not a dose.
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.dose import dose_table
+        >>> recs = toolkit.load_runs("altk-doc/tasks/t0").records  # written by the RunRecord example
+        >>> by_backbone = {(w, "t0"): [r for r in recs if r.weights == w] for w in ("pretrained", "random")}
+        >>> measures = [{"weights": "pretrained", "task": "t0", "sep_group": 0.9},
+        ...             {"weights": "random", "task": "t0", "sep_group": 0.6}]
+        >>> table = dose_table(by_backbone, measures)
+        >>> table[["weights", "axis", "dose", "auc_gain", "efficiency", "sep_group"]].round(4)
+              weights    axis    dose  auc_gain  efficiency  sep_group
+        0  pretrained    step  1700.0    0.1625      1.4211        0.9
+        1      random  random     0.0    0.0250      1.2857        0.6
+    """
     by_key = {(m["weights"], m["task"]): m for m in measures}
     rows = []
     for (weights, task), recs in records.items():
@@ -146,7 +182,28 @@ def gain_by_coverage(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFra
 
 
 def gain_by_dose(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFrame:
-    """Mean [95% t-CI over tasks] of `value` per backbone, with its axis and dose."""
+    """Mean [95% t-CI over tasks] of `value` per backbone, with its axis and dose.
+
+    Args:
+        table: the table of `dose_table` (columns weights, axis, dose and `value`).
+        value: the column averaged over tasks (default "auc_gain"; e.g. "final_gain",
+            "efficiency").
+
+    Returns:
+        A DataFrame, one row per backbone, sorted by axis and dose: weights, axis, dose,
+        `value` (the mean over tasks), low and high (its 95% t-interval; NaN from one task)
+        and tasks (how many have it).
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.dose import dose_table, gain_by_dose
+        >>> recs = toolkit.load_runs("altk-doc/tasks/t0").records
+        >>> table = dose_table({(w, "t0"): [r for r in recs if r.weights == w] for w in ("pretrained", "random")}, [])
+        >>> gain_by_dose(table)  # one task: no interval
+              weights    axis    dose  auc_gain  low  high  tasks
+        0      random  random     0.0    0.0250  NaN   NaN      1
+        1  pretrained    step  1700.0    0.1625  NaN   NaN      1
+    """
     out = []
     for (weights, axis, dose), g in table.groupby(["weights", "axis", "dose"], sort=False):
         m, lo, hi = mean_ci(g[value], bounds=bounds_for(value))
@@ -198,7 +255,121 @@ def measure_correlations(table: pd.DataFrame, *, target: str = "auc_gain", n_boo
                          seed: int = 0) -> pd.DataFrame:
     """How well each representation measure predicts `target` across backbone x task: one row
     per measure with at least `MIN_CORRELATION_ROWS` rows (`correlation_rows` says which have
-    fewer: they are left out, and a study too small for any gives an empty table)."""
+    fewer: they are left out, and a study too small for any gives an empty table).
+
+    Args:
+        table: one row per backbone x task, as `dose_table` gives: a "task" column, `target`
+            and any of the measures of `MEASURES` ("sep_group", "seed_set_accuracy", ...).
+        target: the column predicted (default "auc_gain").
+        n_boot: bootstrap resamples of the tasks for the intervals (default 2000).
+        seed: the bootstrap's seed.
+
+    Returns:
+        A DataFrame, one row per measure (`CORRELATION_COLUMNS`): x (the measure), y
+        (`target`), rows, clusters (tasks), pearson and spearman with their 95% percentile
+        bootstrap intervals (`_low`, `_high`), resampling whole tasks.
+
+    Examples:
+        >>> import pandas as pd
+        >>> from toolkit.analysis.dose import measure_correlations
+        >>> table = pd.DataFrame({"weights": ["random"] * 3 + ["pretrained"] * 3, "task": ["t0", "t1", "t2"] * 2,
+        ...                       "auc_gain": [0.0, 0.02, -0.01, 0.15, 0.1, 0.12],
+        ...                       "sep_group": [0.55, 0.6, 0.5, 0.9, 0.8, 0.85],
+        ...                       "sep_label": [0.7, 0.9, 0.8, 0.75, 0.95, 0.85]})
+        >>> measure_correlations(table, n_boot=200)[["x", "y", "rows", "clusters", "pearson", "spearman"]].round(3)
+                   x         y  rows  clusters  pearson  spearman
+        0  sep_label  auc_gain     6         3    0.188     0.143
+        1  sep_group  auc_gain     6         3    0.997     1.000
+    """
     rows = [correlate(table, m, target, n_boot=n_boot, seed=seed)
             for m, n in correlation_rows(table, target=target).items() if n >= MIN_CORRELATION_ROWS]
     return pd.DataFrame(rows, columns=list(CORRELATION_COLUMNS))
+
+
+# ---- the representation measures of one cache (issue #33: the same numbers for any cache) ---------
+
+def separability_measures(embeddings: np.ndarray, labels: np.ndarray, spurious: np.ndarray, *, cv: int = 5,
+                          random_state: int = 0) -> dict:
+    """A pool embedding's separability measures, as the dose study computes them: cross-validated
+    logistic probes (`GroupSeparability`) of the label, the spurious attribute and the four groups.
+
+    The same computation as the dose study's runner (`experiments.pretraining_dose`), as a pure
+    function of arrays, so an intervention's or a user's cache is measured like a dose backbone.
+
+    Args:
+        embeddings: (N, D) the pool's features.
+        labels: (N,) labels.
+        spurious: (N,) the spurious attribute.
+        cv: folds, lowered to the smallest label x attribute group (folds are stratified by group;
+            at least 2).
+        random_state: the folds' shuffle.
+
+    Returns:
+        {"sep_label", "sep_spurious", "sep_group"} (balanced accuracies: the mean over the groups
+        of each probe's accuracy), "sep_group_worst" (the group probe's worst group) and
+        "sep_group_mismatched" (its mean over the groups whose label and attribute differ).
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> y, s = np.repeat([0, 1], 40), np.tile([0, 1], 40)
+        >>> X = np.c_[4.0 * y, rng.normal(size=(80, 3))]  # the label is readable, the attribute is not
+        >>> m = separability_measures(X, y, s)
+        >>> m["sep_label"], bool(m["sep_spurious"] < 0.7)
+        (1.0, True)
+    """
+    from toolkit.analysis.separability import GroupSeparability
+
+    labels, spurious = np.asarray(labels), np.asarray(spurious)
+    smallest = int(np.unique(labels * 2 + spurious, return_counts=True)[1].min())
+    sep = GroupSeparability(cv=max(2, min(cv, smallest)), random_state=random_state).fit(embeddings, labels, spurious)
+    per_group = sep.per_group_.set_index("group")["group_probe"]
+    scores = dict(zip(sep.scores_["target"], sep.scores_["balanced_accuracy"]))
+    mismatched = [g for g in per_group.index if g.split("_")[0][1:] != g.split("_")[1][1:]]
+    return {"sep_label": scores.get("label"), "sep_spurious": scores.get("spurious"), "sep_group": scores.get("group"),
+            "sep_group_worst": float(per_group.min()), "sep_group_mismatched": float(per_group[mismatched].mean())}
+
+
+def full_data_error(pool: np.ndarray, pool_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
+                    test_spurious: np.ndarray | None = None, *, C: float = 1.0) -> dict:
+    """The error of the probe fitted on the whole labelled pool: the quantity Mussmann & Liang
+    (ICML 2018) relate uncertainty sampling's label savings to (their "full-data error").
+
+    The probe of the active-learning loop (multinomial logistic regression, L2 with sklearn's
+    `C`, on features standardised with the pool's moments), fitted on every pool example: for
+    two classes the loop's softmax model with C is sklearn's binary model with 2C.
+
+    Args:
+        pool: (N, D) the pool's features.
+        pool_labels: (N,) their labels.
+        test: (M, D) a held-out split's features.
+        test_labels: (M,) their labels.
+        test_spurious: (M,) their attribute (None: no group error).
+        C: the loop's inverse L2 strength (default 1.0, the probe's).
+
+    Returns:
+        {"full_error": 1 - test accuracy, "full_worst_group_error": 1 - the worst label x
+        attribute group's test accuracy (NaN without an attribute)}.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat([0, 1], 100)
+        >>> X = rng.normal(size=(200, 3)) + np.outer(y, [3.0, 0, 0])
+        >>> e = full_data_error(X[::2], y[::2], X[1::2], y[1::2], np.tile([0, 1], 50))
+        >>> bool(e["full_error"] < 0.15), bool(e["full_worst_group_error"] >= e["full_error"])
+        (True, True)
+    """
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    pool, test = np.asarray(pool, dtype=np.float64), np.asarray(test, dtype=np.float64)
+    mean, std = pool.mean(0), pool.std(0) + 1e-6  # the loop's standardisation (`features.probe.column_moments`)
+    n_classes = len(np.unique(pool_labels))
+    model = LogisticRegression(C=2 * C if n_classes == 2 else C, max_iter=2000, tol=1e-6)
+    with threadpool_limits(limits=1, user_api="blas"):  # as the loop: small solves are slower threaded
+        pred = model.fit((pool - mean) / std, pool_labels).predict((test - mean) / std)
+    correct = pred == np.asarray(test_labels)
+    out = {"full_error": float(1 - correct.mean()), "full_worst_group_error": float("nan")}
+    if test_spurious is not None:
+        groups = np.asarray(test_labels) * (np.max(test_spurious) + 1) + np.asarray(test_spurious)
+        out["full_worst_group_error"] = float(1 - min(correct[groups == g].mean() for g in np.unique(groups)))
+    return out

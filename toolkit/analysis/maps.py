@@ -13,11 +13,28 @@ class EmbeddingMap:
     Args:
         method: "tsne" (openTSNE) or "umap" (umap-learn; compiles with numba on first use,
             tens of seconds per process).
-        pca_components: PCA dimensions before the map (None = no PCA).
-        perplexity: t-SNE perplexity (n_neighbors for UMAP is perplexity // 2).
+        pca_components: PCA dimensions before the map (default 50; None or rows with fewer
+            dimensions: no PCA).
+        perplexity: t-SNE perplexity (default 30, capped at (n - 1) / 3 for a small set);
+            UMAP's n_neighbors is perplexity // 2.
         random_state: seed for PCA and the map.
+        n_jobs: t-SNE threads (default 1).
 
-    Fitted attributes: embedding_ (n, 2).
+    Attributes:
+        embedding_: the map, (n, 2), one row per embedding row (set by `fit(embeddings)`,
+            which returns the estimator).
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.analysis.maps import EmbeddingMap
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([c + 0.3 * rng.normal(size=(20, 10)) for c in (0.0, 3.0)])  # two clusters
+        >>> xy = EmbeddingMap(perplexity=10).fit(X).embedding_
+        >>> xy.shape, np.allclose(xy, EmbeddingMap(perplexity=10).fit(X).embedding_)  # seeded
+        ((40, 2), True)
+        >>> d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.diag(np.full(40, np.inf))
+        >>> bool((d.argmin(axis=1) // 20 == np.arange(40) // 20).all())  # each point's neighbour is of its cluster
+        True
     """
 
     def __init__(self, *, method: str = "tsne", pca_components: int | None = 50, perplexity: float = 30.0,

@@ -30,8 +30,28 @@ class NeighbourIndex:
 
     Exact (IndexFlatL2) up to `exact_threshold` rows; above it an IVF index with
     `nlist` cells probing `nprobe` of them. Uses the GPU build of faiss when present.
+    `fit(embeddings, ids)` builds the index over the rows (returning the estimator);
+    `query(queries, k)` gives the (distances, ids) of each query's k nearest rows, nearest
+    first, where distances are *squared* L2 distances (faiss's).
 
-    Fitted attributes: index_, ids_.
+    Args:
+        exact_threshold: the most rows searched exactly (default 200,000).
+        nlist: IVF cells above the threshold (None: 4 sqrt(n)).
+        nprobe: cells searched per query in an IVF index (default 16).
+        use_gpu: use a GPU when faiss has one (default True).
+
+    Attributes:
+        index_: the faiss index.
+        ids_: the id of each row, as given to `fit`; `query` returns these.
+
+    Examples:
+        >>> import numpy as np
+        >>> from toolkit.analysis.neighbours import NeighbourIndex
+        >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.2], [5.0, 5.0], [5.1, 5.0], [5.0, 5.3]])
+        >>> index = NeighbourIndex().fit(X, ids=[10, 11, 12, 20, 21, 22])
+        >>> distances, ids = index.query(X[[0, 3]], 3)
+        >>> ids.tolist(), distances.astype(float).round(3).tolist()  # each row is its own nearest; squared
+        ([[10, 11, 12], [20, 21, 22]], [[0.0, 0.01, 0.04], [0.0, 0.01, 0.09]])
     """
 
     def __init__(self, *, exact_threshold: int = 200_000, nlist: int | None = None, nprobe: int = 16,
@@ -71,6 +91,32 @@ def neighbourhoods(index: NeighbourIndex, embeddings: np.ndarray, ids: np.ndarra
 
     Columns: id, neighbour_ids, same_label (share of neighbours with the query's label),
     same_spurious, group_mix (number of distinct groups among the neighbours).
+
+    Args:
+        index: a `NeighbourIndex` fitted on `embeddings` with `ids`.
+        embeddings: the pool's rows (n, d), one per id.
+        ids: the pool's ids (n,), in the order of `embeddings`.
+        attributes: one row per pool id (indexed by id), with `label_column` and
+            `spurious_column`, e.g. a feature cache's `attributes` indexed by its ids.
+        query_ids: the ids whose neighbourhoods are wanted (e.g. a run's first acquisitions).
+        k: neighbours per query, the query itself excluded (default 10).
+        label_column: the label's column in `attributes` (default "y").
+        spurious_column: the spurious attribute's column (default "place"); None leaves out
+            same_spurious and group_mix.
+
+    Returns:
+        A DataFrame, one row per query id, with the columns above.
+
+    Examples:
+        >>> import numpy as np, pandas as pd
+        >>> from toolkit.analysis.neighbours import NeighbourIndex, neighbourhoods
+        >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.2], [5.0, 5.0], [5.1, 5.0], [5.0, 5.3]])
+        >>> ids = np.array([10, 11, 12, 20, 21, 22])
+        >>> attributes = pd.DataFrame({"y": [0, 0, 1, 1, 1, 0], "place": [0, 1, 0, 1, 1, 1]}, index=ids)
+        >>> neighbourhoods(NeighbourIndex().fit(X, ids), X, ids, attributes, query_ids=[10, 20], k=2)
+           id neighbour_ids  same_label  same_spurious  group_mix
+        0  10      [11, 12]         0.5            0.5          2
+        1  20      [21, 22]         0.5            1.0          2
     """
     pos = pd.Series(np.arange(len(ids)), index=ids)
     q = embeddings[pos[query_ids].to_numpy()]

@@ -42,7 +42,39 @@ def first_mismatched(rec: RunRecord, first: int = FIRST) -> float:
 def strategy_rows(records_by_task: dict[str, list[RunRecord]], *, metric: str = METRIC,
                   first: int = FIRST) -> pd.DataFrame:
     """One row per task x weights x strategy (finished runs): gains over random (NaN for random
-    itself), final worst-group, upsampling of every group and mismatched among the first N."""
+    itself), final worst-group, upsampling of every group and mismatched among the first N.
+
+    Args:
+        records_by_task: task name -> its `RunRecord`s (every weights x strategy x seed run
+            on that task; partial runs are left out). Gains pair each strategy's run with
+            random's of the same weights and seed.
+        metric: the curve the gains are measured on (default "test/worst_group").
+        first: how many of each run's first acquisitions are looked at for
+            `mismatched_first<first>` (default 20; NaN for a run that acquired fewer).
+
+    Returns:
+        A DataFrame, one row per task, weights and strategy: task, weights, strategy,
+        n_seeds, auc_gain and final_gain (mean over seeds of the paired gain over random, in
+        the area under the `metric` curve and at the last round), final (mean final
+        `metric`), final_accuracy, up_<group> (mean upsampling of each group, as
+        `composition.upsampling_ratios`), up_mismatched_mean (over the groups whose label
+        and attribute differ) and mismatched_first<first> (mean count among the first
+        acquisitions).
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.strategies import strategy_rows
+        >>> recs = toolkit.load_runs("altk-doc/tasks/t0").records  # written by the RunRecord example
+        >>> rows = strategy_rows({"t0": recs}, first=4)
+        >>> rows[["weights", "strategy", "auc_gain", "final_gain", "final", "up_y0_s1"]].round(4)
+              weights          strategy  auc_gain  final_gain  final  up_y0_s1
+        0  pretrained  least_confidence    0.1625        0.25   0.65      10.0
+        1  pretrained            random       NaN         NaN   0.40       0.0
+        2      random  least_confidence    0.0250        0.00   0.20       0.0
+        3      random            random       NaN         NaN   0.20       0.0
+        >>> rows["mismatched_first4"].tolist()  # pretrained least-confidence: all four mismatched
+        [4.0, 0.0, 0.0, 0.0]
+    """
     rows = []
     for task, recs in records_by_task.items():
         recs = [r for r in recs if r.status == "finished"]
@@ -76,7 +108,31 @@ def strategy_rows(records_by_task: dict[str, list[RunRecord]], *, metric: str = 
 def strategy_summary(rows: pd.DataFrame, *, first: int = FIRST) -> pd.DataFrame:
     """Per weights x strategy: mean [95% t-CI across tasks] of the AUC and final gains, the mean
     upsampling of the mismatched groups, and the mismatched count among the first N; plus in
-    how many tasks the AUC gain is positive."""
+    how many tasks the AUC gain is positive.
+
+    Args:
+        rows: the table of `strategy_rows` (any number of tasks).
+        first: the `first` that `strategy_rows` was given (it names a column).
+
+    Returns:
+        A DataFrame, one row per weights and strategy (pretrained first; least-confidence
+        first, random last): weights, strategy, tasks, then for auc_gain, final_gain, final,
+        up_mismatched_mean and mismatched_first<first> the mean and its 95% interval across
+        tasks (`<column>_low`, `<column>_high`; NaN from one task), tasks_gain_positive (NaN
+        for random, the baseline) and each group's mean upsampling (up_<group>).
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.strategies import strategy_rows, strategy_summary
+        >>> rows = strategy_rows({"t0": toolkit.load_runs("altk-doc/tasks/t0").records}, first=4)
+        >>> summary = strategy_summary(rows, first=4)  # one task here: no interval across tasks
+        >>> summary[["weights", "strategy", "tasks", "auc_gain", "tasks_gain_positive"]].round(4)
+              weights          strategy  tasks  auc_gain  tasks_gain_positive
+        0  pretrained  least_confidence      1    0.1625                  1.0
+        1  pretrained            random      1       NaN                  NaN
+        2      random  least_confidence      1    0.0250                  1.0
+        3      random            random      1       NaN                  NaN
+    """
     out = []
     for (weights, strategy), g in rows.groupby(["weights", "strategy"], sort=False):
         row = {"weights": weights, "strategy": strategy, "tasks": len(g)}

@@ -91,7 +91,46 @@ def task_row(records: list[RunRecord], *, metric: str = METRIC, boot_seed: int =
 
 def suite_table(records_by_task: dict[str, list[RunRecord]], tasks: list | None = None, *,
                 metric: str = METRIC) -> pd.DataFrame:
-    """One row per task: its parameters, gains with CIs, efficiencies, upsampling and claims."""
+    """One row per task: its parameters, gains with CIs, efficiencies, upsampling and claims.
+
+    Args:
+        records_by_task: task name -> its `RunRecord`s: pretrained and unpretrained
+            ("random") weights x least-confidence and random x seeds (partial runs are left
+            out; a task without a finished run raises).
+        tasks: the `toy_tasks.Task`s, for their parameters (label shapes, hues, matched and
+            minority fractions, world seed) in the rows of the tasks of the same name; None:
+            no parameter columns.
+        metric: the curve the gains and efficiencies are measured on (default "test/worst_group").
+
+    Returns:
+        A DataFrame, one row per task (`task_row`): task, the task's parameters, then for
+        "pre" (pretrained) and "unpre" (unpretrained): n_seeds, auc_gain and final_gain of
+        least-confidence over random with their 95% t-interval over seeds (`_low`, `_high`),
+        each strategy's final value, label efficiency with its interval; gain_difference
+        (pretrained minus unpretrained AUC gain, paired by seed); minority_group (the matched
+        group of the rarer class); least-confidence's upsampling of every group
+        (`pre_up_y0_s1`, ...); and one bool column per claim of `CLAIMS`.
+
+    Raises:
+        RecordError: a task has no finished run.
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.suite import suite_table
+        >>> recs = toolkit.load_runs("altk-doc/tasks/t0").records  # written by the RunRecord example
+        >>> table = suite_table({"t0": recs})
+        >>> table.loc[0, ["pre_auc_gain", "pre_auc_gain_low", "pre_efficiency", "pre_up_mismatched_min",
+        ...               "pre_up_minority_matched", "gain_difference_low"]].astype(float).round(4)
+        pre_auc_gain                0.1625
+        pre_auc_gain_low            0.0037
+        pre_efficiency              1.4211
+        pre_up_mismatched_min      10.0000
+        pre_up_minority_matched     0.0000
+        gain_difference_low        -0.0213
+        Name: 0, dtype: float64
+        >>> table.loc[0, "minority_group"], bool(table.loc[0, "uncertainty_beats_random"])
+        ('y1_s1', True)
+    """
     by_name = {t.name: t for t in tasks or []}
     rows = []
     for name, recs in records_by_task.items():
@@ -108,7 +147,26 @@ def suite_table(records_by_task: dict[str, list[RunRecord]], tasks: list | None 
 
 
 def claim_shares(table: pd.DataFrame) -> pd.DataFrame:
-    """For each claim: in how many tasks it holds, and the share."""
+    """For each claim: in how many tasks it holds, and the share.
+
+    Args:
+        table: the table of `suite_table` (one bool column per claim of `CLAIMS`).
+
+    Returns:
+        A DataFrame, one row per claim: claim, holds (tasks where it holds), tasks, share
+        (NaN for an empty table) and meaning (the claim in words).
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.analysis.suite import claim_shares, suite_table
+        >>> table = suite_table({"t0": toolkit.load_runs("altk-doc/tasks/t0").records})
+        >>> claim_shares(table)[["claim", "holds", "tasks", "share"]]  # two seeds: the gain difference is not clear
+                                       claim  holds  tasks  share
+        0           uncertainty_beats_random      1      1    1.0
+        1            mismatched_upsampled_2x      1      1    1.0
+        2  minority_matched_below_mismatched      1      1    1.0
+        3          unpretrained_gain_smaller      0      1    0.0
+    """
     return pd.DataFrame([{"claim": c, "holds": int(table[c].sum()), "tasks": len(table),
                           "share": float(table[c].mean()) if len(table) else float("nan"), "meaning": text}
                          for c, text in CLAIMS.items()])

@@ -44,6 +44,39 @@ def draw_tasks(k: int, *, seed: int = 0, family_size: int = 3, matched: tuple = 
     Each task: two disjoint label families of `family_size` shapes from all 20; two
     disjoint hue intervals of width in `hue_width`, at least `min_hue_gap` apart on the hue
     circle; a matched fraction and a minority fraction drawn uniformly; a world seed.
+
+    Args:
+        k: how many tasks (>= 1).
+        seed: the distribution's seed; tasks are named "t<seed>-<i>" ("t0-00", "t0-01", ...).
+        family_size: shapes per label family (default 3; two families, disjoint, so at most
+            half of the 20 shapes).
+        matched: the (low, high) range of the matched fraction, the share of the training
+            pool whose background matches its label (default 0.90 to 0.97).
+        minority: the (low, high) range of the minority class's share of the training pool
+            (default 0.20 to 0.35).
+        hue_width: the (low, high) range of each place's hue interval width, in HSV hue units
+            (an interval may pass 1: hues wrap around).
+        min_hue_gap: the least distance between the two hue intervals, both ways round the
+            hue circle (default 0.08).
+
+    Returns:
+        The k `Task`s, in order: each has `data_params()` (the toy world's `data.params`) and
+        `overrides()` (`--set` strings that select it in any toy-world preset).
+
+    Raises:
+        DataError: k < 1, or two families do not fit in the 20 shapes.
+
+    Examples:
+        >>> from toolkit.data.toy_tasks import draw_tasks
+        >>> tasks = draw_tasks(3, seed=0)
+        >>> [t.name for t in tasks], tasks[0].label_shapes
+        (['t0-00', 't0-01', 't0-02'], (('plus', 'triangle', 'u_shape'), ('gear', 'square', 'star')))
+        >>> tasks[0].matched_fraction, tasks[0].minority_fraction
+        (0.955, 0.327)
+        >>> draw_tasks(1, seed=0)[0] == tasks[0]  # task i depends on (seed, i) only
+        True
+        >>> tasks[0].overrides()[1]
+        'data.params.place_hues=[[0.177, 0.33], [0.772, 0.907]]'
     """
     if k < 1 or 2 * family_size > len(SHAPES):
         raise DataError(f"draw_tasks: need k >= 1 and 2 x family_size <= {len(SHAPES)}, got k={k}, "

@@ -74,19 +74,46 @@ def thumbnail_bytes(img_chw, size: int, fmt: str = "png") -> bytes:
 class PoolView:
     """A pool's 2-D map with the acquisitions of one or more runs over it.
 
+    `fit()` maps the pool (and returns the view); then `acquired_upto(run, round)`,
+    `describe(id)`, `neighbours(id)` and `thumbnail(id)` answer a display's questions.
+
     Args:
         records: the runs to show; they must share one pool (same dataset and ids).
         map_run: the run whose model's pool embedding is mapped (name; default the first
             pretrained one, else the first). Every run is drawn on this one map.
         method: "tsne" or "umap" (`analysis.maps.EmbeddingMap`).
-        max_points: pool points on the map, besides the acquired ones (a seeded sample).
-        k: neighbours per point.
-        thumb_px: thumbnail side.
-        cache_dir: where fitted maps are kept (None: not cached).
+        max_points: pool points on the map, besides the acquired ones (a seeded sample;
+            default 1500).
+        k: neighbours per point (default 8).
+        thumb_px: thumbnail side in pixels (default 48).
+        random_state: the seed of the sample and of the map.
+        cache_dir: where fitted maps are kept ("auto": `<cache>/maps`; None: not cached).
 
-    Fitted attributes: points_ (DataFrame indexed by id: x, y, label, spurious, group,
-    row), acquired_ ({run: DataFrame(id, round, score)}), rounds_ (the last round), and
-    the pool's embeddings, images and neighbour index.
+    Attributes:
+        points_: DataFrame indexed by id, one row per mapped point: x, y, label, spurious,
+            group ("y1_s0") and row (its position in the pool).
+        acquired_: {run name: DataFrame(id, round, score)}, each run's acquisitions.
+        rounds_: the last round any run acquired in.
+        map_run_: the name of the run whose embedding is mapped.
+        embeddings_: the pool's embeddings (n, d), float32.
+        images_: the pool's images (None for probe runs).
+        class_names_: the class names, by label.
+        index_: a `NeighbourIndex` over the whole pool's embeddings.
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.report.explore import PoolView
+        >>> runs = [toolkit.load_run("altk-doc/loop"), toolkit.load_run("altk-doc/run")]  # the loop and run examples'
+        >>> view = PoolView(runs, max_points=50).fit()  # extracts the map run's pool embedding on first use
+        >>> view.map_run_, view.rounds_, {run: len(a) for run, a in view.acquired_.items()}
+        ('loop', 0, {'loop': 5, 'run': 5})
+        >>> view.points_.columns.tolist(), len(view.embeddings_)
+        (['x', 'y', 'label', 'spurious', 'group', 'row'], 240)
+        >>> first = int(view.acquired_["loop"]["id"].iloc[0])
+        >>> sorted(view.describe(first)), view.describe(first)["loop"]["round"]
+        (['group', 'id', 'label', 'loop', 'spurious'], 0)
+        >>> view.neighbours(first, k=3).columns.tolist(), view.thumbnail(first)[:4]
+        (['id', 'distance'], b'\x89PNG')
     """
 
     def __init__(self, records: list[RunRecord], *, map_run: str | None = None, method: str = "tsne",
@@ -177,7 +204,8 @@ class PoolView:
         return out
 
     def neighbours(self, point_id: int, k: int | None = None) -> pd.DataFrame:
-        """The point's k nearest pool points in the full embedding (itself excluded)."""
+        """The point's k nearest pool points in the full embedding (itself excluded): id and
+        distance (squared L2, as faiss gives it), nearest first."""
         k = k or self.k
         row = self.row_of_[point_id]
         dist, ids = self.index_.query(self.embeddings_[row:row + 1], k + 1)
@@ -223,11 +251,38 @@ def _default_runs(view: PoolView, runs: list[str] | None) -> list[str]:
 class Explorer:
     """The pool explorer as a notebook widget (see the module's doc).
 
-    `Explorer(records_or_view, runs=None, **PoolView args)`; display it (it is the last
-    expression of a cell, or `display(explorer)`). `runs`: up to two run names, shown side
-    by side; default: the first uncertainty run of each weights kind.
-    Attributes: view (the PoolView), slider, figures (one FigureWidget per run), info,
-    thumb, neighbour_box: the widget's parts, which tests drive through their Python models.
+    Display it in a notebook (the last expression of a cell, or `display(explorer)`).
+    Needs ipywidgets (and anywidget, for plotly's FigureWidget).
+
+    Args:
+        records_or_view: the run records to show (a `PoolView` is built from them and
+            fitted), or a `PoolView`, fitted or not.
+        runs: the run names shown side by side (up to two are meant); default: the first
+            uncertainty run of each weights kind (pretrained vs unpretrained, as the paper
+            compares), else the first two runs.
+        **view_args: `PoolView`'s options (map_run, method, max_points, ...), when
+            `records_or_view` is records.
+
+    Attributes:
+        view: the fitted `PoolView`.
+        runs: the runs shown.
+        slider: the round slider (an ipywidgets IntSlider; moving it calls `show_round`).
+        figures: one plotly FigureWidget per run: the map, and its acquisitions as stars.
+        info: the hovered point's facts (HTML).
+        thumb: the hovered point's thumbnail (an Image).
+        neighbour_box: the clicked point's neighbours, thumbnails and groups.
+        widget: the whole widget (a VBox).
+
+    Examples:
+        >>> import toolkit
+        >>> from toolkit.report.explore import Explorer, PoolView
+        >>> runs = [toolkit.load_run("altk-doc/loop"), toolkit.load_run("altk-doc/run")]
+        >>> explorer = Explorer(PoolView(runs, max_points=50))  # or Explorer(runs, max_points=50)
+        >>> explorer.runs, explorer.slider.max, len(explorer.figures)  # "run" is random: not shown by default
+        (['loop'], 0, 1)
+        >>> explorer.show_round(0)
+        >>> len(explorer.figures[0].data[-1].x)  # the stars: what "loop" acquired up to round 0
+        5
     """
 
     def __init__(self, records_or_view, runs: list[str] | None = None, **view_args) -> None:
