@@ -106,7 +106,8 @@ DOCTESTS = ["toolkit._util.paths", "toolkit.config", "toolkit.models", "toolkit.
             "toolkit.al.loop", "toolkit.api", "toolkit.features.select_finetune", "toolkit.record", "toolkit.runs",
             "toolkit.analysis.curves", "toolkit.analysis.composition", "toolkit.analysis.strategies",
             "toolkit.analysis.cost", "toolkit.analysis.suite", "toolkit.analysis.dose", "toolkit.analysis.separability",
-            "toolkit.analysis.maps", "toolkit.analysis.neighbours", "toolkit.report.html", "toolkit.report.explore",
+            "toolkit.analysis.maps", "toolkit.analysis.neighbours", "toolkit.analysis.gain_law", "toolkit.report.html",
+            "toolkit.report.explore", "toolkit.experiments.diagnose", "toolkit.experiments.interventions",
             "toolkit.errors", "toolkit"]
 
 

@@ -7,7 +7,8 @@ The public API, imported on first use so that `import toolkit` stays light:
   common cases), `run_active_learning`
 - frozen features: `extract_features`, `open_cache`, `run_probe`, `run_probes` (many runs in lockstep)
 - interventions on a representation, as derived caches: `erase` (LEACE), `inject`, `mix`, `add_noise`;
-  synthetic representations: `synthetic_caches`
+  synthetic representations: `synthetic_caches`; the experiments on them, `run_interventions` (with an
+  `InterventionPlan`); the gain law, `GainLaw`, and its diagnostic, `predict_gain`
 - results: `load_run`, `load_runs` (a `Runs` folder view), `build_report`, `Explorer`, `PoolView`
 - paths: `cache_path` (under `ALTK_CACHE`, default: the repository's `cache/`)
 - errors: `AltkError` and its subclasses in `toolkit.errors`
@@ -43,6 +44,8 @@ _LAZY = {
     "erase": "toolkit.features.interventions", "inject": "toolkit.features.interventions",
     "mix": "toolkit.features.interventions", "add_noise": "toolkit.features.interventions",
     "synthetic_caches": "toolkit.features.synthetic",
+    "run_interventions": "toolkit.experiments.interventions", "InterventionPlan": "toolkit.experiments.interventions",
+    "predict_gain": "toolkit.experiments.diagnose", "GainLaw": "toolkit.analysis.gain_law",
     "list_strategies": "toolkit.al.acquisition", "select_batch": "toolkit.al.acquisition",
     "load_run": "toolkit.record", "load_runs": "toolkit.runs", "Runs": "toolkit.runs",
     "cache_path": "toolkit._util.paths", "build_report": "toolkit.report.html", "Explorer": "toolkit.report.explore", "PoolView": "toolkit.report.explore",

@@ -391,6 +391,41 @@ def cmd_select_once(args) -> None:
           flush=True)
 
 
+def cmd_intervene(args) -> None:
+    from dataclasses import replace
+
+    from toolkit.config import parse_overrides
+    from toolkit.experiments.interventions import EXPERIMENTS, InterventionPlan, run_interventions, write_report
+
+    plan = InterventionPlan.small() if args.small else InterventionPlan()
+    given = {"tasks": args.tasks, "seeds": tuple(_seeds(args.seeds)) if args.seeds else None, "workers": args.workers,
+             "data": {**plan.data, **parse_overrides(args.data)} if args.data else None,
+             "al": {**plan.al, **parse_overrides(args.al)} if args.al else None}
+    plan = replace(plan, **{k: v for k, v in given.items() if v is not None}).check()  # before any work
+    experiments = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
+    out = Path(args.out or cache_path("interventions"))
+    print(f"[intervene] experiment(s) {', '.join(experiments)}{' (small settings)' if args.small else ''}: "
+          f"{plan.tasks} tasks x {len(plan.seeds)} seeds x 2 strategies, probe mode, in {out}", flush=True)
+    result = run_interventions(experiments, plan, out=out, dose_out=args.dose_study, real_out=args.real_dose)
+    text = write_report(result, out, command=_command_line())
+    print("\n" + text)
+    tables = ", ".join(str(out / e / "table.csv") for e in experiments)
+    law = "".join(f", {out / f}" for f in ("law.json", "law.csv", "partial.csv", "predictions.csv")) \
+        if result["law"] is not None else ""
+    print(f"\n[intervene] wrote {tables}{law}, {out / 'interventions.txt'}, {out / 'interventions.html'}")
+    if result["law"] is None:
+        print(f"[intervene] the gain law was not fitted: no dose study's dose.csv at "
+              f"{args.dose_study or cache_path('dose-study')} (run `altk dose`, or pass --dose-study DIR)")
+
+
+def cmd_diagnose(args) -> None:
+    from toolkit.experiments.diagnose import predict_gain
+    from toolkit.report.tables import format_diagnosis
+
+    result = predict_gain(args.cache, args.test, law=args.law, phase=args.phase)
+    print(format_diagnosis(result))
+
+
 def argv_is_cli() -> bool:
     return Path(sys.argv[0]).name in ("altk", "__main__.py")
 
@@ -611,6 +646,38 @@ def _add_dose(sub) -> None:
     p.set_defaults(func=cmd_dose)
 
 
+def _add_intervene(sub) -> None:
+    p = sub.add_parser("intervene", help="is it the representation? erase, inject and synthesise representations, "
+                                         "measure the AL gain on each, and fit the gain law on the dose study")
+    p.add_argument("--experiment", choices=["a", "b", "c", "d", "e", "all"], default="all",
+                   help="a: erase the label; b: erase the attribute; c: inject the label into random-init features; "
+                        "d: the phase diagram; e: erasure on EfficientNet-Lite0 (fashion_places); all (default)")
+    p.add_argument("--small", action="store_true", help="small settings: 2 tasks, 2 seeds, 1,000-example pools")
+    p.add_argument("--tasks", type=_at_least_one, default=None, help="the suite's first K tasks (default 20; 2 small)")
+    p.add_argument("--seeds", default=None, help="run seeds (default 0-9; 0-1 small)")
+    p.add_argument("--out", default=None, help="folder (default: <cache>/interventions; re-running resumes)")
+    p.add_argument("--workers", type=_at_least_one, default=None, help="processes (default: CPU count)")
+    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="toy-world options (n_train=4000)")
+    p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (budget=60 per_round=5)")
+    p.add_argument("--dose-study", default=None, help="the dose study's folder, whose rows the law is fitted on "
+                   "(default: <cache>/dose-study)")
+    p.add_argument("--real-dose", default=None, help="the real dose study's folder, a held-out set for the law "
+                   "(default: <cache>/dose-real)")
+    p.set_defaults(func=cmd_intervene)
+
+
+def _add_diagnose(sub) -> None:
+    p = sub.add_parser("diagnose", help="before any AL run: a labelled cache's representation measures and the "
+                                        "gain law's predicted gain of uncertainty sampling over random")
+    p.add_argument("cache", help="the pool's feature cache (labels and a spurious attribute)")
+    p.add_argument("--test", default=None, help="a held-out split's cache (the full-data probe's error)")
+    p.add_argument("--law", default=None, help="a law.json (default: <cache>/interventions/law.json, from "
+                   "`altk intervene`)")
+    p.add_argument("--phase", default=None, help="the phase diagram's phase.csv (default: "
+                   "<cache>/interventions/d/phase.csv when it exists)")
+    p.set_defaults(func=cmd_diagnose)
+
+
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page for a set of run records")
     p.add_argument("runs", nargs="+", help="run directories, or folders holding them")
@@ -626,7 +693,7 @@ def _add_report(sub) -> None:
 
 
 SUBCOMMANDS = (_add_demo, _add_make_composite, _add_extract, _add_probe, _add_pretrain, _add_run, _add_sweep,
-               _add_suite, _add_select_once, _add_dose, _add_report)
+               _add_suite, _add_select_once, _add_dose, _add_intervene, _add_diagnose, _add_report)
 
 
 def build_parser() -> argparse.ArgumentParser:

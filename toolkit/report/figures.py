@@ -208,10 +208,10 @@ def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto
     falls back to matplotlib with a warning when no browser is found, so static export
     works after the README's set-up on any machine. The file appears complete or not at all.
     """
-    import warnings
     from pathlib import Path
 
     from toolkit._util.atomic import atomic_path
+    from toolkit._util.log import logger
     from toolkit.report.static import write_matplotlib
 
     if engine not in ("auto", "kaleido", "matplotlib"):
@@ -233,8 +233,121 @@ def save_static(fig: go.Figure, path, *, scale: float = 2.0, engine: str = "auto
                         f"static export of {path.name} through kaleido needs a Chrome/Chromium, and none was "
                         "found. Install one (`apt install chromium`, or `python -c \"import kaleido; "
                         "kaleido.get_chrome_sync()\"`), or pass engine='matplotlib'.") from err
-                warnings.warn("no Chrome/Chromium for kaleido: drawing static figures with matplotlib",
-                              stacklevel=2)
+                # a log line, not a warning: a warning names the caller's file, a temporary one in a notebook
+                logger.warning("no Chrome/Chromium for kaleido: drawing static figures with matplotlib")
                 _NO_BROWSER.append(True)
                 write_matplotlib(fig, tmp, scale=scale)
     return path
+
+
+# ---- interventions on the representation (issue #33) ------------------------------------------------
+
+def gain_separability_figure(points: pd.DataFrame, *, measure: str = "sep_label", value: str = "auc_gain",
+                             x_label: str = "linear separability of the label (5-fold probe, balanced accuracy)"
+                             ) -> go.Figure:
+    """The gain (mean and 95% CI over tasks) against a representation measure, one line per
+    series: the interventions' representations beside the dose study's backbones, on one figure.
+
+    Args:
+        points: one row per representation (`analysis.gain_law.gain_by_representation`), with
+            columns series, representation, `measure`, `value`, low and high
+            (`experiments.interventions.gain_points` assembles them).
+        measure: the x column.
+        value: the y column.
+        x_label: the x axis' title.
+    """
+    fig = go.Figure()
+    for i, (series, g) in enumerate(points.groupby("series", sort=False)):
+        g = g.sort_values(measure)
+        dose = series.startswith("dose")
+        fig.add_trace(go.Scatter(x=g[measure], y=g[value], mode="markers" if dose else "lines+markers",
+                                 name=str(series), text=g["representation"],
+                                 marker=dict(color="black" if dose else PALETTE[i % len(PALETTE)], size=9,
+                                             symbol="diamond" if dose else "circle"),
+                                 error_y=dict(type="data", symmetric=False, array=g["high"] - g[value],
+                                              arrayminus=g[value] - g["low"])))
+    fig.add_hline(y=0.0, line_dash="dash", line_color="grey")
+    fig.update_layout(title="Gain against separability: interventions on the representation and the pretraining dose",
+                      xaxis_title=x_label, yaxis_title="worst-group AUC gain of least-confidence over random",
+                      template="plotly_white", width=900, height=520)
+    return fig
+
+
+def phase_diagram_figure(phase: pd.DataFrame, marks: pd.DataFrame | None = None, *,
+                         value: str = "auc_gain") -> go.Figure:
+    """The phase diagram: two heatmaps over the synthetic grid (label x attribute separability,
+    as set), the gain of least-confidence over random and the mismatched groups' upsampling;
+    the measured backbones marked at their measured separabilities.
+
+    Args:
+        phase: `analysis.gain_law.phase_table` output (label_separability, attribute_separability,
+            `value`, up_mismatched_min).
+        marks: backbones to mark (columns name, sep_label, sep_spurious), or None.
+        value: the gain column.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("gain of least-confidence over random (AUC)",
+                                                        "upsampling of the less-upsampled mismatched group"))
+    for col, (column, scale) in enumerate(((value, "RdBu"), ("up_mismatched_min", "Viridis")), 1):
+        grid = phase.pivot(index="attribute_separability", columns="label_separability", values=column)
+        fig.add_trace(go.Heatmap(x=grid.columns, y=grid.index, z=grid.to_numpy(), colorscale=scale,
+                                 zmid=0.0 if column == value else None, showscale=True,
+                                 colorbar=dict(x=0.45 if col == 1 else 1.0, len=0.9)), row=1, col=col)
+        if marks is not None and len(marks):
+            fig.add_trace(go.Scatter(x=marks["sep_label"], y=marks["sep_spurious"], mode="markers+text",
+                                     text=marks["name"], textposition="top center", showlegend=False,
+                                     marker=dict(color="black", symbol="x", size=9)), row=1, col=col)
+        fig.update_xaxes(title_text="label separability", row=1, col=col)
+        fig.update_yaxes(title_text="attribute separability", row=1, col=col)
+    fig.update_layout(title="Phase diagram of synthetic representations (cells: as set; marks: backbones as measured)",
+                      template="plotly_white", width=1200, height=500)
+    return fig
+
+
+def figures_page(title: str, figures: list[tuple[str, go.Figure]], *, text: str = "", command: str = "") -> str:
+    """One self-contained HTML page: a title, the command that made it, the printed tables, and
+    each figure under its heading (plotly.js included once).
+
+    Args:
+        title: the page's title.
+        figures: (heading, figure) pairs.
+        text: the printed tables (shown preformatted).
+        command: the command that made the page.
+    """
+    from html import escape
+
+    parts = [f"<h1>{escape(title)}</h1>"]
+    if command:
+        parts.append(f"<p>Made by <code>{escape(command)}</code></p>")
+    if text:
+        parts.append(f"<pre>{escape(text)}</pre>")
+    for i, (heading, fig) in enumerate(figures):
+        parts.append(f"<h2>{escape(heading)}</h2>" + fig.to_html(full_html=False, include_plotlyjs=i == 0))
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
+            f"<body style='font-family: sans-serif; max-width: 1250px; margin: auto'>{''.join(parts)}</body></html>")
+
+
+def law_figure(predictions: pd.DataFrame, *, anchor: float | None = 0.79) -> go.Figure:
+    """Measured against predicted gain, one colour per evaluation set (leave-task-out rows of the
+    fit, then each held-out set with the law's interval as a horizontal bar), and the identity line.
+
+    Args:
+        predictions: `analysis.gain_law.law_predictions` output.
+        anchor: the published in-sample Pearson to name in the title (Mussmann & Liang 2018), or None.
+    """
+    fig = go.Figure()
+    for i, (name, g) in enumerate(predictions.groupby("evaluation", sort=False)):
+        bars = None if g["low"].isna().all() else dict(type="data", symmetric=False, array=g["high"] - g["predicted"],
+                                                      arrayminus=g["predicted"] - g["low"], thickness=0.8)
+        fig.add_trace(go.Scatter(x=g["predicted"], y=g["measured"], mode="markers", name=str(name), error_x=bars,
+                                 text=g["name"].astype(str) + " " + g["task"].astype(str),
+                                 marker=dict(color=PALETTE[i % len(PALETTE)], size=7, opacity=0.75)))
+    values = predictions[["predicted", "measured"]]
+    ends = [float(values.min().min()), float(values.max().max())]
+    fig.add_trace(go.Scatter(x=ends, y=ends, mode="lines", line=dict(color="grey", dash="dash"),
+                             name="measured = predicted"))
+    note = f" (published anchor: Pearson {anchor:.2f}, in sample)" if anchor is not None else ""
+    fig.update_layout(title=f"The gain law out of sample{note}", xaxis_title="predicted worst-group AUC gain",
+                      yaxis_title="measured worst-group AUC gain", template="plotly_white", width=800, height=560)
+    return fig

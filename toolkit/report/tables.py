@@ -271,3 +271,97 @@ def format_screen(table: pd.DataFrame, efficiency: dict[str, pd.DataFrame], *, n
             cells.append(f"{name} {efficiency_cell(e.loc[w]) if w in e.index else 'n/a'}")
         lines.append(f"  {w:<20}" + "   ".join(cells))
     return "\n".join(lines)
+
+
+# ---- interventions on the representation (issue #33) ------------------------------------------------
+
+def format_interventions(summary: pd.DataFrame, *, title: str, skipped: pd.DataFrame | None = None) -> str:
+    """An experiment's printed table: per representation, the gain over tasks and its measures
+    (`analysis.gain_law.gain_by_representation` output); then what could not be made, and why.
+
+    Args:
+        summary: one row per representation.
+        title: the experiment's title.
+        skipped: rows with representation, task and reason (`experiments.interventions.load_skipped`).
+    """
+    tasks = int(summary["tasks"].max())
+    lines = [f"{title}.", f"Worst-group AUC gain of least-confidence over random (mean [95% t-CI over {tasks} "
+             f"task(s)]); the pool's separability (5-fold probes, balanced accuracy), the full-data probe's error "
+             f"and the mismatched groups' upsampling:",
+             f"{'representation':<30}{'AUC gain':>26}{'label':>8}{'spur.':>7}{'worst grp':>10}{'full err':>9}"
+             f"{'up mism.':>9}"]
+    for _, r in summary.iterrows():
+        lines.append(f"{r['representation']:<30}" + ci_text(r["auc_gain"], r["low"], r["high"], r["tasks"],
+                                                             "{:+.3f}").rjust(26)
+                     + "".join(f"{r.get(c, float('nan')):>{w}.3f}" for c, w in
+                               (("sep_label", 8), ("sep_spurious", 7), ("sep_group_worst", 10), ("full_error", 9)))
+                     + f"{r.get('up_mismatched_min', float('nan')):>9.1f}")
+    if skipped is not None and len(skipped):
+        lines.append(f"Not made ({len(skipped)}):")
+        lines += [f"  {r['representation']} on {r['task']}: {r['reason']}" for _, r in skipped.iterrows()]
+    return "\n".join(lines)
+
+
+def format_phase(phase: pd.DataFrame, value: str = "auc_gain") -> str:
+    """The phase diagram as a text grid: the gain per (attribute row, label column) cell, then
+    the mismatched upsampling (`analysis.gain_law.phase_table` output).
+
+    Args:
+        phase: the cells.
+        value: the gain column.
+    """
+    lines = [f"Phase diagram (synthetic Gaussian representations; mean over {int(phase['tasks'].max())} task "
+             f"composition(s)): rows = attribute separability, columns = label separability (Bayes accuracies)."]
+    for column, name, fmt in ((value, "AUC gain of least-confidence over random", "{:+.3f}"),
+                              ("up_mismatched_min", "upsampling of the less-upsampled mismatched group", "{:.1f}")):
+        grid = phase.pivot(index="attribute_separability", columns="label_separability", values=column)
+        lines += ["", f"{name}:", "attr / label".ljust(14) + "".join(f"{c:>9g}" for c in grid.columns)]
+        lines += [f"{a:<14g}" + "".join(fmt.format(v).rjust(9) for v in row) for a, row in grid.iterrows()]
+    return "\n".join(lines)
+
+
+def format_law(law: pd.DataFrame, partial: pd.DataFrame) -> str:
+    """The gain law's out-of-sample scores (`analysis.gain_law.evaluate_law` rows with a "law"
+    column; the primary law first) and the partial correlations (`partial_correlations`).
+
+    Args:
+        law: evaluations of each candidate law.
+        partial: one row per measure.
+    """
+    lines = ["The gain law, fitted on the dose study's step-axis rows (Pearson, Spearman, R^2 of predicted against "
+             "measured gain; bootstrap 95% CIs over tasks; the published anchor: Pearson 0.79, in sample):"]
+    for (name, primary), g in law.groupby(["law", "primary"], sort=False):
+        lines.append(f"{'* ' if primary else '  '}{name}")
+        for _, r in g.iterrows():
+            lines.append(f"    {r['evaluation']:<32}" + "   ".join(
+                f"{m} {ci_text(r[m], r[f'{m}_low'], r[f'{m}_high'], fmt='{:+.2f}', missing='too few rows')}"
+                for m in ("pearson", "spearman", "r2")) + f"   ({r['rows']} rows, {r['clusters']} tasks)")
+    lines += ["", "Partial correlation of the gain with each measure, controlling for the full-data probe's error "
+              "(Mussmann & Liang's quantity):"]
+    for _, r in partial.iterrows():
+        partial = ci_text(r["partial"], r["partial_low"], r["partial_high"], fmt="{:+.2f}")
+        lines.append(f"  {r['x']:<24} partial {partial}"
+                     f"   (plain {r['pearson']:+.2f}; Spearman partial {r['partial_spearman']:+.2f})"
+                     f"   ({r['rows']} rows, {r['clusters']} tasks)")
+    return "\n".join(lines)
+
+
+def format_diagnosis(result: dict) -> str:
+    """`experiments.diagnose.predict_gain`'s result as text.
+
+    Args:
+        result: its dict.
+    """
+    m = result["measures"]
+    lines = [f"Representation of {result['cache']}:"]
+    lines += [f"  {k:<24}{v:.3f}" for k, v in m.items()]
+    lines += ["", f"Gain law: {result['law']}",
+              f"Predicted worst-group AUC gain of least-confidence over random: {result['predicted_gain']:+.3f} "
+              f"[{result['low']:+.3f}, {result['high']:+.3f}] ({result['level']:.0%} interval for one backbone x task)"]
+    cell = result.get("phase_cell")
+    if cell:
+        lines.append(f"Nearest phase-diagram cell (label {cell['label_separability']:g}, attribute "
+                     f"{cell['attribute_separability']:g}; measured {cell['sep_label']:.3f}, "
+                     f"{cell['sep_spurious']:.3f}): gain {cell['auc_gain']:+.3f}, mismatched upsampling "
+                     f"{cell['up_mismatched_min']:.1f}")
+    return "\n".join(lines)
