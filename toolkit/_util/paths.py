@@ -47,10 +47,12 @@ def default_dir(value, *parts: str):
 
 def shown(path: str | Path) -> str:
     """A path as printed to the user: relative to the working folder when it lies inside it
-    (`cache/demo/report.html` from the repository root), so printed output and the docs that
+    (`cache/demo/report.html` from the repository root) or one folder up from it
+    (`../cache/notebooks/quickstart` from `notebooks/`), so printed output and the docs that
     quote it name no one machine's folders; else as given."""
     path = Path(path)
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
+        relative = os.path.relpath(path.resolve(), Path.cwd().resolve())
+    except (ValueError, OSError):  # another drive (Windows), or no working folder
         return str(path)
+    return relative if not relative.startswith(os.path.join(os.pardir, os.pardir)) and relative != os.pardir else str(path)

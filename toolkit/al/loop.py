@@ -18,6 +18,7 @@ import torch
 from toolkit._util.atomic import atomic_path
 from toolkit._util.faults import kill_point
 from toolkit._util.log import info
+from toolkit._util.paths import shown
 from toolkit._util.progress import progress
 from toolkit._util.repro import resolve_device, round_torch_seed, set_deterministic
 from toolkit.al.acquisition import StreamingTopK, build_inputs, get_acquisition, get_strategy, needs, score_logits
@@ -336,7 +337,7 @@ def _run(
     optimizer = _open_optimizer(cfg, run, writer, Path(out_dir))
     labelled = start_labels(writer, run.pool, cfg.al, cfg.seed)
     if writer.completed_rounds:
-        say(f"resuming {out_dir} at round {writer.completed_rounds} with {len(labelled)} labels")
+        say(f"resuming {shown(out_dir)} at round {writer.completed_rounds} with {len(labelled)} labels")
     seed_rows = dataset_rows(run.pool, labelled)
 
     n_rounds = len(run.sizes) + 1
@@ -359,27 +360,37 @@ def _run(
         t3 = time.perf_counter()
         if r in cfg.checkpoint_rounds or (r - n_rounds) in cfg.checkpoint_rounds:  # -1 = the last round
             save_checkpoint(run.model, Path(out_dir), r)
-        timings = {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2, "data_in_train_s": train["data_seconds"],
-                   # compute in examples: training steps x batch, evaluation, pool scoring
-                   "passes": {"forward": train["steps"] * cfg.finetune.batch_size
-                              + sum(len(d) for d in run.evals.values()) + scored,
-                              "backward": train["steps"] * cfg.finetune.batch_size},
-                   **({"load_data_s": run.load_s} if r == first else {})}
+        timings = _round_timings(cfg, run, train, scored, (t0, t1, t2, t3), first_round=r == first)
         row = round_row(r, len(labelled), metrics, train, acquired, timings, seed_rows)
         labelled = np.concatenate([labelled, picks])
         keep = optimizer is not None  # per round, before its record: a resume reads the state its last round left
         record_round(writer, row, finished=r == n_rounds - 1, stage="loop",
                      save_state=(lambda i: save_optimizer_state(optimizer, Path(out_dir), i)) if keep else None,
                      state_path=(lambda i: optimizer_state_path(Path(out_dir), i)) if keep else None)
-        main = metrics.get("test") or next(iter(metrics.values()), {})
-        say(f"  round {r}/{n_rounds - 1} labels={row['n_labels']:4d} steps={train['steps']:3d} "
-            f"acc={main.get('accuracy', float('nan')):.3f} worst={main.get('worst_group', float('nan')):.3f} "
-            f"({t3 - t0:.1f}s)")
+        say(_round_line(r, n_rounds, row, train, metrics, t3 - t0))
         bar.update(1)
         if on_round_end is not None:
             on_round_end(r)
     bar.close()
     return finish_run(writer, n_rounds)
+
+
+def _round_timings(cfg: RunConfig, run: PreparedRun, train: dict, scored: int, clock: tuple, *, first_round: bool) -> dict:
+    """Seconds per phase and the round's compute in examples (training steps x batch,
+    evaluation, pool scoring); the first round this process runs also paid for loading the data."""
+    t0, t1, t2, t3 = clock
+    return {"train_s": t1 - t0, "eval_s": t2 - t1, "score_s": t3 - t2, "data_in_train_s": train["data_seconds"],
+            "passes": {"forward": train["steps"] * cfg.finetune.batch_size
+                       + sum(len(d) for d in run.evals.values()) + scored,
+                       "backward": train["steps"] * cfg.finetune.batch_size},
+            **({"load_data_s": run.load_s} if first_round else {})}
+
+
+def _round_line(r: int, n_rounds: int, row: dict, train: dict, metrics: dict, seconds: float) -> str:
+    main = metrics.get("test") or next(iter(metrics.values()), {})
+    return (f"  round {r}/{n_rounds - 1} labels={row['n_labels']:4d} steps={train['steps']:3d} "
+            f"acc={main.get('accuracy', float('nan')):.3f} worst={main.get('worst_group', float('nan')):.3f} "
+            f"({seconds:.1f}s)")
 
 
 def _open_optimizer(cfg: RunConfig, run: PreparedRun, writer: RunWriter, out_dir: Path):

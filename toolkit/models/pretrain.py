@@ -30,7 +30,7 @@ from torch import nn
 
 from toolkit._util.atomic import atomic_path
 from toolkit._util.log import info
-from toolkit._util.paths import cache_path
+from toolkit._util.paths import cache_path, shown
 from toolkit._util.progress import progress
 from toolkit.data.base import normalize
 from toolkit.data.render import SHAPES, TEXTURES, render
@@ -289,7 +289,7 @@ def ensure_toy_backbone(path: str | Path | None = None) -> Path:
         raise RuntimeError(f"no toy backbone at {path}, and ALTK_NO_PRETRAIN is set (the test suite sets it so "
                            f"that no test pretrains the real backbone for minutes); install one there first")
     if not path.exists():
-        info(f"[pretrain] no toy backbone at {path}: pretraining it once (a few minutes)")
+        info(f"[pretrain] no toy backbone at {shown(path)}: pretraining it once (a few minutes)")
         pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)),
                      save_steps=DOSE_STEPS if path == toy_checkpoint() else ())
     return path
