@@ -12,7 +12,7 @@ from toolkit.config import ALConfig
 from toolkit.errors import CacheError
 from toolkit.features.array_cache import AttributeTable, read_outcome, write_cache
 from toolkit.features.cache import open_cache
-from toolkit.features.interventions import concept_separability, erase_features, fit_leace
+from toolkit.features.interventions import ConceptEraser, concept_separability, erase_features, fit_leace
 
 AL = ALConfig(strategy="least_confidence", seed_size=10, per_round=5, budget=10)
 
@@ -131,6 +131,47 @@ def test_the_eraser_is_fitted_on_the_declared_split(tmp_path):
     assert abs(separability(toolkit.erase(test, fit_on=pool, root=tmp_path), "label") - 0.5) <= 0.05
 
 
+@pytest.mark.parametrize("mode", ["shrink", "noise"])
+def test_a_reused_eraser_gives_bit_identical_caches_to_a_fresh_fit(tmp_path, monkeypatch, mode):
+    """One eraser fitted once on the pool and reused at every strength and for the test split:
+    the same features, bit for bit, and the same fingerprint as fitting afresh each time."""
+    import toolkit.features.interventions as interventions
+
+    pool = constructed(tmp_path / "pool.h5", n=1500, seed=0)
+    test = constructed(tmp_path / "test.h5", n=1000, seed=1, split="test", id_offset=10_000)
+    strengths = (0.0, 0.25, 0.5, 1.0)
+    fresh = {(t, s): toolkit.erase(c, strength=t, mode=mode, fit_on=pool, root=tmp_path / "fresh")
+             for t in strengths for s, c in (("pool", pool), ("test", test))}
+    fits = []
+    real_fit = interventions.fit_leace
+    monkeypatch.setattr(interventions, "fit_leace", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    eraser = ConceptEraser("label")
+    reused = {(t, s): toolkit.erase(c, strength=t, mode=mode, fit_on=pool, eraser=eraser, root=tmp_path / "reused")
+              for t in strengths for s, c in (("pool", pool), ("test", test))}
+    assert len(fits) == 1 and eraser.fitted and eraser.fit_on_.path == open_cache(pool).path
+    for key in fresh:
+        a, b = open_cache(fresh[key]), open_cache(reused[key])
+        assert a.fingerprint == b.fingerprint and fresh[key].name == reused[key].name
+        assert np.array_equal(np.asarray(a.embeddings), np.asarray(b.embeddings)), key
+    # a fitted eraser given alone is fitted on its own cache: fit_on defaults to it
+    assert toolkit.erase(test, strength=0.5, mode=mode, eraser=eraser, root=tmp_path / "fresh") == fresh[(0.5, "test")]
+    assert len(fits) == 1
+
+
+def test_an_eraser_of_another_concept_or_cache_is_refused(tmp_path):
+    pool = constructed(tmp_path / "pool.h5", seed=0)
+    other = constructed(tmp_path / "other.h5", seed=2)
+    eraser = ConceptEraser("label").fit(pool)
+    with pytest.raises(CacheError, match="the eraser erases 'label', and concept='spurious' was asked"):
+        toolkit.erase(pool, concept="spurious", eraser=eraser, root=tmp_path)
+    with pytest.raises(CacheError, match="the eraser was fitted on .*pool.h5 .* not on fit_on=.*other.h5"):
+        toolkit.erase(other, fit_on=other, eraser=eraser, root=tmp_path)
+    with pytest.raises(CacheError, match="eraser must be a ConceptEraser"):
+        toolkit.erase(pool, eraser="label")
+    with pytest.raises(CacheError, match="unknown concept 'colour'"):
+        ConceptEraser("colour")
+
+
 # ---- inject --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("concept, target", [("label", 0.7), ("label", 0.9), ("spurious", 0.8), ("group", 0.6)])
@@ -143,6 +184,41 @@ def test_injection_reaches_its_target_separability(tmp_path, concept, target):
     other = constructed(tmp_path / "other.h5", n=1200, label_shift=0.0, spurious_shift=0.0, seed=3, split="test")
     moved = toolkit.inject(other, concept=concept, separability=target, fit_on=weak, root=tmp_path)
     assert abs(separability(moved, concept) - target) <= 0.06
+
+
+def test_the_test_split_reuses_the_pools_calibration(tmp_path, monkeypatch):
+    """Injecting into the test split with calibration= the pool's injection measures nothing and
+    gives the features a fresh calibration on the pool gives; the fingerprint names the reuse."""
+    import toolkit.features.interventions as interventions
+
+    pool = constructed(tmp_path / "pool.h5", n=1200, label_shift=0.0, spurious_shift=0.0)
+    test = constructed(tmp_path / "test.h5", n=800, label_shift=0.0, spurious_shift=0.0, seed=3, split="test",
+                       id_offset=10_000)
+    kw = dict(separability=0.85, tolerance=0.02)
+    injected_pool = toolkit.inject(pool, root=tmp_path, **kw)
+    fresh = toolkit.inject(test, fit_on=pool, root=tmp_path / "fresh", **kw)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("calibrated again")
+
+    monkeypatch.setattr(interventions, "separability_of", boom)
+    reused = toolkit.inject(test, fit_on=pool, calibration=injected_pool, root=tmp_path / "reused", **kw)
+    a, b = open_cache(fresh), open_cache(reused)
+    assert np.array_equal(np.asarray(a.embeddings), np.asarray(b.embeddings))
+    transforms = [c.fingerprint["transform"] for c in (a, b, open_cache(injected_pool))]
+    assert transforms[0] == transforms[1] == transforms[2]
+    roles = [s["role"] for s in b.fingerprint["sources"]]
+    assert roles == ["source", "fit_on", "calibration"] and b.fingerprint["sources"][2]["path"] == str(injected_pool)
+    assert read_outcome(reused)["amplitude"] == read_outcome(fresh)["amplitude"] == read_outcome(injected_pool)[
+        "amplitude"]
+    assert read_outcome(reused)["calibration"] == "reused" and read_outcome(reused)["measured"] == 0
+    # the probe reads the pair as one transform
+    rec = toolkit.run_probe(injected_pool, {"test": reused}, tmp_path / "run", al=AL, seed=0)
+    assert rec.rounds["n_labels"].tolist() == [10, 15, 20]
+    with pytest.raises(CacheError, match="not an injection with these parameters .*differs in separability"):
+        toolkit.inject(test, fit_on=pool, calibration=injected_pool, root=tmp_path, separability=0.9, tolerance=0.02)
+    with pytest.raises(CacheError, match="is not fit_on's own injection"):
+        toolkit.inject(pool, fit_on=pool, calibration=reused, root=tmp_path, **kw)
 
 
 def test_injection_below_the_current_separability_is_refused(source, tmp_path):

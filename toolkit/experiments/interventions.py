@@ -19,7 +19,10 @@ well as before (the probe standardises each column and is lightly regularised), 
 would stay as separable as at t = 0 until it vanishes at t = 1: a step, not a sweep.
 
 The erasers and the injected signal are fitted with the pool's labels: the experimenter's
-intervention, not something the learner sees (it starts from its seed set as always).
+intervention, not something the learner sees (it starts from its seed set as always). Each
+task's eraser is fitted once per concept and reused at every strength and for the test split
+(`features.interventions.ConceptEraser`); each injection is calibrated once, on the pool, and
+the test split reuses that amplitude (`inject(..., calibration=...)`).
 
 Every experiment writes under its folder (`<out>/<letter>/`): runs/ (one record per run),
 measures/ (one JSON per representation x task), skipped/ (representations that could not be
@@ -110,8 +113,8 @@ class InterventionPlan:
 
     @classmethod
     def small(cls, **changes) -> "InterventionPlan":
-        """Small settings (minutes on a laptop): 2 tasks, 2 seeds, 1,000-example pools, 40 -> 60
-        labels, three strengths, two doses, a 2 x 2 phase grid.
+        """Small settings (minutes on a laptop): 2 tasks, 2 seeds, 1,000-example pools, 20 -> 60
+        labels by 10, three strengths, two doses, a 2 x 2 phase grid.
 
         Args:
             changes: fields to override.
@@ -220,16 +223,17 @@ def _toy_caches(weights: str, task: Task, plan: InterventionPlan) -> dict[str, P
 
 def _erase_sweep(caches: Callable[[], dict], concept: str, prefix: str, task: str, plan: InterventionPlan,
                  out: Path, source: str) -> None:
-    from toolkit.features.interventions import erase
+    from toolkit.features.interventions import ConceptEraser, erase
 
     todo = [t for t in plan.strengths if not _done(out, f"{prefix}erase-{concept}-t{t:g}", task, plan.seeds)]
     if not todo:
         return
     c = caches()
+    eraser = ConceptEraser(concept)  # fitted on the pool once, at the first cache to compute; reused for the rest
     for t in todo:
-        pool = erase(c["train"], concept=concept, strength=t, mode=ERASE_MODE, root=plan.feature_root)
-        test = erase(c["test"], concept=concept, strength=t, mode=ERASE_MODE, fit_on=c["train"],
-                     root=plan.feature_root)
+        kw = dict(concept=concept, strength=t, mode=ERASE_MODE, fit_on=c["train"], eraser=eraser,
+                  root=plan.feature_root)
+        pool, test = erase(c["train"], **kw), erase(c["test"], **kw)
         meta = {"intervention": "erase", "concept": concept, "strength": t, "mode": ERASE_MODE, "source": source}
         probe_representation(pool, test, f"{prefix}erase-{concept}-t{t:g}", task, plan, out, meta)
 
@@ -260,7 +264,7 @@ def _inject_job(task: Task, plan: InterventionPlan, out: str, threads: int | Non
             pool = inject(source["train"], separability=target["sep_label"], tolerance=plan.tolerance,
                           root=plan.feature_root)
             test = inject(source["test"], separability=target["sep_label"], tolerance=plan.tolerance,
-                          fit_on=source["train"], root=plan.feature_root)
+                          fit_on=source["train"], calibration=pool, root=plan.feature_root)  # the pool's amplitude
         except CacheError as err:  # below the random features' own separability, or out of the tolerance's reach
             _skip(out, rep, task.name, " ".join(str(err).split()), meta)
             continue

@@ -20,13 +20,16 @@ refuses a derived cache whose source has changed since (`features.provenance`).
 What the transforms fit (the eraser, the injected amplitude, the noise's scale) is fitted on
 a declared cache, `fit_on` (default: the source itself). To change the pool and its test
 split the same way, derive both with `fit_on=` the pool: the probe refuses an evaluation
-cache transformed differently from its pool (their "transform" entries differ).
+cache transformed differently from its pool (their "transform" entries differ). To fit once
+and derive many caches, pass one `ConceptEraser` to every `erase` of a sweep, and the pool's
+injection as `calibration=` to its test split's `inject`: the same caches, without fitting again.
 
 These are the experimenter's interventions on the representation, made with the labels of
 `fit_on`; the active learner sees none of those labels (it still starts from its seed set).
 """
 from __future__ import annotations
 
+import json
 import math
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -68,15 +71,22 @@ def fit_leace(X: np.ndarray, codes: np.ndarray, n_classes: int):
         True
     """
     import torch
-    from concept_erasure import LeaceFitter
 
+    LeaceFitter = _leace_fitter()
     x = torch.as_tensor(np.asarray(X, dtype=np.float64))
     z = torch.nn.functional.one_hot(torch.as_tensor(np.asarray(codes, dtype=np.int64)), n_classes).double()
     # constrain_cov_trace=False: the trace constraint mixes in an orthogonal projection that leaves part
     # of the concept readable; exact LEACE is what makes every linear probe blind to it. svd_tol: the
     # default (0.01) keeps weak concepts whose whitened cross-covariance is below it; float64 allows less.
     fitter = LeaceFitter(x.shape[1], n_classes, dtype=torch.float64, constrain_cov_trace=False, svd_tol=1e-8)
-    return fitter.update(x, z).eraser
+    # one torch thread: the eigendecomposition then gives the same bits whatever the machine's core count,
+    # and threaded `torch.linalg.eigh` is 20-100x slower on a busy 2-core machine (0.1 s vs 3-10 s at D = 512)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fitter.update(x, z).eraser
+    finally:
+        torch.set_num_threads(threads)
 
 
 def erase_features(X: np.ndarray, eraser, strength: float) -> np.ndarray:
@@ -270,11 +280,75 @@ def concept_separability(X: np.ndarray, labels: np.ndarray, spurious: np.ndarray
     return float(sep.fit(X, labels, spurious).scores_["balanced_accuracy"].iloc[0])
 
 
+# ---- a fitted eraser, reusable across strengths and splits ---------------------------------------
+
+class ConceptEraser:
+    """A concept's LEACE eraser, fitted once on one cache and reused by `erase` at every strength
+    and for every split (`erase(..., eraser=...)`), instead of being fitted again each time.
+
+    The fit is a pure function of the cache's content and the concept, so a cache erased with a
+    reused eraser is bit-identical to one erased with a fresh fit, and has the same fingerprint
+    (which records `fit_on` and the concept either way). `erase` refuses an eraser fitted on a
+    cache whose content is not `fit_on`'s, or of another concept.
+
+    Args:
+        concept: "label", "spurious" or "group".
+
+    Attributes:
+        fit_on_: the cache it was fitted on (`FeatureCache`).
+        content_: that cache's content id when it was fitted (`provenance.content_id`).
+        leace_: the fitted `concept_erasure.LeaceEraser` (`fit_leace`).
+        features_: (M, D) float64, the features it was fitted on (mode "noise" draws its noise
+            with the covariance of the erased component there).
+
+    Examples:
+        >>> import toolkit
+        >>> small = {"n_train": 240, "n_val": 40, "n_test": 160}
+        >>> pool, test = (toolkit.extract_features("toy_resnet", "toyworld", s, weights="random", log=None,
+        ...                                        dataset_params=small) for s in ("train", "test"))
+        >>> eraser = ConceptEraser("label").fit(pool)
+        >>> paths = [toolkit.erase(c, strength=t, mode="noise", fit_on=pool, eraser=eraser)
+        ...          for t in (0.5, 1.0) for c in (pool, test)]
+        >>> paths[0] == toolkit.erase(pool, strength=0.5, mode="noise")  # the same cache as a fresh fit's
+        True
+    """
+
+    def __init__(self, concept: str = "label") -> None:
+        _check_concept(concept)
+        self.concept = concept
+
+    def fit(self, cache: FeatureCache | str | Path) -> "ConceptEraser":
+        """Fit the eraser on `cache`'s features with its concept's values.
+
+        Args:
+            cache: the cache (or its path), read from disk.
+
+        Returns:
+            self.
+        """
+        fitted = _open(cache)
+        _check_concept(self.concept, fitted)
+        vocab, (codes,) = _codes([fitted], self.concept)
+        X = _features(fitted)
+        self.leace_ = fit_leace(X, codes, len(vocab))
+        self.features_, self.fit_on_, self.content_ = X, fitted, content_id(fitted.path)
+        return self
+
+    @property
+    def fitted(self) -> bool:
+        """Whether `fit` has run."""
+        return hasattr(self, "leace_")
+
+    def __repr__(self) -> str:
+        at = f", fitted on {self.fit_on_.path}" if self.fitted else ""
+        return f"ConceptEraser(concept={self.concept!r}{at})"
+
+
 # ---- the derived caches -------------------------------------------------------------------------
 
 def erase(cache: FeatureCache | str | Path, *, concept: str = "label", strength: float = 1.0, mode: str = "shrink",
-          seed: int = 0, fit_on: FeatureCache | str | Path | None = None, out: str | Path | None = None,
-          root: str | Path | None = None) -> Path:
+          seed: int = 0, fit_on: FeatureCache | str | Path | None = None, eraser: ConceptEraser | None = None,
+          out: str | Path | None = None, root: str | Path | None = None) -> Path:
     """Erase a concept linearly from a cache's features (LEACE), at a strength t in [0, 1].
 
     LEACE (Belrose et al. 2023, EleutherAI's `concept-erasure`), fitted on `fit_on` with its
@@ -307,8 +381,14 @@ def erase(cache: FeatureCache | str | Path, *, concept: str = "label", strength:
         strength: t in [0, 1].
         mode: "shrink" or "noise" (see above).
         seed: the noise's seed in mode "noise" (each source draws its own stream of it).
-        fit_on: the cache the eraser is fitted on, with its labels (default: the source). Pass
-            the pool when erasing its test split, so both get the same eraser.
+        fit_on: the cache the eraser is fitted on, with its labels (default: the cache a fitted
+            `eraser` was fitted on, else the source). Pass the pool when erasing its test split,
+            so both get the same eraser.
+        eraser: a `ConceptEraser` of `concept` to reuse instead of fitting one here: fitted on
+            `fit_on`, or not fitted yet (it is then fitted on `fit_on` the first time a cache has
+            to be computed, and reused by the next calls given it). Sweeping strengths or splits
+            with one eraser fits LEACE once; the caches and their fingerprints are the same as
+            without it.
         out: the derived cache's file (default: named by its fingerprint under `root`).
         root: the folder for default names (default: the cache root's features/).
 
@@ -317,7 +397,8 @@ def erase(cache: FeatureCache | str | Path, *, concept: str = "label", strength:
 
     Raises:
         CacheError: a strength outside [0, 1], an unknown concept or mode, a concept the cache
-            lacks, caches of different widths, or `out` holding another cache.
+            lacks, caches of different widths, `out` holding another cache, or an `eraser` of
+            another concept or fitted on another cache than `fit_on`.
 
     Examples:
         >>> import toolkit
@@ -329,6 +410,10 @@ def erase(cache: FeatureCache | str | Path, *, concept: str = "label", strength:
         >>> toolkit.open_cache(erased_test).fingerprint["intervention"]["params"]["strength"]
         0.5
     """
+    if eraser is not None and not isinstance(eraser, ConceptEraser):
+        raise CacheError(f"eraser must be a ConceptEraser (features.interventions), got {type(eraser).__name__}")
+    if fit_on is None and eraser is not None and eraser.fitted:
+        fit_on = eraser.fit_on_
     source, fitted = _open(cache), _open(fit_on if fit_on is not None else cache)
     _check_fraction("strength", strength)
     if mode not in ERASE_MODES:
@@ -337,25 +422,29 @@ def erase(cache: FeatureCache | str | Path, *, concept: str = "label", strength:
     for c in (source, fitted):
         _check_concept(concept, c)
     _check_width(source, fitted)
+    if eraser is not None:
+        _check_eraser(eraser, concept, fitted)
     params = {"concept": concept, "strength": float(strength), "mode": mode, **({"seed": int(seed)} if mode == "noise"
                                                                                   else {}),
               "method": f"LEACE (concept-erasure {_leace_version()}, exact: no trace constraint)"}
 
     def compute() -> dict:
-        vocab, codes = _codes([fitted, source], concept)
-        X_fit = _features(fitted)
-        eraser = fit_leace(X_fit, codes[0], len(vocab))
+        fit = eraser if eraser is not None else ConceptEraser(concept)
+        if not fit.fitted:
+            fit.fit(fitted)
         if mode == "shrink":
-            return {"embeddings": erase_features(_features(source), eraser, float(strength))}
+            return {"embeddings": erase_features(_features(source), fit.leace_, float(strength))}
         rng = np.random.default_rng([int(seed), int(content_id(source.path), 16)])  # a stream per source
-        return {"embeddings": noise_erase_features(_features(source), eraser, float(strength), rng, fit=X_fit)}
+        return {"embeddings": noise_erase_features(_features(source), fit.leace_, float(strength), rng,
+                                                   fit=fit.features_)}
 
     return _derive(source, "erase", params, fitted, compute, out=out, root=root)
 
 
 def inject(cache: FeatureCache | str | Path, *, separability: float, concept: str = "label", seed: int = 0,
            fit_on: FeatureCache | str | Path | None = None, tolerance: float = 0.01, cv: int = 5,
-           out: str | Path | None = None, root: str | Path | None = None) -> Path:
+           calibration: FeatureCache | str | Path | None = None, out: str | Path | None = None,
+           root: str | Path | None = None) -> Path:
     """Add a concept's signal along seeded random directions, calibrated to a target separability.
 
     Each class of the concept moves along its own random direction (orthonormal, fixed by
@@ -379,6 +468,12 @@ def inject(cache: FeatureCache | str | Path, *, separability: float, concept: st
             pool when injecting into its test split.
         tolerance: how close to the target the calibration must get.
         cv: the measure's folds (lowered to the smallest group's size).
+        calibration: `fit_on`'s own injection with the same concept, separability, seed,
+            tolerance and cv (e.g. the pool's, when injecting into its test split with
+            `fit_on` the pool): its amplitude is reused instead of calibrating again. The
+            calibration is a function of those alone, so the features are the same as a fresh
+            calibration's; the fingerprint lists that cache among the sources (role
+            "calibration"), and the stored outcome says "calibration": "reused", "measured": 0.
         out: the derived cache's file (default: named by its fingerprint under `root`).
         root: the folder for default names.
 
@@ -387,7 +482,8 @@ def inject(cache: FeatureCache | str | Path, *, separability: float, concept: st
 
     Raises:
         CacheError: a target outside (0, 1] or below the features' separability, an unknown
-            concept, a target the calibration cannot reach within `tolerance`.
+            concept, a target the calibration cannot reach within `tolerance`, a `calibration`
+            that is not `fit_on`'s own injection with these parameters.
 
     Examples:
         >>> import toolkit
@@ -409,9 +505,17 @@ def inject(cache: FeatureCache | str | Path, *, separability: float, concept: st
     _check_width(source, fitted)
     params = {"concept": concept, "separability": target, "seed": int(seed), "tolerance": float(tolerance),
               "cv": int(cv), "measure": "GroupSeparability balanced accuracy (C=0.1, folds shuffled with 0)"}
+    vocab, (fit_codes, codes) = _codes([fitted, source], concept)
+    if calibration is not None:
+        calibrated = _open(calibration)
+        reused = _reused_calibration(calibrated, params, fitted, vocab)
+        directions = random_directions(source.embeddings.shape[1], len(vocab), int(seed))
+        extra = [source_entry(calibrated.path, calibrated.fingerprint, "calibration")]
+        return _derive(source, "inject", params, fitted, lambda: {
+            "embeddings": inject_features(_features(source), codes, directions, reused["amplitude"]),
+            "outcome": {**reused, "measured": 0, "calibration": "reused"}}, out=out, root=root, extra=extra)
 
     def compute() -> dict:
-        vocab, (fit_codes, codes) = _codes([fitted, source], concept)
         X_fit = _features(fitted)
         directions = random_directions(X_fit.shape[1], len(vocab), int(seed))
         scale = float(np.sqrt(X_fit.var(axis=0).mean())) or 1.0
@@ -580,12 +684,52 @@ def separability_of(X: np.ndarray, cache: FeatureCache, concept: str, cv: int = 
 
 # ---- helpers -------------------------------------------------------------------------------------
 
-def _derive(source: FeatureCache, name: str, params: dict, fitted: FeatureCache, compute, *, out, root) -> Path:
+def _derive(source: FeatureCache, name: str, params: dict, fitted: FeatureCache, compute, *, out, root,
+            extra: list[dict] = ()) -> Path:
     sources = [source_entry(source.path, source.fingerprint, "source"),
-               source_entry(fitted.path, fitted.fingerprint, "fit_on")]
+               source_entry(fitted.path, fitted.fingerprint, "fit_on"), *extra]
     fp = derived_fingerprint(source.fingerprint, name, params, sources)
     path = Path(out) if out is not None else cache_file(fp, name, root)
     return reuse_or_write(path, fp, lambda: {"ids": source.ids, "table": AttributeTable.of(source), **compute()})
+
+
+def _check_eraser(eraser: ConceptEraser, concept: str, fitted: FeatureCache) -> None:
+    if eraser.concept != concept:
+        raise CacheError(f"the eraser erases {eraser.concept!r}, and concept={concept!r} was asked: pass "
+                         f"ConceptEraser({concept!r}), or concept={eraser.concept!r}")
+    if eraser.fitted and eraser.content_ != content_id(fitted.path):
+        raise CacheError(f"the eraser was fitted on {eraser.fit_on_.path} (content {eraser.content_}), not on fit_on="
+                         f"{fitted.path} (content {content_id(fitted.path)}): the derived cache would record an "
+                         f"eraser it was not made with. Pass fit_on={eraser.fit_on_.path}, or a new ConceptEraser")
+
+
+def _reused_calibration(calibrated: FeatureCache, params: dict, fitted: FeatureCache, vocab: np.ndarray) -> dict:
+    """The outcome of an injection's calibration to reuse, once it is checked to be the one
+    `params` on `fitted` would find (same parameters, same fit_on content, same classes)."""
+    from toolkit.features.array_cache import read_outcome
+
+    fp = calibrated.fingerprint
+    made = fp.get("intervention") or {}
+    if made.get("name") != "inject" or made.get("params") != json.loads(json.dumps(params)):
+        differ = sorted(k for k in set(params) | set(made.get("params") or {})
+                        if (made.get("params") or {}).get(k) != params.get(k))
+        raise CacheError(f"calibration={calibrated.path} is not an injection with these parameters "
+                         f"({'not an injection' if made.get('name') != 'inject' else 'differs in ' + ', '.join(differ)}"
+                         f"): its amplitude is not the one they call for. Pass the cache inject made with them, or "
+                         f"leave calibration out to calibrate here")
+    made_of = {s["role"]: s["content"] for s in fp.get("sources") or ()}
+    if made_of.get("fit_on") != content_id(fitted.path) or made_of.get("source") != made_of.get("fit_on"):
+        raise CacheError(f"calibration={calibrated.path} is not fit_on's own injection (it injected into "
+                         f"{made_of.get('source')}, calibrated on {made_of.get('fit_on')}; fit_on={fitted.path} is "
+                         f"{content_id(fitted.path)}): pass inject(fit_on, ...) with these parameters, or leave "
+                         f"calibration out")
+    fit_vocab = _codes([fitted], params["concept"])[0]
+    if not np.array_equal(fit_vocab, vocab):
+        raise CacheError(f"{sorted(set(vocab) - set(fit_vocab))} of concept {params['concept']!r} are in the source "
+                         f"but not in fit_on={fitted.path}: the injected directions differ from the calibration's; "
+                         f"leave calibration out to calibrate here")
+    outcome = read_outcome(calibrated.path)
+    return {k: outcome[k] for k in ("amplitude", "feature_std", "separability_on_fit_on", "separability_before")}
 
 
 def _open(cache: FeatureCache | str | Path) -> FeatureCache:
@@ -619,6 +763,18 @@ def _check_fraction(name: str, value, *, low_open: bool = False) -> float:
 def _check_integer(name: str, value, *, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise CacheError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _leace_fitter():
+    """concept-erasure's `LeaceFitter`, imported without the deprecation warning it triggers
+    (it decorates a helper with `torch.jit.script` at import; recent torch warns): not ours to fix,
+    and the warning would print the environment's folder in every notebook that erases."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        from concept_erasure import LeaceFitter
+    return LeaceFitter
 
 
 def _leace_version() -> str:
