@@ -1,39 +1,50 @@
-"""Probe-only AL speed: toolkit.features.probe vs scikit-activeml + scikit-learn, same features, same run.
+"""Probe-only AL speed: the lockstep engine against its limit and against scikit-activeml + scikit-learn.
 
-    .venv/bin/python benchmarks/probe_speed.py [--seeds 3] [--rounds 64]
+    .venv/bin/python benchmarks/probe_speed.py [--seeds 3] [--rounds 64] [--runs 1,20,200]
+    .venv/bin/python benchmarks/probe_speed.py --n 1000 --dim 256 --rounds 8 --runs 1,4 --seeds 1   # a quick check
 
 Pool: 5,000 x 2,048 float32 features (Waterbirds-sized pool, BiT-sized features), four
-label x spurious groups (95% matched), 64 rounds of 5 after a balanced seed set of 40.
-Baseline: skactiveml.pool.UncertaintySampling(method="least_confident") wrapping
-sklearn LogisticRegression (lbfgs, C=1) on the same standardised features and seed set.
-Prints seconds per seed for both, the ratio, and the overlap of the acquired ids; then
-20 runs in lockstep (10 seeds x least-confidence and random, `run_probes`) per run against
-the same baseline; then the engine's time per round against the memory-bandwidth limit
-(one numpy pass over the pool: a float32 matrix-vector product, timed here), and the
-share of a round spent fitting.
-Note: for two classes the toolkit's softmax probe with C equals sklearn's binary logistic
-regression with 2C (two weight vectors share the penalty), so probabilities differ
-slightly and near-tied picks can reorder; the first round's picks are compared as sets.
+label x spurious groups (95% matched), 64 rounds of 5 after a balanced seed set of 40; a
+1,000-row test set evaluated every round. Everything runs on one thread (torch and BLAS).
+
+Printed, each a ratio of times measured in the same run:
+- **the limit ratio** at R = 1, 20 and 200 runs in lockstep (R/2 seeds x least-confidence and
+  random; R = 1: one least-confidence run): the engine's seconds per round for all R runs,
+  over the time of one product of the pool with R float32 columns plus the same for the test
+  set (numpy, the BLAS the engine's wide products use; median of repeats, timed in the same
+  process just before the runs). No round can take less: every run reads every pool row once.
+- **against scikit-activeml + scikit-learn** (UncertaintySampling("least_confident") wrapping
+  LogisticRegression(lbfgs, C=1), same standardised features and seed set, one thread): the
+  baseline's seconds per run over the engine's seconds per run, at R = 1, 20 and 200.
+- **peak memory** of each lockstep: the process's peak RSS during the run above its RSS before
+  it (each R runs in a fresh process; Linux's peak reset), beside the pool's size and R x d
+  floats. The engine holds a standardised float32 copy of the pool and, per run, the Gram
+  matrix of its labelled rows (float32, n x n).
+- for R = 1, the overlap of the acquired ids with the baseline's. For two classes the
+  toolkit's softmax probe with C equals sklearn's binary model with 2C, so probabilities
+  differ slightly and near-tied picks can reorder; later rounds drift once one pick differs.
+
+Timings from a machine whose cores other processes share are not worth quoting: check
+`uptime` first.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-
-from toolkit._util.repro import round_rng
-from toolkit.al.protocol import draw_seed_set
-from toolkit.config import ALConfig
-from toolkit.features.cache import FeatureCache
-from toolkit.features.probe import ProbeRun, run_probe, run_probes
 
 
-def make_pool(n: int, d: int, rng: np.random.Generator, id_offset: int = 0) -> FeatureCache:
+def make_pool(n: int, d: int, rng: np.random.Generator, id_offset: int = 0):
+    from toolkit.features.cache import FeatureCache
+
     y = (rng.random(n) < 0.25).astype(np.int64)
     place = np.where(rng.random(n) < 0.95, y, 1 - y)
     u, v = rng.normal(size=(2, d))
@@ -45,11 +56,19 @@ def make_pool(n: int, d: int, rng: np.random.Generator, id_offset: int = 0) -> F
                         ("landbird", "waterbird"))
 
 
-def skactiveml_loop(pool: FeatureCache, seed: int, rounds: int, per_round: int, seed_size: int) -> list[int]:
+def _caches(args):
+    rng = np.random.default_rng(0)
+    return make_pool(args.n, args.dim, rng), make_pool(1000, args.dim, rng, id_offset=10**6)
+
+
+def skactiveml_loop(pool, seed: int, rounds: int, per_round: int, seed_size: int) -> list[int]:
     from skactiveml.classifier import SklearnClassifier
     from skactiveml.pool import UncertaintySampling
     from skactiveml.utils import MISSING_LABEL
     from sklearn.linear_model import LogisticRegression
+
+    from toolkit._util.repro import round_rng
+    from toolkit.al.protocol import draw_seed_set
 
     X = pool.embeddings
     X = (X - X.mean(0)) / (X.std(0) + 1e-6)
@@ -67,78 +86,127 @@ def skactiveml_loop(pool: FeatureCache, seed: int, rounds: int, per_round: int, 
     return picked
 
 
+def limit_seconds(X: np.ndarray, X_test: np.ndarray, R: int, repeats: int = 15) -> float:
+    """One product of the pool and of the test set with R float32 columns: the median of repeats."""
+    W = np.random.default_rng(1).normal(size=(X.shape[1], R)).astype(np.float32)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        X @ W
+        X_test @ W
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1])
+
+
+def _reset_peak_rss() -> int:
+    """The RSS now (KiB), after resetting the peak (Linux: clear_refs 5), so that the peak read
+    after the run is the run's own, not the pool's construction."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return _status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _peak_rss() -> int:
+    return _status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _specs(R: int, args):
+    from toolkit.config import ALConfig
+    from toolkit.features.probe import ProbeRun
+
+    al = {s: ALConfig(strategy=s, seed_size=40, per_round=5, budget=5 * args.rounds)
+          for s in ("least_confidence", "random")}
+    if R == 1:
+        return [ProbeRun(None, al["least_confidence"], 0)]
+    return [ProbeRun(None, al[s], seed) for s in al for seed in range((R + 1) // 2)][:R]
+
+
+def child(R: int, args) -> dict:
+    """One lockstep of R runs in this (fresh) process: its time, the limit, its memory."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from toolkit.features.probe import ProbeRun, run_probes
+
+    torch.set_num_threads(1)
+    pool, test = _caches(args)
+    with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
+        limit = limit_seconds(np.asarray(pool.embeddings), np.asarray(test.embeddings), R)
+        runs = [ProbeRun(Path(tmp) / f"{r.al.strategy}-{r.seed}", r.al, r.seed) for r in _specs(R, args)]
+        rss0 = _reset_peak_rss()
+        t0 = time.perf_counter()
+        recs = run_probes(pool, {"test": test}, runs)
+        seconds = time.perf_counter() - t0
+        peak = _peak_rss()
+        fit_s = float(sum(r.rounds["time/train_s"].sum() for r in recs))
+        acquired = recs[0].acquisitions["id"].tolist()
+    return {"R": len(runs), "seconds": seconds, "limit": limit, "rounds": args.rounds + 1, "fit_s": fit_s,
+            "rss_before_mb": rss0 / 1024, "peak_above_mb": (peak - rss0) / 1024, "acquired": acquired}
+
+
+def baseline(args) -> tuple[float, list[list[int]]]:
+    from threadpoolctl import threadpool_limits
+
+    pool, _ = _caches(args)
+    times, picks = [], []
+    with threadpool_limits(1):
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            picks.append(skactiveml_loop(pool, seed, args.rounds, 5, 40))
+            times.append(time.perf_counter() - t0)
+    return float(np.mean(times)), picks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="baseline runs (seeds) to average")
     ap.add_argument("--rounds", type=int, default=64)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--runs", default="1,20,200", help="lockstep sizes R")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from threadpoolctl import threadpool_limits
+    if args.child is not None:
+        print(json.dumps(child(args.child, args)))
+        return
+    forwarded = ["--rounds", str(args.rounds), "--n", str(args.n), "--dim", str(args.dim)]
+    results = []
+    for R in (int(r) for r in args.runs.split(",")):
+        out = subprocess.run([sys.executable, __file__, "--child", str(R), *forwarded], capture_output=True,
+                             text=True, check=True, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base_s, base_picks = baseline(args)
+    report(args, results, base_s, base_picks)
 
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    pool, test = make_pool(args.n, args.dim, rng), make_pool(1000, args.dim, rng, id_offset=10**6)
-    al = ALConfig(strategy="least_confidence", seed_size=40, per_round=5, budget=5 * args.rounds)
-    ours_t, base_t, base_default_t, overlaps = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            # BLAS threads matter: with its default (all cores) the baseline ran ~3x slower
-            # here than on one thread, small matmuls paying for thread hand-offs. The ratio
-            # is taken with both loops on one core; the default is printed beside it.
-            with threadpool_limits(1):
-                t0 = time.perf_counter()
-                rec = run_probe(pool, {"test": test}, Path(tmp) / f"s{seed}", al=al, seed=seed)
-                ours_t.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                theirs = skactiveml_loop(pool, seed, args.rounds, 5, 40)
-                base_t.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            skactiveml_loop(pool, seed, args.rounds, 5, 40)
-            base_default_t.append(time.perf_counter() - t0)
-            ours = rec.acquisitions["id"].tolist()
-            overlaps.append(len(set(ours) & set(theirs)) / len(ours))
-            print(f"seed {seed}: toolkit {ours_t[-1]:.2f}s  skactiveml+sklearn {base_t[-1]:.2f}s  "
-                  f"acquired-id overlap {overlaps[-1]:.1%}  first-round picks same set: {set(ours[:5]) == set(theirs[:5])}")
-    print(f"\npool {args.n} x {args.dim}, {args.rounds} rounds of 5, 1 thread (torch and BLAS):")
-    print(f"  toolkit.features.probe          {np.mean(ours_t):.2f} s/seed")
-    print(f"  skactiveml + sklearn   {np.mean(base_t):.2f} s/seed")
-    print(f"  speed-up               {np.mean(base_t) / np.mean(ours_t):.1f}x")
-    print(f"  (baseline with BLAS's default threads: {np.mean(base_default_t):.2f} s/seed, "
-          f"{np.mean(base_default_t) / np.mean(ours_t):.1f}x)")
-    print(f"  acquired-id overlap    {np.mean(overlaps):.1%} (same seed set; later rounds drift once one pick differs)")
 
-    # 20 runs in lockstep on the same pool: 10 seeds x least-confidence and random
-    specs = [ProbeRun(None, ALConfig(strategy=s, seed_size=40, per_round=5, budget=5 * args.rounds), seed)
-             for s in ("least_confidence", "random") for seed in range(10)]
-    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1):
-        runs = [ProbeRun(Path(tmp) / f"{r.al.strategy}-{r.seed}", r.al, r.seed) for r in specs]
-        t0 = time.perf_counter()
-        recs = run_probes(pool, {"test": test}, runs)
-        lock_t = time.perf_counter() - t0
-        fit_s = sum(r.rounds["time/train_s"].sum() for r in recs)
-    per_run = lock_t / len(runs)
-    print("\n20 runs in lockstep (10 seeds x least-confidence, random), 1 thread:")
-    print(f"  {lock_t:.2f} s in all, {per_run:.3f} s per run: {np.mean(base_t) / per_run:.1f}x the baseline per run "
-          f"(target 50x); fitting {fit_s / lock_t:.0%} of the time")
-
-    # the limit: one pass over the pool per round (numpy matrix-vector product, float32)
-    X = np.asarray(pool.embeddings, dtype=np.float32)
-    w = np.random.default_rng(1).normal(size=args.dim).astype(np.float32)
-    with threadpool_limits(1):
-        reps = []
-        for _ in range(20):
-            t0 = time.perf_counter()
-            X @ w
-            reps.append(time.perf_counter() - t0)
-    one_pass = float(np.median(reps))
-    n_rounds = args.rounds + 1
-    print(f"\nthe limit: one pass over the {X.nbytes / 2**20:.0f} MB pool takes {one_pass * 1e3:.1f} ms "
-          f"({X.nbytes / one_pass / 2**30:.1f} GiB/s); x {n_rounds} rounds = {one_pass * n_rounds:.2f} s")
-    print(f"  one run alone:     {np.mean(ours_t) / n_rounds * 1e3:.1f} ms per round = "
-          f"{np.mean(ours_t) / n_rounds / one_pass:.1f}x the limit (goal: under 2x)")
-    print(f"  20 in lockstep:    {lock_t / n_rounds * 1e3:.1f} ms per round for all 20 = "
-          f"{lock_t / n_rounds / one_pass:.1f}x the limit; {per_run / n_rounds / one_pass:.2f}x per run")
+def report(args, results: list[dict], base_s: float, base_picks: list[list[int]]) -> None:
+    pool_mb = args.n * args.dim * 4 / 2**20
+    print(f"pool {args.n} x {args.dim} float32 ({pool_mb:.0f} MiB), test 1000 rows, {args.rounds} rounds of 5 "
+          f"after 40 seed labels; one thread (torch and BLAS)")
+    print(f"baseline, skactiveml + sklearn: {base_s:.2f} s per run (mean of {args.seeds} seeds)\n")
+    print(f"{'R':>5} {'s/round':>9} {'limit':>9} {'limit ratio':>12} {'s/run':>8} {'vs baseline':>12} "
+          f"{'fit share':>10} {'peak RSS +':>11} {'R x d floats':>13}")
+    for r in results:
+        per_round, per_run = r["seconds"] / r["rounds"], r["seconds"] / r["R"]
+        print(f"{r['R']:>5} {per_round * 1e3:>7.1f}ms {r['limit'] * 1e3:>7.2f}ms {per_round / r['limit']:>11.1f}x "
+              f"{per_run:>8.3f} {base_s / per_run:>11.1f}x {r['fit_s'] / r['seconds']:>10.0%} "
+              f"{r['peak_above_mb']:>8.0f} MiB {r['R'] * args.dim * 4 / 2**20:>9.1f} MiB")
+    print("\ntargets: limit ratio <= 2x at every R; vs baseline >= 10x at R = 1 and >= 50x per run at R = 200")
+    one = next((r for r in results if r["R"] == 1), None)
+    if one is not None and base_picks:
+        ours, theirs = one["acquired"], base_picks[0]
+        print(f"R = 1, seed 0: acquired-id overlap with the baseline {len(set(ours) & set(theirs)) / len(ours):.1%}; "
+              f"first round's picks the same set: {set(ours[:5]) == set(theirs[:5])}")
 
 
 if __name__ == "__main__":

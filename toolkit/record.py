@@ -11,8 +11,12 @@ Layout:
                    finetuned in that round
 
 Every file is replaced with os.replace from a temporary file, so a killed process
-leaves either the previous complete version or the new one, never half a file. The full
-loop and the probe-only loop write the same format; `load_run` reads both.
+leaves either the previous complete version or the new one, never half a file; rounds.jsonl
+is the exception: a round is one line appended with one write (rewriting the whole file every
+round cost the probe engine a rename per run per round), and a line counts once its newline is
+on disk. A kill inside that write leaves at most an unterminated tail, which readers ignore and
+a resume cuts off. The full loop and the probe-only loop write the same format; `load_run`
+reads both.
 """
 from __future__ import annotations
 
@@ -38,6 +42,35 @@ def write_atomic(path: Path, text: str) -> None:
     (`toolkit._util.atomic.atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_derived(path: Path, text: str) -> None:
+    """Replace a file that is derived from others (state.json, rebuilt from rounds.jsonl): the
+    new text is written beside it, the old file removed, the new one renamed in. On ext4 a
+    rename over an existing file forces the new file's data to disk first (auto_da_alloc),
+    about 4 ms here, once per run per round; removing the old file first avoids that. A kill
+    between the two leaves the file missing, which `load_run` explains and any rerun rewrites."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+        path.unlink(missing_ok=True)
+
+
+def committed_lines(path: Path) -> list[str]:
+    """The complete lines of an append-only file (rounds.jsonl): a kill inside an append leaves
+    at most an unterminated tail, which is not a committed line."""
+    text = path.read_text() if path.exists() else ""
+    return [line for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (it ends with a newline) with one write call, not a rewrite of the file."""
+    data = line.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 _ABSENT = object()
@@ -73,8 +106,7 @@ def recorded_digests(run_dir: str | Path) -> dict:
     """The input digests in a run's header; {} for a run that records none, and for a start
     without a completed round (its next start takes the folder over: nothing is reused)."""
     run_dir = Path(run_dir)
-    rounds = run_dir / "rounds.jsonl"
-    if not (run_dir / "config.yaml").exists() or not (rounds.exists() and rounds.read_text().strip()):
+    if not (run_dir / "config.yaml").exists() or not committed_lines(run_dir / "rounds.jsonl"):
         return {}
     return dict(_read_header(run_dir / "config.yaml").get("digests") or {})
 
@@ -106,7 +138,7 @@ class RunWriter:
         self.dir = Path(run_dir)
         cfg_path = self.dir / "config.yaml"
         rounds_path = self.dir / "rounds.jsonl"
-        if cfg_path.exists() and not (rounds_path.exists() and rounds_path.read_text().strip()):
+        if cfg_path.exists() and not committed_lines(rounds_path):
             # a start that failed before its first round (bad weights, an impossible seed set):
             # nothing to keep, so the corrected command takes the directory over
             for stub in (cfg_path, self.dir / "meta.json", self.dir / "state.json", rounds_path):
@@ -122,10 +154,10 @@ class RunWriter:
                     f"{', '.join(differ)}). Resume with the same config, or choose another output directory."
                 )
             _refuse_changed_inputs(self.dir, saved.get("digests") or {}, digests or {})
-            lines = [line for line in (self.dir / "rounds.jsonl").read_text().splitlines()
-                     if line.strip()] if (self.dir / "rounds.jsonl").exists() else []
-            self.rounds = [_parse_round(line, self.dir / "rounds.jsonl", i) for i, line in enumerate(lines, 1)]
-            self._lines = [line + "\n" for line in lines]
+            lines = committed_lines(rounds_path)
+            self.rounds = [_parse_round(line, rounds_path, i) for i, line in enumerate(lines, 1)]
+            if rounds_path.exists() and rounds_path.stat().st_size != sum(len(x.encode()) + 1 for x in lines):
+                write_atomic(rounds_path, "".join(x + "\n" for x in lines))  # cut a torn tail (or blank lines)
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             header = {"toolkit_version": __version__, "git_commit": git_commit(Path(__file__).parent),
@@ -133,7 +165,6 @@ class RunWriter:
             write_atomic(self.dir / "meta.json", json.dumps(meta, indent=1))
             write_atomic(cfg_path, yaml.safe_dump(header, sort_keys=False))
             self.rounds = []
-            self._lines = []
 
     @property
     def completed_rounds(self) -> int:
@@ -150,8 +181,7 @@ class RunWriter:
 
     def append_round(self, row: dict, *, finished: bool) -> None:
         self.rounds.append(row)
-        self._lines.append(json.dumps(row) + "\n")  # earlier rounds are encoded once, not every round
-        write_atomic(self.dir / "rounds.jsonl", "".join(self._lines))
+        append_line(self.dir / "rounds.jsonl", json.dumps(row) + "\n")
         kill_point(f"record:rounds_written:{len(self.rounds) - 1}")  # before state.json: the two-file gap
         self.write_state(finished=finished)
 
@@ -161,7 +191,7 @@ class RunWriter:
         state = {"completed_rounds": len(self.rounds), "status": "finished" if finished else "running",
                  "labelled_ids": self.labelled_ids(),
                  "rng": "numpy default_rng([seed, round, stream]): derived per round, nothing to save"}
-        write_atomic(self.dir / "state.json", json.dumps(state))
+        write_derived(self.dir / "state.json", json.dumps(state))
 
 
 class PoolOutputWriter:
@@ -198,14 +228,69 @@ class PoolOutputWriter:
 
 @dataclass
 class RunRecord:
-    """A finished or partial run, read from disk.
+    """A finished or partial run, read from disk by `load_run` (which builds it; the fields
+    below are its arguments and stay its attributes).
+
+    Args:
+        path: the run directory; its name is the run's `name`.
+        config: the header of config.yaml: the resolved config under "config" (see
+            `run_config`), with the toolkit version, git commit and input digests.
+        meta: dataset facts from meta.json (pool size, "pool_group_shares", class names).
+        rounds: one row per round: round, n_labels, every metric as "<split>/<metric>"
+            (e.g. "test/worst_group"), timings as "time/<stage>" and "train/<field>".
+        acquisitions: one row per acquired example (seed set excluded), in acquisition
+            order: id, round (the round after which it was acquired), and what the loop
+            recorded with it (score, label, spurious, group).
+        seed_set: the seed set's rows, in the same columns (no round).
+        status: "finished", or "running" for a partial run (killed, or still going).
 
     Attributes:
-        config: the resolved config (dict) and header fields.
-        meta: dataset facts (pool size, pool group shares, class names).
-        rounds: one row per round; metric columns are "<split>/<metric>".
-        acquisitions: one row per acquired example: id, round, score, label, spurious, group.
-        seed_set: the seed set's rows, in the same columns.
+        name: the run directory's name.
+        run_config: the resolved config (a plain dict).
+        mode: "full" (finetuning every round), "probe" (a linear probe on cached features)
+            or "select_then_finetune".
+        model: the model name (`config.model.name`).
+        weights: "pretrained", "random", or the weights path or id the run started from.
+        strategy: the acquisition strategy (`config.al.strategy`).
+        seed: the run's seed.
+        dataset: the dataset name (`config.data.name`).
+        data_params: the dataset's options (`config.data.params`).
+
+    Examples:
+        The loops write records; here eight are written by hand with `RunWriter`, for a
+        made-up task "t0": pretrained and unpretrained ("random") backbones, least-confidence
+        and random acquisition, seeds 0 and 1. The analyses' examples read them.
+
+        >>> import toolkit
+        >>> from toolkit.record import RunWriter
+        >>> shares = {"y0_s0": 0.7, "y0_s1": 0.05, "y1_s0": 0.05, "y1_s1": 0.2}  # pool share per group
+        >>> def write(weights, strategy, seed, curve, groups):
+        ...     config = {"model": {"name": "toy_resnet", "weights": weights}, "al": {"strategy": strategy},
+        ...               "data": {"name": "toyworld"}, "seed": seed}
+        ...     run = RunWriter(f"altk-doc/tasks/t0/{weights}-{strategy}-s{seed}", config,
+        ...                     {"pool_group_shares": shares})
+        ...     for r, value in enumerate(curve):  # 10 labels, then 4 more after each round
+        ...         run.append_round({"round": r, "n_labels": 10 + 4 * r,
+        ...                           "metrics": {"test": {"worst_group": value, "accuracy": 0.8}},
+        ...                           "acquired": [{"id": 4 * r + i, "group": g} for i, g in
+        ...                                        enumerate(groups[4 * r:4 * r + 4])],
+        ...                           "seed_set": [{"id": 99, "group": "y0_s0"}]}, finished=r == len(curve) - 1)
+        >>> mismatched, matched = ["y0_s1", "y1_s0"] * 4, ["y0_s0", "y1_s1"] * 4
+        >>> for seed, last in ((0, 0.6), (1, 0.7)):
+        ...     write("pretrained", "least_confidence", seed, [0.2, 0.5, last], mismatched)
+        ...     write("pretrained", "random", seed, [0.2, 0.3, 0.4], matched)
+        ...     write("random", "least_confidence", seed, [0.1, 0.2, 0.2], matched)
+        ...     write("random", "random", seed, [0.1, 0.15, 0.2], matched)
+        >>> rec = toolkit.load_run("altk-doc/tasks/t0/pretrained-least_confidence-s0")
+        >>> rec.name, rec.status, rec.weights, rec.strategy, rec.seed, rec.mode
+        ('pretrained-least_confidence-s0', 'finished', 'pretrained', 'least_confidence', 0, 'full')
+        >>> rec.rounds
+           round  n_labels  test/worst_group  test/accuracy
+        0      0        10               0.2            0.8
+        1      1        14               0.5            0.8
+        2      2        18               0.6            0.8
+        >>> rec.acquisitions.groupby("round")["group"].apply(list).tolist(), len(rec.seed_set)
+        ([['y0_s1', 'y1_s0', 'y0_s1', 'y1_s0'], ['y0_s1', 'y1_s0', 'y0_s1', 'y1_s0']], 1)
     """
 
     path: Path
@@ -359,7 +444,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
         raise RecordError(f"{run_dir / 'meta.json'} is not a valid run meta file ({why}); the file was damaged "
                           f"outside the toolkit. Delete the run directory and run it again") from None
     rows = [_parse_round(line, run_dir / "rounds.jsonl", i)
-            for i, line in enumerate((run_dir / "rounds.jsonl").read_text().splitlines(), 1) if line.strip()]
+            for i, line in enumerate(committed_lines(run_dir / "rounds.jsonl"), 1)]
     for i, row in enumerate(rows, 1):
         missing = [k for k in ("round", "n_labels", "metrics", "acquired") if k not in row]
         if missing or (i == 1 and "seed_set" not in row):

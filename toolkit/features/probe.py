@@ -17,7 +17,7 @@ import torch
 
 from toolkit._util.atomic import atomic_path
 from toolkit._util.repro import round_rng
-from toolkit.al.acquisition import StreamingTopK, build_inputs, get_strategy, score_logits
+from toolkit.al.acquisition import ScoreStrategy, StreamingTopK, build_inputs, get_strategy, score_logits
 from toolkit.al.protocol import (
     acquisition_sizes,
     candidates,
@@ -31,53 +31,45 @@ from toolkit.al.protocol import (
 from toolkit.al.rounds import clean_states, finish_run, record_round, resume_state, round_row, start_labels
 from toolkit.config import ALConfig, validate_al
 from toolkit.errors import CacheError, ConfigError, MissingFileError
+from toolkit.features import solver
 from toolkit.features.cache import FeatureCache, open_cache
-from toolkit.record import RunRecord, RunWriter
+from toolkit.record import RunRecord, RunWriter, committed_lines
 
 
 class LinearProbe:
     """Multinomial logistic regression: minimise C * sum_i CE_i + ||W||^2 / 2 (bias unpenalised),
-    sklearn's objective, solved by scipy's L-BFGS with an analytic gradient in float64.
+    sklearn's objective, solved by Newton's method in the dual (`toolkit.features.solver`,
+    float64 torch): W = X^T A P, so each step is one small factorisation on the rows' Gram matrix.
 
     For two classes this softmax model with C equals sklearn's binary LogisticRegression
     with 2C (the two weight vectors share the penalty). Warm starts begin from the previous
-    round's (W, b); the problem is strictly convex,
-    so they reach the same optimum in far fewer iterations.
+    round's solution; the problem is strictly convex, so they reach the same optimum in fewer
+    steps.
 
-    Estimator style: parameters in __init__, `fit` returns self, fitted attributes end in _.
+    Estimator style: parameters in __init__, `fit` returns self, fitted attributes end in _
+    (`coef_` (d, K) and `intercept_` (K) in float32; `dual_` A and `beta_` in float64).
     """
 
-    def __init__(self, *, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4) -> None:
+    def __init__(self, *, C: float = 1.0, max_iter: int = 100, tol: float = 1e-4) -> None:
         self.C, self.max_iter, self.tol = C, max_iter, tol
 
-    def fit(self, X: torch.Tensor, y: torch.Tensor, n_classes: int, *, warm_start: "LinearProbe | None" = None):
-        from scipy.optimize import minimize
+    def fit(self, X: torch.Tensor, y: torch.Tensor, n_classes: int, *, warm_start: "LinearProbe | None" = None,
+            gram: torch.Tensor | None = None):
+        """Fit on rows X (n, d) and labels y; `gram`: X X^T in float64 if already at hand."""
+        X64 = X.to(torch.float64)
+        Q = X64 @ X64.T if gram is None else gram
+        A0 = beta0 = None
+        if warm_start is not None:  # any start reaches the optimum; this one is close to it
+            A0 = solver.dual_warm_start(X64, warm_start.coef_)
+            beta0 = warm_start.intercept_.to(torch.float64) @ solver.helmert(n_classes).T
+        A, beta, steps = solver.fit_dual(Q, y, n_classes, self.C, A0=A0, beta0=beta0, tol=self.tol,
+                                         max_iter=self.max_iter)
+        return self._set(X64, A, beta, n_classes, steps)
 
-        Xn = X.numpy()  # float32 matmuls: the objective is memory-bound, the optimiser runs in float64
-        n, d = Xn.shape
-        onehot = np.eye(n_classes)[y.numpy()]
-        theta0 = np.zeros((d + 1, n_classes))  # rows 0..d-1: W, last row: b
-        if warm_start is not None:
-            theta0[:-1], theta0[-1] = warm_start.coef_.numpy(), warm_start.intercept_.numpy()
-
-        def objective(flat):
-            theta = flat.reshape(d + 1, n_classes)
-            W, b = theta[:-1], theta[-1]
-            z = Xn @ W.astype(np.float32) + b
-            z = z - z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            # scaled by 1 / (C n) as sklearn does, so `tol` means what sklearn's tol means
-            g_z = (np.exp(logp) - onehot) / n  # d loss / d logits
-            loss = -(onehot * logp).sum() / n + 0.5 * (W * W).sum() / (self.C * n)
-            grad_w = (g_z.T.astype(np.float32) @ Xn).T  # (C, n) @ (n, d): no transposed copy of X
-            return loss, np.vstack([grad_w + W / (self.C * n), g_z.sum(axis=0)]).ravel()
-
-        res = minimize(objective, theta0.ravel(), jac=True, method="L-BFGS-B",
-                       options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12})
-        theta = res.x.reshape(d + 1, n_classes)
-        self.coef_ = torch.from_numpy(theta[:-1].astype(np.float32))
-        self.intercept_ = torch.from_numpy(theta[-1].astype(np.float32))
-        self.n_iter_ = int(res.nit)
+    def _set(self, X64: torch.Tensor, A: torch.Tensor, beta: torch.Tensor, n_classes: int, steps: int):
+        W, b = solver.primal(X64, A, beta, n_classes)
+        self.coef_, self.intercept_ = W.to(torch.float32), b.to(torch.float32)
+        self.dual_, self.beta_, self.n_iter_ = A, beta, int(steps)
         return self
 
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
@@ -120,10 +112,13 @@ class _PoolRows:
             self.X = torch.empty(self.emb.shape, dtype=torch.float32)
             for lo in range(0, len(self.emb), chunk_rows):
                 self.X[lo:lo + chunk_rows] = standardise(self.emb[lo:lo + chunk_rows], self.mean, self.std)
+        # each standardised row's 2-norm: what bounds a product's rounding error (`_Exact`)
+        self.norms = np.concatenate([row_norms(c) for _, _, c in self.chunks(len(self.emb))]) \
+            if len(self.emb) else np.empty(0)
 
     def rows(self, positions: np.ndarray) -> torch.Tensor:
-        if self.X is not None:
-            return self.X[positions]
+        if self.X is not None:  # index_select: several times faster than X[positions] here
+            return torch.index_select(self.X, 0, torch.from_numpy(np.asarray(positions, dtype=np.int64)))
         order = np.argsort(positions, kind="stable")  # h5py reads sorted, unique indices
         out = torch.empty(len(positions), self.emb.shape[1])
         out[torch.from_numpy(order)] = standardise(self.emb[np.sort(positions)], self.mean, self.std)
@@ -147,6 +142,12 @@ class _PoolRows:
     def close(self) -> None:
         if self.lazy is not None:
             self.emb.file.close()
+
+
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """2-norms of float32 rows, in float64."""
+    x = np.asarray(X, dtype=np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
 
 
 class _StandardisedView:
@@ -226,8 +227,7 @@ def check_probe_inputs(out_dir: str | Path, config: dict) -> None:
     from toolkit.record import config_diff
 
     run_dir = Path(out_dir)
-    rounds = run_dir / "rounds.jsonl"
-    if not (run_dir / "config.yaml").exists() or not (rounds.exists() and rounds.read_text().strip()):
+    if not (run_dir / "config.yaml").exists() or not committed_lines(run_dir / "rounds.jsonl"):
         return  # nothing there, or a start without a round: the next start takes the folder over
     try:
         saved = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("config") or {}
@@ -302,10 +302,22 @@ class _RunState:
         self.probe, self.sizes, self.r = probe, sizes, writer.completed_rounds
         self.strategy = get_strategy(spec.al.strategy)
         self.ensemble: list[LinearProbe] = []  # bootstrap probes of this round (a strategy reading logit_samples)
+        # the labelled rows' Gram, grown by each round's new rows; a resumed run first rebuilds
+        # it with the blocks its earlier rounds added (`replay`), so its bits are the same
+        self.gram = solver.Gram(len(labelled) + sum(sizes[self.r:]))
+        self.replay = _gram_blocks(writer.rounds)
 
     @property
     def dir(self) -> Path:
         return Path(self.spec.out_dir)
+
+
+def _gram_blocks(rounds: list[dict]) -> list[int]:
+    """The labelled counts the completed rounds fitted on, in order: the seed set, then each
+    round's acquisitions added (the blocks a run's Gram matrix was built with)."""
+    if not rounds:
+        return []
+    return np.cumsum([len(rounds[0]["seed_set"])] + [len(r["acquired"]) for r in rounds[:-1]]).tolist()
 
 
 def _columns(probe: LinearProbe) -> tuple[np.ndarray, np.ndarray]:
@@ -341,18 +353,19 @@ def raw_shape(n: int, column: np.ndarray) -> tuple:
 BOOTSTRAP_PROBES = 10
 
 
-def bootstrap_probes(probe: LinearProbe, rows: "_PoolRows", labelled: np.ndarray, labels: np.ndarray,
-                     n_classes: int, C: float, rng: np.random.Generator, size: int = BOOTSTRAP_PROBES
-                     ) -> list[LinearProbe]:
-    """`size` probes, each fitted on a bootstrap resample of the labelled rows drawn within each
-    class (so every resample keeps the labelled set's class counts), warm-started from `probe`:
-    BALD's posterior samples in probe mode."""
-    y = labels[labelled]
+def bootstrap_probes(probe: LinearProbe, X: torch.Tensor, gram: torch.Tensor, y: np.ndarray, n_classes: int,
+                     C: float, rng: np.random.Generator, size: int = BOOTSTRAP_PROBES) -> list[LinearProbe]:
+    """`size` probes, each fitted on a bootstrap resample of the labelled rows X with
+    labels y, drawn within each class (so every resample keeps the labelled set's class counts):
+    BALD's posterior samples in probe mode. A resample's Gram matrix is a submatrix of `gram`;
+    each starts from `probe`'s bias."""
     out = []
     for _ in range(size):
-        idx = np.concatenate([rng.choice(np.flatnonzero(y == c), (y == c).sum()) for c in np.unique(y)])
-        pos = labelled[idx]
-        out.append(LinearProbe(C=C).fit(rows.rows(pos), torch.from_numpy(labels[pos]), n_classes, warm_start=probe))
+        idx = torch.from_numpy(np.concatenate([rng.choice(np.flatnonzero(y == c), (y == c).sum())
+                                               for c in np.unique(y)]))
+        A, beta, steps = solver.fit_dual(gram[idx][:, idx], torch.from_numpy(y)[idx], n_classes, C,
+                                         beta0=probe.beta_, tol=probe.tol)
+        out.append(LinearProbe(C=C)._set(X[idx], A, beta, n_classes, steps))
     return out
 
 
@@ -362,12 +375,17 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
     """Advance many probe runs on one pool in lockstep; each writes the record it writes alone.
 
     The pool is standardised once for all runs. Per step every active run fits its own probe
-    (warm-started from its previous round); then the pool is read once, in chunks small enough
-    to stay in the CPU cache, and every run scores each chunk with its own columns. A run's
-    numbers come from products of its own columns with the same rows in every batch (a
-    product with several runs' columns at once would not: its rounding depends on the
-    product's width), so its record is the one it writes alone. Each run keeps its own lock,
-    record, probe state and random streams, and may resume from its own round.
+    by Newton's method in the dual (`toolkit.features.solver`: its own Gram matrix and Newton
+    systems, warm-started from its previous round, its own stopping test). Then one product of
+    the pool with every run's columns scores the runs whose strategy is a top k of a bounded
+    per-row score (least-confidence, entropy, margin, max-logit), and one product per
+    evaluation split evaluates every run. A wide product's rounding depends on its width, so
+    each run's logits are recomputed canonically (row by row, in float64) wherever they can
+    decide a pick, a recorded score or a prediction (`_Exact`); other strategies multiply each
+    cache-sized chunk by their own columns only. Either way a run's record is the one it writes
+    alone. Each run keeps its own lock, record and random streams, and may resume from its own
+    round: a run killed mid-way refits its completed rounds on resuming (the same bits), so a
+    round writes one appended line and state.json, and the probe state only when a run stops.
 
     Args:
         pool: the training split's feature cache (or its path), shared by every run.
@@ -401,8 +419,15 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
     # one BLAS thread: the solver's vectors are a few thousand numbers, and a multi-threaded
     # BLAS spends more on waking and syncing threads than on the work (6x slower on 2 cores,
     # more when processes share them); it also makes the arithmetic independent of core count
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _run_probes(pool, evals, runs, score_chunk=score_chunk, stream=stream, log=log, max_rounds=max_rounds)
+    # torch's own pool too (the solver's products): the same bits on any machine and on a resume
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _run_probes(pool, evals, runs, score_chunk=score_chunk, stream=stream, log=log,
+                               max_rounds=max_rounds)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> list[RunRecord]:
@@ -425,8 +450,9 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
             t3 = time.perf_counter()
             share = 1 / len(active)  # the shared passes' seconds, split evenly over the runs
             for i, s in enumerate(active):
+                stops = s.r == len(s.sizes) or (max_rounds is not None and s.r + 1 >= max_rounds)
                 _record(s, pool, metrics[i], tops.get(i), {"train_s": train_s[i], "eval_s": (t2 - t1) * share,
-                                                            "score_s": (t3 - t2) * share}, log)
+                                                            "score_s": (t3 - t2) * share}, log, stops)
         return [finish_run(s.writer, len(s.sizes) + 1) for s in states]
 
 
@@ -478,7 +504,7 @@ def _open_runs(stack, pool: FeatureCache, evals: dict[str, FeatureCache], runs: 
         writer = RunWriter(spec.out_dir, config, run_meta(pool, sizes, shares, dataset=fp["dataset"]),
                            digests=digests)
         labelled = start_labels(writer, pool, spec.al, spec.seed, index=index)
-        probe = resume_state(writer, lambda last: load_probe_state(Path(spec.out_dir), last, spec.C))
+        probe = resume_state(writer, lambda last: _saved_probe(Path(spec.out_dir), last, spec.C))
         clean_states(Path(spec.out_dir) / "probe_state",
                      keep=_probe_state_path(Path(spec.out_dir), writer.completed_rounds - 1))
         states.append(_RunState(spec, writer, labelled, dataset_rows(pool, labelled), probe, sizes))
@@ -487,61 +513,209 @@ def _open_runs(stack, pool: FeatureCache, evals: dict[str, FeatureCache], runs: 
 
 class _Lockstep:
     """What every run of a lockstep shares: the pool (standardised once), the evaluation splits
-    standardised with the pool's moments, and what batch strategies may reuse across runs and
-    rounds (ProbCover's graph)."""
+    standardised with the pool's moments (and their rows' norms), and what batch strategies may
+    reuse across runs and rounds (ProbCover's graph)."""
 
     def __init__(self, pool: FeatureCache, evals: dict[str, FeatureCache], rows: _PoolRows) -> None:
         self.pool, self.evals, self.rows, self.n = pool, evals, rows, len(pool)
         self.labels, self.n_classes, self.shares = pool.labels, len(pool.class_names), pool_shares(pool)
         self.y_all = torch.from_numpy(self.labels)
         self.X_eval = [standardise(c.embeddings, rows.mean, rows.std).numpy() for c in evals.values()]
+        self.eval_norms = [row_norms(X) for X in self.X_eval]
         self.memo: dict = {}
 
 
 def _fit(step: _Lockstep, active: list[_RunState]) -> list[float]:
-    """Each run's probe on its labels, warm-started from its previous round's (and BALD's
-    bootstrap ensemble); returns each run's seconds."""
+    """Each run's probe on its labels, warm-started from its previous round's solution (and BALD's
+    bootstrap ensemble); each run solves its own Newton systems. Returns each run's seconds."""
     train_s = []
     for s in active:
         t0 = time.perf_counter()
-        s.probe = LinearProbe(C=s.spec.C).fit(step.rows.rows(s.labelled), step.y_all[s.labelled], step.n_classes,
-                                               warm_start=s.probe)
+        if s.replay:
+            _rebuild(step, s)
+        X = step.rows.rows(s.labelled)  # float32: the Gram and the weights in float32 products
+        Q = s.gram.extend(X)
+        s.probe = _solve(step, s, X, Q, s.labelled, s.probe)
         s.ensemble = []
         if "logit_samples" in s.strategy.needs and s.r < len(s.sizes):
-            s.ensemble = bootstrap_probes(s.probe, step.rows, s.labelled, step.labels, step.n_classes, s.spec.C,
+            s.ensemble = bootstrap_probes(s.probe, X, Q, step.labels[s.labelled], step.n_classes, s.spec.C,
                                           round_rng(s.spec.seed, s.r, stream=3))
         train_s.append(time.perf_counter() - t0)
     return train_s
 
 
+def _solve(step: _Lockstep, s: _RunState, X: torch.Tensor, Q: torch.Tensor, labelled: np.ndarray,
+           prev: LinearProbe | None) -> LinearProbe:
+    """The run's probe on rows X (Gram Q), warm-started from `prev`, the previous round's."""
+    A, beta, steps = solver.fit_dual(Q, step.y_all[labelled], step.n_classes, s.spec.C,
+                                     A0=getattr(prev, "dual_", None), beta0=getattr(prev, "beta_", None))
+    return LinearProbe(C=s.spec.C)._set(X, A, beta, step.n_classes, steps)
+
+
+def _rebuild(step: _Lockstep, s: _RunState) -> None:
+    """A resumed run's Gram matrix, rebuilt with the blocks its completed rounds added; and when
+    no stop saved its last probe (a kill), that probe refitted round by round from the start.
+    Both are the computations an uninterrupted run made, so they give its bits."""
+    refit = s.probe is None
+    for n in s.replay:
+        X = step.rows.rows(s.labelled[:n])
+        Q = s.gram.extend(X)
+        if refit:
+            s.probe = _solve(step, s, X, Q, s.labelled[:n], s.probe)
+    s.replay = []
+
+
 def _evaluate(step: _Lockstep, active: list[_RunState]) -> list[dict]:
-    """Each run's metrics on every evaluation split, from its own columns."""
-    cols = [_columns(s.probe) for s in active]
+    """Each run's metrics on every evaluation split: one wide product per split for all runs, each
+    run's predictions then made exact (`_Exact.predictions`)."""
+    cols = _Columns({i: s.probe for i, s in enumerate(active)})
     metrics = [{} for _ in active]
-    for (split, c), Xe in zip(step.evals.items(), step.X_eval):
-        for i, (col, off) in enumerate(cols):
-            metrics[i][split] = split_metrics(_logits(Xe, col, off).argmax(1), c, step.shares)
+    for (split, c), Xe, norms in zip(step.evals.items(), step.X_eval, step.eval_norms):
+        wide = Xe @ cols.W
+        for i in range(len(active)):
+            exact = _Exact(wide[:, cols.slices[i]], *cols.cols[i], norms, lambda pos, Xe=Xe: Xe[pos])
+            metrics[i][split] = split_metrics(exact.predictions(), c, step.shares)
     return metrics
 
 
 def _score(step: _Lockstep, active: list[_RunState]) -> dict[int, tuple]:
-    """One read of the pool for every run that acquires this round, each chunk multiplied by
-    each run's own columns: {run: (its products with the pool and their offsets, or None; its
-    ensemble's products and offsets, or None)}."""
+    """One read of the pool for every run that acquires this round: {run: (narrow products and
+    offsets, or None; its ensemble's products and offsets, or None; its `_Exact`, or None)}.
+
+    Runs whose strategy is a top-k of a per-row score with a known error bound (`SCORE_BOUNDS`)
+    share one wide product per chunk, made exact where it matters by `_Exact`; the others
+    multiply each chunk by their own columns only, as the engine always did."""
     acquiring = [i for i, s in enumerate(active) if s.r < len(s.sizes)]
-    scoring = {i: _columns(active[i].probe) for i in acquiring if "logits" in active[i].strategy.needs}
+    reading = [i for i in acquiring if "logits" in active[i].strategy.needs]
+    wide_runs = [i for i in reading if _bounded(active[i].strategy)]
+    scoring = {i: _columns(active[i].probe) for i in reading if i not in wide_runs}
     sampling = {i: [_columns(p) for p in active[i].ensemble] for i in acquiring if active[i].ensemble}
+    cols = _Columns({i: active[i].probe for i in wide_runs})
+    wide = np.empty((step.n, cols.W.shape[1]), np.float32) if wide_runs else None
     raw = {i: np.empty(raw_shape(step.n, col), np.float32) for i, (col, _) in scoring.items()}
-    ens_raw = {i: np.empty((len(cols),) + raw_shape(step.n, cols[0][0]), np.float32) for i, cols in sampling.items()}
-    if scoring or sampling:
-        for lo, hi, Xc in step.rows.chunks(step.n):  # one read of the pool per step; every run scores the chunk
+    ens_raw = {i: np.empty((len(cols_),) + raw_shape(step.n, cols_[0][0]), np.float32) for i, cols_ in sampling.items()}
+    in_memory = wide is not None and step.rows.X is not None
+    if in_memory:  # one product for every run: BLAS blocks it for the cache itself
+        np.matmul(step.rows.X.numpy(), cols.W, out=wide)
+    if (wide is not None and not in_memory) or scoring or sampling:
+        for lo, hi, Xc in step.rows.chunks(step.n):  # one read of the pool per step
+            if wide is not None and not in_memory:
+                wide[lo:hi] = Xc @ cols.W
             for i, (col, _) in scoring.items():
                 raw[i][lo:hi] = Xc @ col
-            for i, cols in sampling.items():
-                for j, (col, _) in enumerate(cols):
+            for i, cols_ in sampling.items():
+                for j, (col, _) in enumerate(cols_):
                     ens_raw[i][j, lo:hi] = Xc @ col
+    rows = lambda pos: step.rows.rows(pos).numpy()  # noqa: E731
     return {i: ((raw[i], scoring[i][1]) if i in raw else None,
-                (ens_raw[i], [off for _, off in sampling[i]]) if i in ens_raw else None) for i in acquiring}
+                (ens_raw[i], [off for _, off in sampling[i]]) if i in ens_raw else None,
+                _Exact(wide[:, cols.slices[i]], *cols.cols[i], step.rows.norms, rows) if i in cols.slices else None)
+            for i in acquiring}
+
+
+# How far a per-row score can move when every logit moves by at most delta, for the score
+# strategies whose top k may come from a wide product: softmax moves each p_k by a factor within
+# e^(+-2 delta), so least-confidence (1 - max p = min_k sum_{j != k} p_j) and the margin score
+# plus one (1 - p_1 + p_2) move by such a factor too; the entropy's gradient has 1-norm
+# 2H, so log H moves by at most 2 delta; max-logit moves by delta. A name maps to the shift c
+# with (score - c) bounded by a factor, or None for an absolute bound.
+SCORE_BOUNDS = {"least_confidence": 0.0, "entropy": 0.0, "margin": -1.0, "max_logit": None}
+
+
+def score_interval(name: str, scores: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds (lo, hi) on the scores at any logits within delta (per row, max-norm) of these."""
+    shift = SCORE_BOUNDS[name]
+    if shift is None:
+        lo, hi = scores - delta, scores + delta
+    else:
+        m = np.abs(scores - shift)
+        lo, hi = shift + m * np.exp(-2 * delta), shift + m * np.exp(2 * delta)
+    slack = 1e-12 + 1e-9 * np.abs(scores)  # the scores' own floating-point evaluation
+    return lo - slack, hi + slack
+
+
+def _bounded(strategy) -> bool:
+    return isinstance(strategy, ScoreStrategy) and strategy.needs == {"logits"} and strategy.name in SCORE_BOUNDS
+
+
+class _Columns:
+    """Several runs' decision columns side by side (d, total) for one wide product, and which
+    columns are whose."""
+
+    def __init__(self, probes: dict[int, LinearProbe]) -> None:
+        self.cols = {i: _columns(p) for i, p in probes.items()}
+        parts = [col.reshape(len(col), -1) for col, _ in self.cols.values()]
+        edges = np.cumsum([0] + [p.shape[1] for p in parts])
+        self.slices = {i: slice(int(lo), int(hi)) for i, lo, hi in zip(self.cols, edges[:-1], edges[1:])}
+        self.W = np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else None
+
+
+# unit roundoffs of float32 and float64
+_U32, _U64 = 2.0 ** -24, 2.0 ** -53
+
+
+class _Exact:
+    """One run's logits from a wide product, made exact where a decision or a record reads them.
+
+    A float32 product's rounding depends on the product's width (the kernel path), so a run's
+    wide-product logits can differ in the last bits with its batch-mates. Its canonical logits
+    are computed row by row in float64 (exact products, numpy's pairwise sum of each row, plus
+    the offset): a function of the row and the run's columns alone. Both are within
+    delta_i = (gamma_d(float32) + gamma_d(float64)) ||x_i|| ||w|| of the exact dot products
+    (Higham's bound for any summation order; ||x|| ||w|| bounds sum |x_j w_j|), so whatever can
+    change a decision within that bound is recomputed canonically: the candidates that may be in
+    the top k, the evaluation rows whose two largest logits are that close. The recorded numbers
+    are therefore the canonical ones, whatever the batch."""
+
+    def __init__(self, wide: np.ndarray, col: np.ndarray, offset: np.ndarray, norms: np.ndarray, rows) -> None:
+        self.z = wide[:, 0] if col.ndim == 1 else wide
+        self.col = np.ascontiguousarray(col.reshape(len(col), -1).T, dtype=np.float64)  # (columns, d)
+        self.offset, self.norms, self.rows = offset.astype(np.float64), norms, rows
+        d = self.col.shape[1]
+        gamma = sum(d * u / (1 - d * u) for u in (_U32, _U64))
+        self.scale = gamma * np.sqrt((self.col ** 2).sum(1)) * (1 + 1e-6)  # per column
+
+    def approx(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The wide product's logits of rows `pos` (float64), and each row's bound delta."""
+        z = self.z[pos].astype(np.float64)
+        logits = _with_offset(z, self.offset)
+        slack = 2.0 ** -50 * (np.abs(z) + np.abs(self.offset) + 1)  # the float64 sums with the offset
+        if z.ndim == 1:  # the two-class column
+            return logits, self.norms[pos] * self.scale[0] + slack
+        return logits, (self.norms[pos][:, None] * self.scale + slack).max(1)
+
+    def canonical(self, pos: np.ndarray) -> np.ndarray:
+        """Rows `pos`' canonical logits (float64)."""
+        X = np.asarray(self.rows(pos), dtype=np.float64)
+        z = (X[:, None, :] * self.col[None]).sum(axis=2)  # per row and column: exact products, one pairwise sum
+        return _with_offset(z[:, 0] if self.z.ndim == 1 else z, self.offset)
+
+    def top_k_logits(self, candidates: np.ndarray, k: int, strategy) -> np.ndarray:
+        """The candidates' logits for a top-k score strategy: canonical for every candidate whose
+        score may reach the k-th largest, the wide product's for the rest (which rank below the
+        top k whatever their last bits). The strategy's picks and scores are those it makes
+        from canonical logits everywhere."""
+        logits, delta = self.approx(candidates)
+        lo, hi = score_interval(strategy.name, score_logits(strategy.name, logits), delta)
+        # k rows have canonical scores >= their lo, so the k-th largest canonical score is at least
+        # the k-th largest lo; a row whose hi is below that is not in the top k
+        floor = np.partition(lo, len(lo) - k)[len(lo) - k] if 0 < k <= len(lo) else (np.inf if k <= 0 else -np.inf)
+        band = np.flatnonzero(hi >= floor)
+        logits[band] = self.canonical(candidates[band])
+        return logits
+
+    def predictions(self) -> np.ndarray:
+        """argmax of the canonical logits of every row: canonical where the two largest are within 2 delta."""
+        pos = np.arange(len(self.z))
+        logits, delta = self.approx(pos)
+        if self.z.ndim == 1:  # logits (0, z): the gap between the two is |z|
+            gap = np.abs(logits[:, 1])
+        else:
+            top2 = np.sort(logits, axis=1)[:, -2:]
+            gap = top2[:, 1] - top2[:, 0]
+        unsure = np.flatnonzero(gap <= 2 * delta)
+        logits[unsure] = self.canonical(unsure)
+        return logits.argmax(1)
 
 
 class ProbeInputs:
@@ -549,11 +723,15 @@ class ProbeInputs:
     bootstrap samples from the products `_score` computed in its one read of the pool, and the
     standardised pool as the embeddings; the memo is the lockstep's (rows fixed across rounds)."""
 
-    def __init__(self, step: _Lockstep, products: tuple | None, ensemble: tuple | None) -> None:
+    def __init__(self, step: _Lockstep, products: tuple | None, ensemble: tuple | None,
+                 exact: "_Exact | None" = None, k: int = 0, strategy=None) -> None:
         self.step, self.products, self.ensemble = step, products, ensemble
+        self.exact, self.k, self.strategy = exact, k, strategy
         self.n_classes, self.memo = step.n_classes, step.memo
 
     def logits(self, candidates: np.ndarray) -> np.ndarray:
+        if self.exact is not None:
+            return self.exact.top_k_logits(np.asarray(candidates), self.k, self.strategy)
         return _with_offset(self.products[0][candidates], self.products[1])
 
     def embeddings(self):
@@ -566,26 +744,30 @@ class ProbeInputs:
 def _select(step: _Lockstep, active: list[_RunState], scored: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Each acquiring run's picks and scores: its strategy on its candidates this round."""
     tops = {}
-    for i, (products, ensemble) in scored.items():
+    for i, (products, ensemble, exact) in scored.items():
         s = active[i]
         unlabelled, rng = candidates(step.n, s.labelled, s.spec.al, s.spec.seed, s.r)
-        inputs = build_inputs(s.strategy, ProbeInputs(step, products, ensemble), unlabelled,
-                              s.labelled, rng)
+        source = ProbeInputs(step, products, ensemble, exact, s.sizes[s.r], s.strategy)
+        inputs = build_inputs(s.strategy, source, unlabelled, s.labelled, rng)
         tops[i] = s.strategy.select(inputs, s.sizes[s.r], rng)
     return tops
 
 
-def _record(s: _RunState, pool: FeatureCache, metrics: dict, top, timings: dict, log) -> None:
-    """Commit one run's round (`record_round`: its probe state, then its record) and move it on."""
+def _record(s: _RunState, pool: FeatureCache, metrics: dict, top, timings: dict, log, stops: bool) -> None:
+    """Commit one run's round (`record_round`) and move it on. The probe state is written only
+    when the run stops after this round (finished, or `max_rounds`): a run resumed after a kill
+    refits its earlier rounds instead (`_rebuild`), which gives the same bits, so a round costs
+    one appended line and state.json rather than three files replaced."""
     r, picks, acquired = s.r, np.empty(0, dtype=np.int64), []
     if top is not None:
         picks, scores = top
         acquired = dataset_rows(pool, picks, scores)
-    row = round_row(r, len(s.labelled), metrics, {"solver": "lbfgs", "C": s.spec.C}, acquired, timings, s.seed_rows)
+    row = round_row(r, len(s.labelled), metrics, {"solver": "newton", "C": s.spec.C}, acquired, timings, s.seed_rows)
     s.labelled = np.concatenate([s.labelled, picks]) if top is not None else s.labelled
     record_round(s.writer, row, finished=r == len(s.sizes), stage="probe",
-                 save_state=lambda i: save_probe_state(s.probe, s.dir, i),
-                 state_path=lambda i: _probe_state_path(s.dir, i))
+                 save_state=(lambda i: save_probe_state(s.probe, s.dir, i)) if stops else None)
+    if stops:  # the states of earlier stops are superseded
+        clean_states(s.dir / "probe_state", keep=_probe_state_path(s.dir, r))
     s.r += 1
     if log:
         m = next(iter(metrics.values()), {})
@@ -601,7 +783,17 @@ def save_probe_state(probe: LinearProbe, run_dir: Path, round_index: int) -> Non
     path = _probe_state_path(run_dir, round_index)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, keep_suffix=True) as tmp:
-        np.savez(tmp, coef=probe.coef_.numpy(), intercept=probe.intercept_.numpy())
+        np.savez(tmp, coef=probe.coef_.numpy(), intercept=probe.intercept_.numpy(), dual=probe.dual_.numpy(),
+                 beta=probe.beta_.numpy())
+
+
+def _saved_probe(run_dir: Path, round_index: int, C: float) -> LinearProbe | None:
+    """The probe a stop saved after `round_index` with the solver's state, or None (a kill, or a
+    state from before the Newton solver): the run then refits its rounds."""
+    if not _probe_state_path(run_dir, round_index).exists():
+        return None
+    probe = load_probe_state(run_dir, round_index, C)
+    return probe if probe.dual_ is not None else None
 
 
 def load_probe_state(run_dir: Path, round_index: int, C: float) -> LinearProbe:
@@ -613,6 +805,8 @@ def load_probe_state(run_dir: Path, round_index: int, C: float) -> LinearProbe:
     with np.load(path) as f:
         probe = LinearProbe(C=C)
         probe.coef_, probe.intercept_ = torch.from_numpy(f["coef"]), torch.from_numpy(f["intercept"])
+        # the solver's own state (the next warm start); absent in states older than the Newton solver
+        probe.dual_, probe.beta_ = (torch.from_numpy(f[k]) if k in f.files else None for k in ("dual", "beta"))
     return probe
 
 
