@@ -131,8 +131,9 @@ def _finetune(cfg: RunConfig, out: Path, run, sel, *, C: float, pool_cache, stag
 def _record(cfg: RunConfig, out: Path, writer, run, metrics: dict, train: dict, seconds: dict):
     """4. The record: the probe's rounds (its acquisitions and metrics), the last with the finetuned net."""
     from toolkit.al.rounds import finish_run, record_round
+    from toolkit.record import committed_lines
 
-    rows = [line for line in (out / SELECTION_DIR / "rounds.jsonl").read_text().splitlines() if line.strip()]
+    rows = committed_lines(out / SELECTION_DIR / "rounds.jsonl")  # a torn last append is not a round
     n_eval = sum(len(d) for d in run.evals.values())
     for r in range(writer.completed_rounds, len(rows)):
         row = json.loads(rows[r])
