@@ -49,3 +49,22 @@ def test_a_toy_checkpoint_of_another_architecture_is_refused(tmp_path):
     torch.save({"backbone": ToyResNet().state_dict(), "architecture": ToyResNet().architecture(), "recipe": {}},
                tmp_path / "v2.pt")
     assert create_model("toy_resnet", weights=str(tmp_path / "v2.pt"), num_classes=2) is not None
+
+
+def test_a_second_process_asking_for_a_backbone_waits_for_the_first_instead_of_pretraining_again(tmp_path):
+    import threading
+
+    from toolkit._util.locks import exclusive
+    from toolkit.models.pretrain import _pretrain_once
+
+    path, calls = tmp_path / "toy_resnet-v2@shapes10.pt", []
+    with exclusive(path, "pretraining a toy backbone"):  # the first process, mid-pretraining
+        second = threading.Thread(target=_pretrain_once, args=(path, "pretraining", lambda: calls.append(1)))
+        second.start()
+        second.join(timeout=0.5)
+        assert second.is_alive()  # it waits on the lock
+        path.write_bytes(b"weights")  # the first one finishes
+    second.join(timeout=10)
+    assert not second.is_alive() and calls == []  # it found the backbone and did not pretrain it again
+    _pretrain_once(tmp_path / "other.pt", "pretraining", lambda: calls.append(1))
+    assert calls == [1]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit._util.atomic import atomic_path
+from toolkit._util.locks import exclusive
 from toolkit._util.log import info
 from toolkit._util.paths import cache_path, shown
 from toolkit._util.progress import progress
@@ -247,9 +248,19 @@ def ensure_toy_dose(weights: str) -> Path:
     if not path.exists():
         _refuse_in_tests(path)
         recipe = replace(default, n_images=value) if axis == "images" else replace(default, shapes=coverage_shapes(value))
-        info(f"[pretrain] {weights}: pretraining a backbone on {value} {axis} (a few minutes, once)")
-        pretrain_toy(path, recipe)
+        _pretrain_once(path, f"[pretrain] {weights}: pretraining a backbone on {value} {axis} (a few minutes, once)",
+                       lambda: pretrain_toy(path, recipe))
     return path
+
+
+def _pretrain_once(path: Path, message: str, pretrain) -> None:
+    """Run `pretrain` unless `path` exists, under a lock on it: a second process that asks for
+    the same backbone (a notebook beside a study) waits for the first instead of pretraining it
+    again, then finds it."""
+    with exclusive(path, "pretraining a toy backbone", wait=info):
+        if not path.exists():
+            info(message)
+            pretrain()
 
 
 def ensure_toy_doses(weights: list[str]) -> None:
@@ -289,7 +300,7 @@ def ensure_toy_backbone(path: str | Path | None = None) -> Path:
         raise RuntimeError(f"no toy backbone at {path}, and ALTK_NO_PRETRAIN is set (the test suite sets it so "
                            f"that no test pretrains the real backbone for minutes); install one there first")
     if not path.exists():
-        info(f"[pretrain] no toy backbone at {shown(path)}: pretraining it once (a few minutes)")
-        pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)),
-                     save_steps=DOSE_STEPS if path == toy_checkpoint() else ())
+        _pretrain_once(path, f"[pretrain] no toy backbone at {shown(path)}: pretraining it once (a few minutes)",
+                       lambda: pretrain_toy(path, PretrainRecipe(threads=min(2, os.cpu_count() or 1)),
+                                            save_steps=DOSE_STEPS if path == toy_checkpoint() else ()))
     return path
