@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from toolkit._util.log import to_stdout
-from toolkit._util.paths import cache_path
+from toolkit._util.paths import cache_path, shown
 from toolkit.errors import AltkError, ConfigError, OutputExistsError, RunsFailedError
 from toolkit.record import write_atomic
 
@@ -99,8 +99,8 @@ def cmd_make_composite(args) -> None:
     out = make_composite(args.out, cub_objects(args.cub), places_backgrounds(args.places), counts=counts,
                          size=args.size, seed=args.seed,
                          describe={"matched_fraction": args.matched_fraction, "cub": args.cub, "places": args.places})
-    print(f"{out} (train {sum(counts['train'].values())}, val {sum(counts['val'].values())}, "
-          f"test {sum(counts['test'].values())}); run it with --set data.params.root={out}")
+    print(f"{shown(out)} (train {sum(counts['train'].values())}, val {sum(counts['val'].values())}, "
+          f"test {sum(counts['test'].values())}); run it with --set data.params.root={shown(out)}")
 
 
 def cmd_extract(args) -> None:
@@ -127,7 +127,7 @@ def cmd_probe(args) -> None:
         rec = run_probe(args.cache, evals, out, al=al, seed=seed, C=args.C)
         last = rec.rounds.iloc[-1]
         metrics = "  ".join(f"{k}={last[k]:.3f}" for k in rec.rounds.columns if k.endswith("/worst_group"))
-        print(f"{out}: {int(last['n_labels'])} labels  {metrics}")
+        print(f"{shown(out)}: {int(last['n_labels'])} labels  {metrics}")
 
 
 def cmd_pretrain(args) -> None:
@@ -135,7 +135,7 @@ def cmd_pretrain(args) -> None:
 
     out = Path(args.out or toy_checkpoint())  # argparse checked the target (toy)
     if out.exists() and not args.force:
-        raise OutputExistsError(f"{out} exists; pass --force to retrain and replace it")
+        raise OutputExistsError(f"{shown(out)} exists; pass --force to retrain and replace it")
     given = {"steps": args.steps, "n_images": args.images, "threads": args.threads}
     recipe = PretrainRecipe(**{k: v for k, v in given.items() if v is not None})
     pretrain_toy(out, recipe)
@@ -148,7 +148,7 @@ def cmd_run(args) -> None:
 
     cfg = resolve_config(args.preset, args.set)
     out = args.out or default_run_dir(args.preset, cfg)
-    print(f"run record: {out}")
+    print(f"run record: {shown(out)}")
     run_active_learning(cfg, out)
 
 
@@ -203,7 +203,7 @@ def _probe_dose(args) -> None:
     out = Path(args.out or cache_path("dose-study"))
     seeds = _seeds(args.seeds or "0-9")
     print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, probe mode, "
-          f"in {out}")
+          f"in {shown(out)}")
     study = run_dose_study(doses, tasks, seeds, out=out, workers=args.workers, data=data, al=al, partial=True)
     # a job given up (its worker died twice) may have left some runs: its row would rest on fewer seeds
     records = {k: v for k, v in study["records"].items() if f"{k[0]} {k[1]}" not in study["failed"]}
@@ -259,7 +259,7 @@ def _dose_failures(failed: dict, out: Path) -> None:
     if failed:
         raise RunsFailedError(f"{len(failed)} backbone x task job(s) failed; the tables above cover the others:\n"
                               + "\n".join(f"  {job}: {reason}" for job, reason in failed.items())
-                              + f"\nrerun the same command to resume them (finished jobs are reused) in {out}")
+                              + f"\nrerun the same command to resume them (finished jobs are reused) in {shown(out)}")
 
 
 def _full_dose(args) -> None:
@@ -272,7 +272,7 @@ def _full_dose(args) -> None:
     tasks, seeds = draw_tasks(args.tasks or 3, seed=args.task_seed), _seeds(args.seeds or "0-2")
     out = Path(args.out or cache_path("dose-full"))
     print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, full "
-          f"finetuning (toy preset), in {out}")
+          f"finetuning (toy preset), in {shown(out)}")
     study = run_full_dose(doses, tasks, seeds, out=out, overrides=args.set, workers=args.workers)
     table = dose_table(study["records"], [])
     means = task_means(study["records"], ["test/worst_group", "test/accuracy"])
@@ -297,7 +297,7 @@ def _real_dose(args) -> None:
     out = Path(args.out or cache_path("dose-real"))
     seeds = _seeds(args.seeds or "0-9")
     print(f"[dose] {len(REAL_BACKBONES)} real backbones (EfficientNet-Lite0/1/2 ImageNet, Lite0 random init) on "
-          f"fashion_places x {len(seeds)} seeds x 2 strategies, probe mode, in {out}")
+          f"fashion_places x {len(seeds)} seeds x 2 strategies, probe mode, in {shown(out)}")
     study = run_real_dose(seeds, out=out, workers=args.workers, al=parse_overrides(args.al) if args.al else None,
                           partial=True)
     records = {k: v for k, v in study["records"].items() if k not in study["failed"]}  # as in cmd_dose
@@ -331,7 +331,7 @@ def cmd_suite(args) -> None:
     seeds = _seeds(args.seeds or ("0-9" if args.mode == "probe" else "0-2"))
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     print(f"[suite] {len(tasks)} tasks x 2 backbones x {len(strategies)} strategies x {len(seeds)} seeds, "
-          f"{args.mode} mode, in {out}", flush=True)
+          f"{args.mode} mode, in {shown(out)}", flush=True)
     # every option goes through: run_task_suite refuses those of the other mode instead of ignoring them
     kwargs = {"data": parse_overrides(args.data) if args.data else None,
               "al": parse_overrides(args.al) if args.al else None, "overrides": args.set,
@@ -378,7 +378,7 @@ def cmd_select_once(args) -> None:
         configs = toy_configs(draw_tasks(args.tasks, seed=args.task_seed), seeds, strategy=args.strategy,
                               overrides=args.set)
     out = Path(args.out or cache_path("select-once" if not args.preset else f"select-once-{Path(args.preset).stem}"))
-    print(f"[select-once] {len(configs)} configs x (full loop, select-then-finetune-once), in {out}", flush=True)
+    print(f"[select-once] {len(configs)} configs x (full loop, select-then-finetune-once), in {shown(out)}", flush=True)
     records = run_select_once(configs, out, workers=args.workers)
     table = compare_select_once(records["full"], records["once"], task_of=task_of)
     summary = select_once_summary(table)
@@ -405,7 +405,7 @@ def cmd_intervene(args) -> None:
     experiments = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
     out = Path(args.out or cache_path("interventions"))
     print(f"[intervene] experiment(s) {', '.join(experiments)}{' (small settings)' if args.small else ''}: "
-          f"{plan.tasks} tasks x {len(plan.seeds)} seeds x 2 strategies, probe mode, in {out}", flush=True)
+          f"{plan.tasks} tasks x {len(plan.seeds)} seeds x 2 strategies, probe mode, in {shown(out)}", flush=True)
     result = run_interventions(experiments, plan, out=out, dose_out=args.dose_study, real_out=args.real_dose)
     text = write_report(result, out, command=_command_line())
     print("\n" + text)

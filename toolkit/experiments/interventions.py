@@ -40,7 +40,7 @@ from typing import Callable
 import pandas as pd
 
 from toolkit._util.log import info
-from toolkit._util.paths import cache_path
+from toolkit._util.paths import cache_path, shown
 from toolkit._util.pools import check_workers, run_in_pools
 from toolkit.config import al_config
 from toolkit.data.toy_tasks import Task, draw_tasks
@@ -434,11 +434,11 @@ def _run(letter: str, job: Callable, jobs_of: Callable, plan: InterventionPlan |
     if letter == "c":
         ensure_toy_doses([w for w in plan.doses if w.startswith("pretrained@")])
     jobs = {k: (*args, plan, str(out)) for k, args in jobs_of(plan).items()}
-    log(f"[intervene] {TITLES[letter]}: {len(jobs)} job(s) in {out}")
+    log(f"[intervene] {TITLES[letter]}: {len(jobs)} job(s) in {shown(out)}")
     failed = _run_jobs(job, jobs, plan.workers, log)
     if failed:
         raise RunsFailedError(f"{len(failed)} of {len(jobs)} jobs of experiment {letter} failed:\n" + "\n".join(
-            f"  {k}: {why}" for k, why in failed.items()) + f"\nrerun to resume them in {out}")
+            f"  {k}: {why}" for k, why in failed.items()) + f"\nrerun to resume them in {shown(out)}")
     table = load_table(out)
     write_atomic(out / "table.csv", table.to_csv(index=False))
     return table
