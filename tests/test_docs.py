@@ -84,14 +84,6 @@ def test_no_list_quote_or_fence_renders_as_run_on_text(site):
 # Paths of one machine: absolute folders, and the folder beside the repository that only the
 # authors' checkout has.
 MACHINE_PATH = re.compile(r"(?<![\w.~-])(/tmp/|/home/|/work/|/root/)|\.\./shared\b")
-# Pages this test cannot fix from the docs, each with the reason; remove an entry once fixed.
-KNOWN = {
-    # The executed notebooks (tests/test_notebooks.py, run under pytest's tmp cache) print
-    # absolute cache paths in their outputs ("/tmp/pytest-of-root/...").
-    "notebooks/": "outputs of the notebooks executed by tests/test_notebooks.py",
-}
-
-
 def _text_lines(text: str):
     """The page's visible text, line by line (tags removed, entities decoded)."""
     body = re.sub(r"<(script|style)\b.*?</\1>", "", text, flags=re.S)
@@ -102,8 +94,6 @@ def _text_lines(text: str):
 def test_no_machine_path_in_the_site_or_the_readme(site):
     bad = []
     for rel, text in _pages(site):
-        if any(rel.startswith(prefix) for prefix in KNOWN):
-            continue
         bad += [f"site/{rel}:{n}: {line.strip()[:120]}" for n, line in _text_lines(text) if MACHINE_PATH.search(line)]
     readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     bad += [f"README.md:{n}: {line.strip()[:120]}" for n, line in enumerate(readme, 1) if MACHINE_PATH.search(line)]
@@ -134,3 +124,88 @@ def test_the_api_page_claims_only_what_is_true():
     documented |= {n for n in dir(errors) if n.endswith("Error")}  # `::: toolkit.errors` documents them all
     undocumented = sorted(set(toolkit.__all__) - documented)
     assert not undocumented, f"exported by toolkit but not on the API page: {undocumented}"
+
+
+# ---- notebook pages: executed copies from a real run, with their figures ----------------------
+sys.path.insert(0, str(ROOT / "docs"))
+from hooks import EXECUTED, NOTEBOOKS, source_digest, stale_copies  # noqa: E402
+
+FIGURE_CALL = re.compile(r"(_figure\(|\.figure\()")  # the notebooks draw with report.figures or Runs.figure
+
+
+def test_every_notebook_has_an_executed_copy_of_its_current_source():
+    """`docs/execute_notebooks.py` wrote each copy from the notebook as it is now: a notebook
+    edited without being executed again fails here (and fails the strict build)."""
+    missing, stale = stale_copies()
+    assert not missing and not stale, (f"missing: {missing}, changed since executed: {stale}; "
+                                       "run `.venv/bin/python docs/execute_notebooks.py NAME`")
+
+
+def test_the_source_digest_sees_code_and_not_outputs(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    before = source_digest(tmp_path / "a.ipynb")
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="1")]
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    assert source_digest(tmp_path / "a.ipynb") == before
+    nb.cells[0].source = "x = 2"
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    assert source_digest(tmp_path / "a.ipynb") != before
+
+
+def _figure_outputs(copy: Path) -> int:
+    import nbformat
+
+    nb = nbformat.read(copy, as_version=4)
+    return sum("plotly-graph-div" in out.get("data", {}).get("text/html", "")
+               for cell in nb.cells for out in cell.get("outputs", []))
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_page_shows_the_figures_its_notebook_draws(site, source):
+    import nbformat
+
+    code = "\n".join(c.source for c in nbformat.read(source, as_version=4).cells if c.cell_type == "code")
+    draws = sum(bool(FIGURE_CALL.search(line)) and not line.lstrip().startswith(("#", "from ", "import "))
+                for line in code.splitlines())
+    page = (site / "notebooks" / source.stem / "index.html").read_text(encoding="utf-8")
+    shown = page.count('class="plotly-graph-div"')
+    assert shown == _figure_outputs(EXECUTED / source.name)
+    if draws:
+        assert shown >= 1, f"{source.stem} draws {draws} figure(s) but its page shows none"
+        assert "assets/javascripts/plotly.min.js" in page and (site / "assets/javascripts/plotly.min.js").exists()
+    assert "jp-OutputArea-output" in page  # outputs from the executed run, not the committed notebook
+    assert "acc=0.500 worst=0.000" not in page and "[nan, nan]" not in page  # not the tests' tiny settings
+
+
+def test_the_api_page_renders_the_entry_points(site):
+    api = (site / "api" / "index.html").read_text(encoding="utf-8")
+    assert "run_active_learning" in api and "resolve_config" in api
+
+
+def test_executed_copies_store_plotly_figures_as_html_and_refuse_machine_paths():
+    import nbformat
+    import plotly.graph_objects as go
+    from execute_notebooks import PLOTLY, drop_progress_bars, machine_paths_in, plotly_as_html
+
+    from toolkit._util.paths import cache_root
+
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    cell = nbformat.v4.new_code_cell("fig")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={PLOTLY: fig.to_plotly_json(), "text/plain": "Figure"})]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    assert plotly_as_html(nb) == 1
+    html_out = cell.outputs[0]["data"]["text/html"]
+    assert PLOTLY not in cell.outputs[0]["data"] and 'class="plotly-graph-div"' in html_out and "Plotly.newPlot" in html_out
+    assert not machine_paths_in(nb)
+    cell.outputs.append(nbformat.v4.new_output("stream", text=f"wrote {cache_root().resolve()}/demo/run"))
+    bars = [nbformat.v4.new_output("stream", name="stderr", text="extract toyworld/train:  40%|####  | 800/2000"),
+            nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a"},
+                                                         "text/plain": "score pool:   0%|          | 0/1960"}),
+            nbformat.v4.new_output("stream", name="stderr", text="a warning the reader should see\n")]
+    cell.outputs += bars
+    assert drop_progress_bars(nb) == 2 and cell.outputs[-1] is bars[-1]
+    hits = machine_paths_in(nb)
+    assert hits and all(hit.startswith("cell 0: ") for hit in hits)
