@@ -209,3 +209,13 @@ def test_executed_copies_store_plotly_figures_as_html_and_refuse_machine_paths()
     assert drop_progress_bars(nb) == 2 and cell.outputs[-1] is bars[-1]
     hits = machine_paths_in(nb)
     assert hits and all(hit.startswith("cell 0: ") for hit in hits)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs Chromium (apt-get install chromium)")
+def test_a_notebook_page_draws_its_figures_in_a_browser(site):
+    """plotly.js loads in the page's head and the figures' inline scripts draw them: the DOM after
+    the scripts ran holds plotly's SVG."""
+    page = site / "notebooks" / "06_task_suite" / "index.html"
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=8000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('class="main-svg"') >= 1
