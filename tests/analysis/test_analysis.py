@@ -119,7 +119,7 @@ def test_static_export_without_a_browser(tmp_path, suffix, magic):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}{suffix}" for n in _figures())  # no temp files
 
 
-def test_static_export_auto_falls_back_when_no_browser(tmp_path, monkeypatch):
+def test_static_export_auto_falls_back_when_no_browser(tmp_path, monkeypatch, caplog):
     import plotly.graph_objects as go
 
     from toolkit.report.figures import save_static
@@ -128,9 +128,11 @@ def test_static_export_auto_falls_back_when_no_browser(tmp_path, monkeypatch):
         raise RuntimeError("Kaleido requires Google Chrome to be installed.")
 
     monkeypatch.setattr(go.Figure, "write_image", no_browser)
+    monkeypatch.setattr("toolkit.report.figures._NO_BROWSER", [])  # as in a fresh process
     fig = _figures()["dose"]
-    with pytest.warns(UserWarning, match="matplotlib"):
+    with caplog.at_level("WARNING", logger="toolkit"):  # a log line: a warning would name a notebook's temp file
         assert save_static(fig, tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+    assert any("matplotlib" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     with pytest.raises(RuntimeError, match="apt install chromium"):
         save_static(fig, tmp_path / "e.png", engine="kaleido")
     assert not (tmp_path / "e.png").exists() and len(list(tmp_path.iterdir())) == 1
