@@ -124,10 +124,9 @@ def test_docstring_examples_run(monkeypatch, tiny_backbone, tmp_path):
 
 
 
-# entries of docs/api.md exempt from the parameter-table-and-example rule: `toolkit.errors` is a
-# module (the page shows its exception classes, which take a message); ProbeRun is pending, not
-# exempt for good: toolkit/features/probe.py is being rewritten, and ProbeRun's docstring with it
-API_PAGE_EXCEPTIONS = {"toolkit.errors", "toolkit.features.probe.ProbeRun"}
+# the entry of docs/api.md exempt from the parameter-table-and-example rule: `toolkit.errors` is a
+# module (the page shows its exception classes, which take a message)
+API_PAGE_EXCEPTIONS = {"toolkit.errors"}
 
 
 def _api_page_entries() -> list[str]:

@@ -247,7 +247,21 @@ def check_probe_inputs(out_dir: str | Path, config: dict) -> None:
 
 @dataclass(frozen=True)
 class ProbeRun:
-    """One probe run for `run_probes`: where its record goes, its protocol, seed and C."""
+    """One probe run for `run_probes`: where its record goes, its protocol, seed and C.
+
+    Args:
+        out_dir: the run's record folder; a partial record of the same config is resumed.
+        al: the active-learning protocol (seed set, rounds, strategy).
+        seed: the run's seed (its seed set and every random draw).
+        C: the probe's inverse L2 strength (sklearn's convention).
+
+    Examples:
+        >>> from toolkit.config import ALConfig
+        >>> from toolkit.features.probe import ProbeRun
+        >>> run = ProbeRun("altk-doc/probe-run", ALConfig(strategy="random", seed_size=10, per_round=5, budget=10), seed=3)
+        >>> run.seed, run.C, run.al.strategy
+        (3, 1.0, 'random')
+    """
 
     out_dir: str | Path
     al: ALConfig
