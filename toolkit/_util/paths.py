@@ -47,12 +47,16 @@ def default_dir(value, *parts: str):
 
 def shown(path: str | Path) -> str:
     """A path as printed to the user: relative to the working folder when it lies inside it
-    (`cache/demo/report.html` from the repository root) or one folder up from it
-    (`../cache/notebooks/quickstart` from `notebooks/`), so printed output and the docs that
-    quote it name no one machine's folders; else as given."""
+    (`cache/demo/report.html` from the repository root), or, from a folder of the checkout, to
+    another folder of it (`../cache/notebooks/quickstart` from `notebooks/`), so printed output
+    and the docs that quote it name no one machine's folders; else as given."""
     path = Path(path)
     try:
-        relative = os.path.relpath(path.resolve(), Path.cwd().resolve())
-    except (ValueError, OSError):  # another drive (Windows), or no working folder
+        resolved, cwd = path.resolve(), Path.cwd().resolve()
+    except OSError:  # no working folder
         return str(path)
-    return relative if not relative.startswith(os.path.join(os.pardir, os.pardir)) and relative != os.pardir else str(path)
+    if resolved.is_relative_to(cwd):
+        return str(resolved.relative_to(cwd))
+    if resolved.is_relative_to(_CHECKOUT) and cwd.is_relative_to(_CHECKOUT):
+        return os.path.relpath(resolved, cwd)
+    return str(path)
