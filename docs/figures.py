@@ -4,6 +4,7 @@
     .venv/bin/python docs/figures.py dose cache/dose-study     # -> docs/img/dose-gain.png, dose-vs-separability.png
     .venv/bin/python docs/figures.py strategies cache/suite-probe   # -> docs/img/strategies.png
     .venv/bin/python docs/figures.py toyworld                  # -> docs/img/toyworld.png
+    .venv/bin/python docs/figures.py interventions cache/interventions   # -> docs/img/interventions-gain.png
 
 suite: each task's worst-group AUC gain of least-confidence over random, pretrained against
 unpretrained, with paired 95% CIs over seeds (`report.figures.task_gain_figure`).
@@ -12,6 +13,10 @@ dose: the gain along each pretraining-dose axis with 95% CIs over tasks
 separability, one point per backbone x task (`report.figures.gain_vs_measure_figure`).
 strategies: each strategy's worst-group AUC gain over random, one point per task, pretrained
 and unpretrained side by side, the mean across tasks as a bar (from `strategies.csv`).
+interventions: the gain against the label's separability, per representation (mean and 95%
+t-CI over tasks): the dose study's backbones beside experiments a (erase the label), b (erase the
+background) and c (inject the label into random-init features), from their table.csv files and
+the dose study's dose.csv (found beside, or at cache/dose-study).
 toyworld: the default toy world's training pool, six images of each (label x background) group
 with the group's share of the pool: what the demo learns from.
 """
@@ -155,12 +160,53 @@ def toyworld(_folder: str | None = None) -> list[Path]:
     return [out]
 
 
+def interventions(folder: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from toolkit.metrics import mean_ci
+
+    def per_representation(table: pd.DataFrame, key: str) -> pd.DataFrame:
+        rows = []
+        for name, g in table.groupby(key, sort=False):
+            gain, low, high = mean_ci(g["auc_gain"].to_numpy())
+            rows.append({"name": name, "sep": g["sep_label"].mean(), "gain": gain, "low": low, "high": high})
+        return pd.DataFrame(rows).sort_values("sep")
+
+    root = Path(folder)
+    dose_csv = root.parent / "dose-study" / "dose.csv"
+    series = [(per_representation(pd.read_csv(dose_csv), "weights"), "dose study (pretraining)", "black", "D", "")]
+    for letter, label, color in (("a", "a: erase the label", "#d62728"), ("b", "b: erase the background", "#2ca02c"),
+                                 ("c", "c: inject the label into random init", "#1f77b4")):
+        series.append((per_representation(pd.read_csv(root / letter / "table.csv"), "representation"), label, color,
+                       "o", "-"))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for points, label, color, marker, line in series:
+        ax.errorbar(points["sep"], points["gain"], yerr=[points["gain"] - points["low"], points["high"] - points["gain"]],
+                    marker=marker, ls=line or "none", capsize=3, color=color, label=label, alpha=0.85)
+    ax.axhline(0, ls="--", color="grey")
+    ax.set_xlabel("linear separability of the label (5-fold probe, balanced accuracy)")
+    ax.set_ylabel("worst-group AUC gain\n(least-confidence - random)")
+    ax.set_title("Change only the representation: does the gain follow the label's separability?", fontsize=10)
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = IMG / "interventions-gain.png"
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return [out]
+
+
 if __name__ == "__main__":
     kind = sys.argv[1] if len(sys.argv) > 1 else "suite"
-    if kind not in ("suite", "dose", "strategies", "toyworld"):  # the old form: a suite folder alone
+    if kind not in ("suite", "dose", "strategies", "toyworld", "interventions"):  # the old form: a suite folder alone
         kind, folder = "suite", kind
     else:
         folder = sys.argv[2] if len(sys.argv) > 2 else {"suite": "cache/suite-probe", "dose": "cache/dose-study",
-                                                        "strategies": "cache/suite-probe", "toyworld": None}[kind]
-    for path in {"suite": suite, "dose": dose, "strategies": strategies, "toyworld": toyworld}[kind](folder):
+                                                        "strategies": "cache/suite-probe", "toyworld": None,
+                                                        "interventions": "cache/interventions"}[kind]
+    for path in {"suite": suite, "dose": dose, "strategies": strategies, "toyworld": toyworld,
+                 "interventions": interventions}[kind](folder):
         print(path)
