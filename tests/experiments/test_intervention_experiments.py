@@ -248,3 +248,25 @@ def test_diagnose_errors_go_through_the_handler(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("altk diagnose: error: no gain law at") and "altk intervene" in err
     assert "Traceback" not in err
+
+
+def test_predict_gain_applies_the_law_to_the_pools_measures_and_refuses_a_foreign_test_split():
+    import pandas as pd
+    import pytest
+
+    import toolkit
+    from toolkit.analysis.gain_law import GainLaw
+    from toolkit.errors import CacheError
+    from toolkit.experiments.diagnose import cache_measures, predict_gain
+
+    rows = pd.DataFrame({"task": [0, 1, 2, 3, 4, 5], "sep_label": [0.5, 0.6, 0.7, 0.8, 0.9, 0.95],
+                         "auc_gain": [-0.02, -0.01, 0.0, 0.05, 0.12, 0.15]})
+    law = GainLaw(("sep_label",), kind="isotonic", n_boot=20).fit(rows)
+    caches = toolkit.synthetic_caches(n_train=400, n_test=200, dim=8, label_separability=0.9, seed=1)
+    out = predict_gain(caches["train"], caches["test"], law=law)
+    measured = cache_measures(caches["train"], separability=True)["sep_label"]
+    assert out["measures"]["sep_label"] == pytest.approx(measured)
+    assert out["predicted_gain"] == pytest.approx(float(law.predict(pd.DataFrame([{"sep_label": measured}]))[0]))
+    other = toolkit.synthetic_caches(n_train=400, n_test=200, dim=8, label_separability=0.6, seed=1)
+    with pytest.raises(CacheError, match="does not belong with the pool"):  # another representation's test split
+        predict_gain(caches["train"], other["test"], law=law)

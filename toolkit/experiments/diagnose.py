@@ -31,7 +31,8 @@ def cache_measures(pool, test=None, *, separability: bool = True) -> dict:
         and, with `test`, "full_error" and "full_worst_group_error".
 
     Raises:
-        CacheError: a cache without a spurious attribute (the measures need groups).
+        CacheError: a cache without a spurious attribute (the measures need groups), or a test
+            cache that is not a held-out split of the pool's dataset, embedded the same way.
 
     Examples:
         >>> import toolkit
@@ -42,6 +43,7 @@ def cache_measures(pool, test=None, *, separability: bool = True) -> dict:
     """
     from toolkit.analysis.dose import full_data_error, separability_measures
     from toolkit.features.cache import FeatureCache, open_cache
+    from toolkit.features.probe import check_eval_cache
 
     pool = pool if isinstance(pool, FeatureCache) else open_cache(pool)
     if pool.spurious is None:
@@ -51,6 +53,7 @@ def cache_measures(pool, test=None, *, separability: bool = True) -> dict:
     out = separability_measures(np.asarray(pool.embeddings), pool.labels, spurious) if separability else {}
     if test is not None:
         test = test if isinstance(test, FeatureCache) else open_cache(test)
+        check_eval_cache(pool, test, "test")  # another backbone's or dataset's split would measure nothing
         codes = np.unique(np.r_[np.asarray(pool.spurious), np.asarray(test.spurious)], return_inverse=True)[1]
         out.update(full_data_error(np.asarray(pool.embeddings), pool.labels, np.asarray(test.embeddings),
                                    test.labels, codes[len(pool.spurious):]))
@@ -88,7 +91,8 @@ def predict_gain(train_cache, test_cache=None, *, law=None, phase=None) -> dict:
 
     Raises:
         ConfigError: no law at the default path, or the law needs a measure that needs `test_cache`.
-        CacheError: a cache without a spurious attribute.
+        CacheError: a cache without a spurious attribute, or a test cache that is not a held-out
+            split of the pool's dataset, embedded the same way.
 
     Examples:
         >>> import pandas as pd, toolkit
