@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from toolkit.features.cache import _digest, open_cache, seal_content
+from toolkit.features.cache import chunk_digest, open_cache, seal_content
 
 
 def write_cache(path: Path, n: int, dim: int, chunk_rows: int = 1024) -> None:
@@ -26,7 +26,7 @@ def write_cache(path: Path, n: int, dim: int, chunk_rows: int = 1024) -> None:
         f.attrs.update(fingerprint='{"model": "bench"}', complete=True, rows_done=n, chunk_rows=chunk_rows)
         f.create_dataset("ids", data=np.arange(n))
         f.create_dataset("embeddings", data=emb, chunks=(chunk_rows, dim))
-        f.create_dataset("chunk_sha256", data=[_digest(emb[lo:lo + chunk_rows]).encode()
+        f.create_dataset("chunk_sha256", data=[chunk_digest(emb[lo:lo + chunk_rows]).encode()
                                                for lo in range(0, n, chunk_rows)], dtype="S64")
         g = f.create_group("attributes")
         g.create_dataset("y", data=np.zeros(n, dtype=np.int64))

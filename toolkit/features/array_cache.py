@@ -9,7 +9,6 @@ lock, and reused when a cache of the same fingerprint is asked for again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -24,7 +23,14 @@ from toolkit._util.atomic import atomic_path
 from toolkit._util.locks import exclusive
 from toolkit._util.paths import cache_path
 from toolkit.errors import CacheError
-from toolkit.features.cache import FeatureCache, fingerprint_digest, open_cache, seal_content
+from toolkit.features.cache import (
+    FeatureCache,
+    chunk_digest,
+    fingerprint_digest,
+    open_cache,
+    seal_content,
+    write_attributes,
+)
 
 
 @dataclass(frozen=True)
@@ -92,31 +98,16 @@ def write_cache(path: str | Path, *, fingerprint: dict, ids: np.ndarray, embeddi
         f.create_dataset("ids", data=ids)
         f.create_dataset("embeddings", data=emb, chunks=(min(chunk_rows, len(emb)), emb.shape[1]))
         # the same digest per chunk that extraction writes and open_cache checks
-        digests = [hashlib.sha256(emb[lo:lo + chunk_rows].tobytes()).hexdigest()
-                   for lo in range(0, len(emb), chunk_rows)]
+        digests = [chunk_digest(emb[lo:lo + chunk_rows]) for lo in range(0, len(emb), chunk_rows)]
         f.create_dataset("chunk_sha256", data=np.array(digests, dtype="S64"))
         f.attrs["chunk_rows"] = chunk_rows
-        _write_table(f.create_group("attributes"), table)
+        write_attributes(f.create_group("attributes"), table)
         if outcome is not None:
             f.attrs["outcome"] = json.dumps(outcome, sort_keys=True)
         f.attrs["rows_done"] = len(emb)
         seal_content(f)
         f.attrs["complete"] = True
     return Path(path)
-
-
-def _write_table(grp: h5py.Group, table: AttributeTable) -> None:
-    """The attribute group as extraction writes it (strings as bytes)."""
-    for col in table.attributes.columns:
-        values = table.attributes[col].to_numpy()
-        grp.create_dataset(col, data=values if np.issubdtype(values.dtype, np.number) else values.astype("S"))
-    grp.attrs["columns"] = [str(c) for c in table.attributes.columns]
-    grp.attrs["label_column"] = table.label_column
-    grp.attrs["spurious_column"] = table.spurious_column or ""
-    grp.attrs["group_columns"] = list(table.group_columns)
-    grp.attrs["extra_metrics"] = list(table.extra_metrics)
-    grp.attrs["matched"] = bool(table.matched)
-    grp.attrs["class_names"] = list(table.class_names)
 
 
 def read_outcome(path: str | Path) -> dict:

@@ -172,7 +172,7 @@ def open_cache(path: str | Path, *, expect: dict | None = None, lazy: bool = Fal
         step = int(f.attrs.get("chunk_rows", 0) or 0)
         for i, expected in enumerate(digests if step and verify else ()):  # embeddings changed after completion
             lo = i * step
-            if _digest(raw[lo:lo + step]) != expected:
+            if chunk_digest(raw[lo:lo + step]) != expected:
                 f.close()
                 raise CacheError(f"{path}: embeddings rows {lo}-{min(lo + step, len(raw)) - 1} differ from the "
                                  f"digest written when they were extracted (the file was modified or damaged). "
@@ -284,7 +284,7 @@ class VerifiedRows:
             touched = np.unique(np.atleast_1d(rows) // self.chunk_rows)
         for c in touched[~self.checked[touched]]:
             lo = int(c) * self.chunk_rows
-            if _digest(self.dataset[lo:lo + self.chunk_rows]) != self.digests[c]:
+            if chunk_digest(self.dataset[lo:lo + self.chunk_rows]) != self.digests[c]:
                 raise CacheError(f"{self.path}: embeddings rows {lo}-{min(lo + self.chunk_rows, len(self)) - 1} "
                                  f"differ from the digest written when they were extracted (the file was modified "
                                  f"or damaged). Delete it and extract again.")
@@ -419,17 +419,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
                              compression=compression)
             f.create_dataset("chunk_sha256", shape=(-(-n // chunk_rows),), dtype="S64")
             f.attrs["chunk_rows"] = chunk_rows
-            grp = f.create_group("attributes")
-            for col in ds.attributes.columns:
-                values = ds.attributes[col].to_numpy()
-                grp.create_dataset(col, data=values.astype("S") if not np.issubdtype(values.dtype, np.number) else values)
-            grp.attrs["columns"] = list(ds.attributes.columns)
-            grp.attrs["label_column"] = ds.label_column
-            grp.attrs["spurious_column"] = ds.spurious_column or ""
-            grp.attrs["group_columns"] = list(ds.group_columns)  # caches written before these read as ()
-            grp.attrs["extra_metrics"] = list(ds.extra_metrics)
-            grp.attrs["matched"] = bool(getattr(ds, "matched", True))  # caches written before this read as True
-            grp.attrs["class_names"] = list(ds.class_names)
+            write_attributes(f.create_group("attributes"), ds)
         start = int(f.attrs["rows_done"])
         if start and log:
             log(f"[extract] resuming {partial.name} at row {start}/{n}")
@@ -449,7 +439,7 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
             _write_chunk(f, lo, hi, emb)
             kill_point(f"extract:chunk_written:{lo // chunk_rows}")  # rows written, progress not yet recorded
             if "chunk_sha256" in f:  # caches begun before verification have none
-                f["chunk_sha256"][lo // int(f.attrs["chunk_rows"])] = _digest(emb).encode()
+                f["chunk_sha256"][lo // int(f.attrs["chunk_rows"])] = chunk_digest(emb).encode()
             f.attrs["rows_done"] = hi
             f.flush()
             done += 1
@@ -465,6 +455,21 @@ def _write_cache(model, ds, fp: dict, path: Path, partial: Path, *, dtype: str, 
     return path
 
 
+def write_attributes(grp: h5py.Group, source) -> None:
+    """A cache's attribute group: `source`'s table (strings as bytes) and its schema. `source` is a
+    `GroupedDataset`, or anything with its fields (`features.array_cache.AttributeTable`)."""
+    for col in source.attributes.columns:
+        values = source.attributes[col].to_numpy()
+        grp.create_dataset(col, data=values.astype("S") if not np.issubdtype(values.dtype, np.number) else values)
+    grp.attrs["columns"] = [str(c) for c in source.attributes.columns]
+    grp.attrs["label_column"] = source.label_column
+    grp.attrs["spurious_column"] = source.spurious_column or ""
+    grp.attrs["group_columns"] = list(source.group_columns)  # caches written before these read as ()
+    grp.attrs["extra_metrics"] = list(source.extra_metrics)
+    grp.attrs["matched"] = bool(getattr(source, "matched", True))  # caches written before this read as True
+    grp.attrs["class_names"] = list(source.class_names)
+
+
 def _readable(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
@@ -478,7 +483,8 @@ def _write_chunk(f, lo: int, hi: int, emb: np.ndarray) -> None:
     f["embeddings"][lo:hi] = emb
 
 
-def _digest(rows: np.ndarray) -> str:
+def chunk_digest(rows: np.ndarray) -> str:
+    """The sha256 of a chunk of stored embeddings: what `chunk_sha256` holds and opens check."""
     return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
 
 
@@ -502,7 +508,7 @@ def _verify_written(partial: Path) -> None:
         emb, digests, step = f["embeddings"], f["chunk_sha256"][:], int(f.attrs["chunk_rows"])
         for i, expected in enumerate(digests):
             lo = i * step
-            if _digest(emb[lo:lo + step]) != expected.decode():
+            if chunk_digest(emb[lo:lo + step]) != expected.decode():
                 bad = f"rows {lo}-{min(lo + step, len(emb)) - 1}"
                 break
         else:
