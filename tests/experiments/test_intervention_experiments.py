@@ -236,6 +236,16 @@ def test_the_law_is_fitted_on_a_dose_study_folder(backbone, tmp_path):
     assert "The gain law, fitted on the dose study" in text and "Partial correlation" in text
     assert "The gain law out of sample" in (out / "interventions.html").read_text()
 
+    # a dose study whose runs were measured on other pools: its rows are not paired with these errors
+    run = tmp_path / "dose" / "runs" / "pretrained-t0-00-least_confidence-s0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("config:\n  data:\n    params: {n_train: 4000, n_test: 1000}\n")
+    said = []
+    again = run_interventions("a", replace(TINY, seeds=(0,)), out=tmp_path / "iv2", dose_out=tmp_path / "dose",
+                              real_out=tmp_path / "none", n_boot=100, log=said.append)
+    assert again["dose"] is None and again["law"] is None and not (tmp_path / "iv2" / "law.json").exists()
+    assert any("measured its gains on other pools" in line and "n_train: study 4000" in line for line in said)
+
 
 def test_diagnose_errors_go_through_the_handler(tmp_path, capsys):
     from toolkit.cli import main

@@ -31,6 +31,7 @@ resumes: finished runs, measures and derived caches are reused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -519,15 +520,35 @@ def dose_rows_with_error(dose_out: str | Path, plan: InterventionPlan, out: str 
     from toolkit.experiments.pretraining_dose import backbone_task
 
     table = pd.read_csv(Path(dose_out) / "dose.csv")
+    sizes = {**PROBE_POOL, **plan.data}
+    _check_dose_pools(Path(dose_out), sizes)
+    key = hashlib.sha256(json.dumps(sizes, sort_keys=True).encode()).hexdigest()[:12]  # errors of these pools only
     errors = []
     for (w, task), _ in table.groupby(["weights", "task"], sort=False):
-        path = Path(out) / "full_error" / f"{backbone_task(w, task)}.json"
+        path = Path(out) / "full_error" / f"{backbone_task(w, task)}-{key}.json"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             m = cache_measures(*_toy_caches(w, task_by_name(task), plan).values(), separability=False)
             write_atomic(path, json.dumps({"weights": w, "task": task, **m}))
         errors.append(json.loads(path.read_text()))
     return table.merge(pd.DataFrame(errors), on=["weights", "task"], how="left")
+
+
+def _check_dose_pools(dose_out: Path, sizes: dict) -> None:
+    """Refuse to pair the dose study's gains with full-data errors of other pools: the study's run
+    records name their pools' options (a hand-made dose.csv without runs is taken as given)."""
+    import yaml
+
+    config = next(iter(sorted((dose_out / "runs").glob("*/config.yaml"))), None)
+    if config is None:
+        return
+    params = yaml.safe_load(config.read_text())["config"]["data"]["params"]
+    differ = {k: (params.get(k), v) for k, v in sizes.items() if params.get(k) != v}
+    if differ:
+        raise ConfigError(f"the dose study in {dose_out} measured its gains on other pools than these experiments "
+                          f"({', '.join(f'{k}: study {a}, here {b}' for k, (a, b) in differ.items())}); the law pairs "
+                          f"each dose row with its pools' full-data error, so it is not fitted here. Run without "
+                          f"--small/--data, or point --dose-study at a study run with the same options")
 
 
 def task_by_name(name: str) -> Task:
@@ -630,8 +651,13 @@ def run_interventions(experiments=EXPERIMENTS, plan: InterventionPlan | None = N
     if (real_out / "dose.csv").is_file():
         result["real"] = pd.read_csv(real_out / "dose.csv")
     if (dose_out / "dose.csv").is_file():
-        result["dose"] = dose_rows_with_error(dose_out, plan, root)
-        result.update(fit_law(result["dose"], tables, out=root, real_rows=result["real"], n_boot=n_boot))
+        try:
+            result["dose"] = dose_rows_with_error(dose_out, plan, root)
+        except ConfigError as err:  # the experiments' tables stand; only the law needs matching pools
+            if log:
+                log(f"[intervene] {err}")
+        else:
+            result.update(fit_law(result["dose"], tables, out=root, real_rows=result["real"], n_boot=n_boot))
     elif log:
         log(f"[intervene] no dose study at {dose_out} (dose.csv): the law is not fitted; run `altk dose` first")
     return result
