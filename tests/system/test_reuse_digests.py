@@ -102,7 +102,7 @@ def test_probe_suite_rerun_after_its_weights_or_caches_changed_refuses(tiny_back
     import h5py
 
     from toolkit.data.toy_tasks import draw_tasks
-    from toolkit.features.cache import _digest, seal_content
+    from toolkit.features.cache import chunk_digest, seal_content
     from toolkit.models.pretrain import toy_checkpoint
 
     install_backbone(tiny_backbone, None)
@@ -115,7 +115,7 @@ def test_probe_suite_rerun_after_its_weights_or_caches_changed_refuses(tiny_back
         emb, step = f["embeddings"], int(f.attrs["chunk_rows"])
         emb[...] = emb[...][::-1]
         for i in range(len(f["chunk_sha256"])):
-            f["chunk_sha256"][i] = _digest(emb[i * step:(i + 1) * step]).encode()
+            f["chunk_sha256"][i] = chunk_digest(emb[i * step:(i + 1) * step]).encode()
         seal_content(f)
     with pytest.raises(RecordError, match="holds a run started on other inputs: pool changed since"):
         _tiny_suite(tasks, tmp_path / "suite", tmp_path)
