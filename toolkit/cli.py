@@ -131,14 +131,17 @@ def cmd_probe(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from toolkit.models.pretrain import PretrainRecipe, pretrain_toy, toy_checkpoint
+    from toolkit.models.pretrain import DOSE_STEPS, PretrainRecipe, pretrain_toy, toy_checkpoint
 
     out = Path(args.out or toy_checkpoint())  # argparse checked the target (toy)
     if out.exists() and not args.force:
         raise OutputExistsError(f"{shown(out)} exists; pass --force to retrain and replace it")
     given = {"steps": args.steps, "n_images": args.images, "threads": args.threads}
     recipe = PretrainRecipe(**{k: v for k, v in given.items() if v is not None})
-    pretrain_toy(out, recipe)
+    # the default backbone also keeps the dose checkpoints along the way (as on first use), so a
+    # later dose study does not replay the pretraining for them
+    default = out == toy_checkpoint() and recipe == PretrainRecipe(threads=recipe.threads)
+    pretrain_toy(out, recipe, save_steps=DOSE_STEPS if default else ())
 
 
 def cmd_run(args) -> None:
@@ -183,24 +186,28 @@ def cmd_sweep(args) -> None:
 
 def cmd_dose(args) -> None:
     _check_dose_mode(args)
-    {"probe": _probe_dose, "full": _full_dose, "real": _real_dose}[args.mode](args)
+    {"probe": _probe_dose, "coverage": _probe_dose, "full": _full_dose, "real": _real_dose}[args.mode](args)
 
 
 def _probe_dose(args) -> None:
     from toolkit.analysis.dose import MIN_CORRELATION_ROWS, correlation_rows, dose_table, measure_correlations
     from toolkit.config import parse_overrides
     from toolkit.data.toy_tasks import draw_tasks
-    from toolkit.experiments.pretraining_dose import DEFAULT_DOSES, check_study, run_dose_study
+    from toolkit.experiments.pretraining_dose import (COVERAGE_DOSES, DEFAULT_DOSES, check_study, coverage_tasks,
+                                                      run_dose_study)
     from toolkit.report.html import build_dose_report
-    from toolkit.report.tables import format_dose
+    from toolkit.report.tables import format_coverage, format_dose
 
     # every argument checked before any work: a missing dose is pretrained for minutes first
+    coverage = args.mode == "coverage"
     data = parse_overrides(args.data) if args.data else None
     al = parse_overrides(args.al) if args.al else None
-    doses = check_study(args.doses.split(",") if args.doses is not None else list(DEFAULT_DOSES), data=data, al=al,
+    default = COVERAGE_DOSES if coverage else DEFAULT_DOSES
+    doses = check_study(args.doses.split(",") if args.doses is not None else list(default), data=data, al=al,
                         workers=args.workers)
-    tasks = draw_tasks(args.tasks or 20, seed=args.task_seed)
-    out = Path(args.out or cache_path("dose-study"))
+    tasks = (coverage_tasks(args.tasks or 10, seed=args.task_seed) if coverage
+             else draw_tasks(args.tasks or 20, seed=args.task_seed))
+    out = Path(args.out or cache_path("dose-coverage" if coverage else "dose-study"))
     seeds = _seeds(args.seeds or "0-9")
     print(f"[dose] {len(doses)} backbones x {len(tasks)} tasks x {len(seeds)} seeds x 2 strategies, probe mode, "
           f"in {shown(out)}")
@@ -223,6 +230,8 @@ def _probe_dose(args) -> None:
     else:
         write_atomic(out / "correlations.csv", corr.to_csv(index=False))
     text = format_dose(table, corr) + (f"\n  ({skipped})" if skipped else "")
+    if coverage:
+        text += "\n\n" + format_coverage(table)
     write_atomic(out / "dose.txt", text + "\n")
     build_dose_report(table, corr, out / "dose.html", command=_command_line())
     print("\n" + text)
@@ -436,9 +445,10 @@ DEMO_MODES = {(): "full", ("probe",): "probe", ("real",): "real", ("probe", "rea
 DOSE_MODES = {(): "probe", ("full",): "full", ("real",): "real"}
 
 
-def _mode_option(p, legacy: dict, text: str) -> None:
-    """--mode (its default: what no old flag meant), and the old flags, hidden, that still select a mode."""
-    modes = list(dict.fromkeys(legacy.values()))
+def _mode_option(p, legacy: dict, text: str, new: tuple[str, ...] = ()) -> None:
+    """--mode (its default: what no old flag meant), and the old flags, hidden, that still select a
+    mode (`new`: modes that never had a flag)."""
+    modes = list(dict.fromkeys(legacy.values())) + list(new)
     p.add_argument("--mode", choices=modes, default=None, help=f"{text} (default: {legacy[()]})")
     for flag in sorted({f for flags in legacy for f in flags}):
         p.add_argument(f"--{flag}", action="store_true", help=argparse.SUPPRESS)
@@ -628,10 +638,13 @@ def _add_dose(sub) -> None:
     _mode_option(p, DOSE_MODES, "probe: probe mode on the toy backbones; full: full finetuning (toy preset, through "
                  "the sweep), default doses random, pretrained@step800, pretrained; real: the real-network axis, "
                  "EfficientNet-Lite0/1/2 (ImageNet, offline) and Lite0 from random init on fashion_places (--doses, "
-                 "--tasks, --data and --set do not apply and are refused)")
+                 "--tasks, --data and --set do not apply and are refused); coverage: probe mode on pairs of tasks "
+                 "whose label shapes were all seen, or all unseen, by pretrained@shapes10 (--tasks K pairs, default "
+                 "10; default doses random, pretrained, pretrained@shapes10)", new=("coverage",))
     p.add_argument("--doses", default=None, help="comma-separated toy_resnet weights ids, each once (default: random, "
-                   "pretrained@step0,100,200,400,800, pretrained, pretrained@images5000, pretrained@shapes10); "
-                   "checked, with --data and --al, before any pretraining")
+                   "pretrained@step0,100,200,400,800,1000,1200,1400, pretrained, pretrained@images5000, "
+                   "pretrained@shapes10, pretrained@width8,16,64); checked, with --data and --al, before any "
+                   "pretraining")
     p.add_argument("--tasks", type=_at_least_one, default=None, help="K tasks drawn from the suite's task "
                    "distribution (default: 20, or 3 with --mode full)")
     p.add_argument("--task-seed", type=int, default=0)

@@ -202,3 +202,78 @@ def test_coverage_counts_the_tasks_label_shapes_seen_in_pretraining():
     by = gain_by_coverage(table).set_index("label_shapes_seen")
     assert by.loc[1, "auc_gain"] == pytest.approx(0.1) and by.loc[3, "auc_gain"] == pytest.approx(0.4)
     assert list(by["tasks"]) == [2, 2] and set(by["weights"]) == {"pretrained@shapes10"}
+
+
+def test_the_width_axis_pretrains_and_loads_a_backbone_of_its_own_width(isolated_cache, tmp_path):
+    """A width dose is another architecture: its checkpoint loads into a model that width, its
+    features are 8 x width wide, and a width no GroupNorm divides is refused before any work."""
+    from toolkit.models import create_model
+    from toolkit.models.toy import toy_widths
+
+    assert toy_widths(8) == (8, 16, 32, 64) and toy_widths() == (32, 64, 128, 256)
+    with pytest.raises(ValueError, match="GroupNorm must divide"):
+        toy_widths(36)  # 144 channels in 32 groups
+    assert parse_dose("pretrained@width16") == ("width", 16)
+    narrow = dataclasses.replace(TINY, width=8)
+    pretrain_toy(toy_checkpoint().with_name("toy_resnet-v2@width8.pt"), narrow, log_every=0)
+    model = create_model("toy_resnet", weights="pretrained@width8", num_classes=2)
+    assert model.embed(torch.zeros(2, 3, 32, 32)).shape == (2, 64)
+    saved = _backbone(toy_checkpoint().with_name("toy_resnet-v2@width8.pt"))
+    assert all(torch.equal(saved[k], v) for k, v in model.backbone.state_dict().items())
+    with pytest.raises(ValueError, match="does not fit the architecture"):  # a width-8 file into the default model
+        create_model("toy_resnet", weights=str(toy_checkpoint().with_name("toy_resnet-v2@width8.pt")), num_classes=2)
+
+
+def test_the_coverage_design_pairs_seen_and_unseen_tasks_that_differ_only_in_shapes():
+    from toolkit.data.render import SHAPES
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.experiments.pretraining_dose import coverage_of, coverage_tasks
+
+    tasks = coverage_tasks(4)
+    seen_shapes = {SHAPES[i] for i in coverage_shapes(10)}
+    seen, unseen = tasks[:4], tasks[4:]
+    for i, (s, u) in enumerate(zip(seen, unseen)):
+        assert (s.name, u.name) == (f"cov10-seen-{i:02d}", f"cov10-unseen-{i:02d}")
+        assert {x for f in s.label_shapes for x in f} <= seen_shapes
+        assert not {x for f in u.label_shapes for x in f} & seen_shapes
+        assert dataclasses.replace(s, label_shapes=(), name="") == dataclasses.replace(u, label_shapes=(), name="")
+        assert coverage_of("pretrained@shapes10", s) == {"label_shapes_seen": 6, "label_shapes": 6}
+        assert coverage_of("pretrained@shapes10", u) == {"label_shapes_seen": 0, "label_shapes": 6}
+    # the restriction leaves the suite's own tasks as they were: all 20 shapes is the unrestricted draw
+    assert draw_tasks(5, shapes=SHAPES) == draw_tasks(5)
+    with pytest.raises(ValueError, match="distinct names"):
+        draw_tasks(1, shapes=("plus", "no_such_shape"))
+    with pytest.raises(ValueError, match="family_size <= 4"):
+        draw_tasks(1, shapes=SHAPES[:4])
+
+
+def test_the_coverage_contrast_is_a_difference_in_differences_over_pairs():
+    from toolkit.analysis.dose import coverage_design
+
+    gains = {"pretrained": [(0.10, 0.07), (0.20, 0.19), (0.00, -0.02)],
+             "pretrained@shapes10": [(0.10, 0.01), (0.20, 0.12), (0.00, -0.07)]}
+    rows = [{"weights": w, "task": f"cov10-{side}-{i:02d}", "auc_gain": v}
+            for w, pairs in gains.items() for i, pair in enumerate(pairs) for side, v in zip(("seen", "unseen"), pair)]
+    rows.append({"weights": "pretrained", "task": "cov10-seen-03", "auc_gain": 0.5})  # no twin: not a pair
+    out = coverage_design(pd.DataFrame(rows)).set_index("weights")
+    assert out.loc["pretrained", "pairs"] == 3
+    assert out.loc["pretrained", "difference"] == pytest.approx((0.03 + 0.01 + 0.02) / 3)
+    assert out.loc["pretrained@shapes10", "difference"] == pytest.approx((0.09 + 0.08 + 0.07) / 3)
+    assert out.loc["pretrained@shapes10", "versus_reference"] == pytest.approx((0.06 + 0.07 + 0.05) / 3)
+    assert out.loc["pretrained@shapes10", "versus_reference_low"] < 0.06 < out.loc["pretrained@shapes10",
+                                                                                   "versus_reference_high"]
+    with pytest.raises(ValueError, match="no coverage tasks"):
+        coverage_design(pd.DataFrame({"weights": ["pretrained"], "task": ["t0-00"], "auc_gain": [0.1]}))
+
+
+def test_the_coverage_mode_runs_pairs_of_tasks_and_prints_the_contrast(step_doses, tmp_path, capsys):
+    from toolkit.cli import main
+
+    main(["dose", "--mode", "coverage", "--doses", "random,pretrained", "--tasks", "2", "--seeds", "0-1",
+          "--out", str(tmp_path / "cov"), "--workers", "1", "--data", *[f"{k}={v}" for k, v in TINY_DATA.items()],
+          "--al", "seed_size=10", "per_round=5", "budget=10"])
+    table = pd.read_csv(tmp_path / "cov" / "dose.csv")
+    assert sorted(set(table["task"])) == ["cov10-seen-00", "cov10-seen-01", "cov10-unseen-00", "cov10-unseen-01"]
+    out = capsys.readouterr().out
+    assert "Coverage design" in out and "(mean [95% t-CI over 2 pairs])" in out
+    assert "Coverage design" in (tmp_path / "cov" / "dose.txt").read_text()

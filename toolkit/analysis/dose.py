@@ -26,12 +26,13 @@ CORRELATION_COLUMNS = ("x", "y", "rows", "clusters", "pearson", "pearson_low", "
 def dose_axis(weights: str) -> tuple[str, float]:
     """(axis, dose) of a weights id: "pretrained@step400" -> ("step", 400); "pretrained" ->
     ("step", inf) (the last step; `dose_table` replaces inf by the run's step count);
-    "random" -> ("random", 0); "pretrained@images5000" -> ("images", 5000)."""
+    "random" -> ("random", 0); "pretrained@images5000" -> ("images", 5000); "pretrained@width16" ->
+    ("width", 16) (the default backbone is width 32, on the step axis)."""
     if weights == "random":
         return "random", 0.0
     if weights == "pretrained":
         return "step", float("inf")
-    m = re.fullmatch(r"pretrained@(step|images|shapes)(\d+)", weights)
+    m = re.fullmatch(r"pretrained@(step|images|shapes|width)(\d+)", weights)
     if not m:
         raise RecordError(f"not a dose id: {weights!r}")
     return m.group(1), float(m.group(2))
@@ -179,6 +180,52 @@ def gain_by_coverage(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFra
         rows.append({"weights": weights, "label_shapes_seen": int(seen), "label_shapes": int(g["label_shapes"].iloc[0]),
                      value: m, "low": lo, "high": hi, "tasks": len(g)})
     return pd.DataFrame(rows)
+
+
+def coverage_design(table: pd.DataFrame, value: str = "auc_gain", *, reference: str = "pretrained") -> pd.DataFrame:
+    """The coverage design's contrast (tasks named "cov<K>-seen-<i>" / "cov<K>-unseen-<i>",
+    `experiments.pretraining_dose.coverage_tasks`): per backbone, the mean `value` on the seen
+    and on the unseen tasks, the paired difference seen - unseen over the pairs, and that
+    difference minus the `reference` backbone's (a difference in differences: the shapes of the
+    two sides may differ in difficulty for every backbone). Means with 95% t-CIs over pairs.
+
+    Args:
+        table: `dose_table`'s rows of the coverage tasks.
+        value: the column compared.
+        reference: the backbone that saw every shape.
+
+    Returns:
+        One row per backbone: weights, seen, seen_low, seen_high, unseen, ..., difference, ...,
+        versus_reference, ..., pairs.
+
+    Examples:
+        >>> t = pd.DataFrame({"weights": ["pretrained"] * 4 + ["pretrained@shapes10"] * 4,
+        ...                   "task": ["cov10-seen-00", "cov10-unseen-00", "cov10-seen-01", "cov10-unseen-01"] * 2,
+        ...                   "auc_gain": [0.10, 0.08, 0.12, 0.10, 0.10, 0.02, 0.12, 0.04]})
+        >>> coverage_design(t)[["weights", "difference", "versus_reference", "pairs"]].round(3)
+                       weights  difference  versus_reference  pairs
+        0           pretrained        0.02              0.00      2
+        1  pretrained@shapes10        0.08              0.06      2
+    """
+    parts = table["task"].astype(str).str.extract(r"^cov\d+-(seen|unseen)-(\d+)$")
+    rows = table.assign(side=parts[0], pair=parts[1]).dropna(subset=["side"])
+    if rows.empty:
+        raise RecordError("coverage_design: no coverage tasks (named cov<K>-seen-<i> / cov<K>-unseen-<i>) in the table")
+    wide = rows.pivot_table(index=["weights", "pair"], columns="side", values=value, aggfunc="mean")
+    wide = wide.dropna(subset=["seen", "unseen"])  # a pair counts only with both sides
+    wide["difference"] = wide["seen"] - wide["unseen"]
+    ref = wide["difference"].xs(reference, level="weights") if reference in wide.index.get_level_values(0) else None
+    out = []
+    for weights, g in wide.groupby(level="weights", sort=False):
+        g = g.droplevel("weights")
+        row = {"weights": weights}
+        for name, values in (("seen", g["seen"]), ("unseen", g["unseen"]), ("difference", g["difference"]),
+                             ("versus_reference", g["difference"] - ref.reindex(g.index) if ref is not None
+                              else pd.Series(np.nan, index=g.index))):
+            m, lo, hi = mean_ci(values)
+            row.update({name: m, f"{name}_low": lo, f"{name}_high": hi})
+        out.append({**row, "pairs": len(g)})
+    return pd.DataFrame(out)
 
 
 def gain_by_dose(table: pd.DataFrame, value: str = "auc_gain") -> pd.DataFrame:

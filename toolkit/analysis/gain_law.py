@@ -431,7 +431,7 @@ def evaluate_law(law: GainLaw, fit_rows: pd.DataFrame, held_out: dict[str, pd.Da
     sets = [("in sample", fit_rows, fitted.predict(fit_rows)),
             ("leave-task-out", fit_rows, leave_task_out(law, fit_rows, cluster=cluster))]
     sets += [(name, rows, fitted.predict(rows)) for name, rows in (held_out or {}).items()
-             if all(m in rows for m in law.measures) and law.target in rows]
+             if all(m in rows for m in law.measures) and law.target in rows and len(rows)]
     out = [{"evaluation": name, **prediction_scores(rows[law.target], pred, rows[cluster], n_boot=n_boot, seed=seed)}
            for name, rows, pred in sets]
     return pd.DataFrame(out, columns=list(SCORE_COLUMNS))

@@ -37,7 +37,8 @@ class Task:
 
 
 def draw_tasks(k: int, *, seed: int = 0, family_size: int = 3, matched: tuple = (0.90, 0.97),
-               minority: tuple = (0.20, 0.35), hue_width: tuple = (0.10, 0.18), min_hue_gap: float = 0.08) -> list[Task]:
+               minority: tuple = (0.20, 0.35), hue_width: tuple = (0.10, 0.18), min_hue_gap: float = 0.08,
+               shapes: tuple[str, ...] | None = None) -> list[Task]:
     """K tasks from a seeded distribution. Task i depends only on (seed, i), so the first 5
     of 20 tasks are the 5 tasks of K = 5, and any one can be re-drawn alone.
 
@@ -58,13 +59,17 @@ def draw_tasks(k: int, *, seed: int = 0, family_size: int = 3, matched: tuple = 
             (an interval may pass 1: hues wrap around).
         min_hue_gap: the least distance between the two hue intervals, both ways round the
             hue circle (default 0.08).
+        shapes: draw the label families from these shapes only (default: all 20). Everything
+            else about task i (hues, fractions, world seed) is the same whichever shapes are
+            given, so two restrictions of one distribution give pairs of tasks that differ
+            only in their shapes (the dose study's coverage design uses this).
 
     Returns:
         The k `Task`s, in order: each has `data_params()` (the toy world's `data.params`) and
         `overrides()` (`--set` strings that select it in any toy-world preset).
 
     Raises:
-        DataError: k < 1, or two families do not fit in the 20 shapes.
+        DataError: k < 1, two families do not fit in the shapes, or a shape is unknown.
 
     Examples:
         >>> from toolkit.data.toy_tasks import draw_tasks
@@ -78,13 +83,19 @@ def draw_tasks(k: int, *, seed: int = 0, family_size: int = 3, matched: tuple = 
         >>> tasks[0].overrides()[1]
         'data.params.place_hues=[[0.177, 0.33], [0.772, 0.907]]'
     """
-    if k < 1 or 2 * family_size > len(SHAPES):
-        raise DataError(f"draw_tasks: need k >= 1 and 2 x family_size <= {len(SHAPES)}, got k={k}, "
-                         f"family_size={family_size}")
+    pool = tuple(SHAPES) if shapes is None else tuple(shapes)
+    unknown = sorted(set(pool) - set(SHAPES))
+    if unknown or len(set(pool)) != len(pool):
+        raise DataError(f"draw_tasks: shapes must be distinct names among {', '.join(SHAPES)}; got "
+                        f"{'unknown ' + ', '.join(unknown) if unknown else 'a repeated name'}")
+    if k < 1 or 2 * family_size > len(pool):
+        raise DataError(f"draw_tasks: need k >= 1 and 2 x family_size <= {len(pool)} (the shapes to draw from), "
+                         f"got k={k}, family_size={family_size}")
     tasks = []
     for i in range(k):
         rng = np.random.default_rng([seed, i, 7919])
-        shapes = [SHAPES[j] for j in rng.permutation(len(SHAPES))[:2 * family_size]]
+        # one permutation of all 20 whatever `shapes` is, so the draws after it do not depend on it
+        drawn = [SHAPES[j] for j in rng.permutation(len(SHAPES)) if SHAPES[j] in pool][:2 * family_size]
         w0, w1 = rng.uniform(*hue_width, 2)
         lo0 = rng.uniform(0, 1)
         gap = rng.uniform(min_hue_gap, 1 - w0 - w1 - min_hue_gap)  # the gap on the other side stays >= min
@@ -92,7 +103,7 @@ def draw_tasks(k: int, *, seed: int = 0, family_size: int = 3, matched: tuple = 
         hues = ((round(lo0, 3), round(lo0 + w0, 3)), (round(lo1, 3), round(lo1 + w1, 3)))
         tasks.append(Task(
             name=f"t{seed}-{i:02d}",
-            label_shapes=(tuple(sorted(shapes[:family_size])), tuple(sorted(shapes[family_size:]))),
+            label_shapes=(tuple(sorted(drawn[:family_size])), tuple(sorted(drawn[family_size:]))),
             place_hues=hues,
             matched_fraction=round(float(rng.uniform(*matched)), 3),
             minority_fraction=round(float(rng.uniform(*minority)), 3),

@@ -568,7 +568,7 @@ def task_by_name(name: str) -> Task:
 def fit_law(dose_rows: pd.DataFrame, tables: dict[str, pd.DataFrame], *, out: str | Path,
             real_rows: pd.DataFrame | None = None, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
     """Fit the gain law on the dose study's step-axis rows and score it out of sample:
-    leave-task-out, on the data and coverage backbones (never fitted on), on the real networks,
+    leave-task-out, on the data, coverage and width backbones (never fitted on), on the real networks,
     and on each experiment's rows; and the partial correlations of the gain with each measure
     given the full-data error. Writes law.json (the primary law, which `predict_gain` reads),
     law.csv, partial.csv and predictions.csv (every held-out row's measured gain beside the
@@ -588,7 +588,8 @@ def fit_law(dose_rows: pd.DataFrame, tables: dict[str, pd.DataFrame], *, out: st
     from toolkit.analysis.gain_law import GainLaw, evaluate_law, law_predictions, partial_correlations
 
     fit_rows = dose_rows[dose_rows["axis"].isin(["step", "random"])]
-    held = {"data and coverage backbones": dose_rows[dose_rows["axis"].isin(["images", "shapes"])]}
+    held = {"data and coverage backbones": dose_rows[dose_rows["axis"].isin(["images", "shapes"])],
+            "width backbones": dose_rows[dose_rows["axis"] == "width"]}
     if real_rows is not None:
         held["real networks"] = real_rows.assign(task=REAL["dataset"])
     held.update({f"experiment {k}": t for k, t in tables.items()})

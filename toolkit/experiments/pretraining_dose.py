@@ -27,7 +27,9 @@ from toolkit.experiments.protocols import PROBE_AL, PROBE_POOL, STRATEGIES
 from toolkit.record import RunRecord, load_run, write_atomic
 
 DEFAULT_DOSES = ("random", "pretrained@step0", "pretrained@step100", "pretrained@step200", "pretrained@step400",
-                 "pretrained@step800", "pretrained", "pretrained@images5000", "pretrained@shapes10")
+                 "pretrained@step800", "pretrained@step1000", "pretrained@step1200", "pretrained@step1400",
+                 "pretrained", "pretrained@images5000", "pretrained@shapes10",
+                 "pretrained@width8", "pretrained@width16", "pretrained@width64")
 
 
 def dose_name(weights: str) -> str:
@@ -57,6 +59,42 @@ def coverage_of(weights: str, task: Task) -> dict:
     return {"label_shapes_seen": sum(s in seen for s in shapes), "label_shapes": len(shapes)}
 
 
+COVERAGE_K = 10  # the coverage design's backbone: pretrained@shapes10, on half of the 20 shapes
+COVERAGE_DOSES = ("random", "pretrained", f"pretrained@shapes{COVERAGE_K}")
+
+
+def coverage_tasks(k: int = 10, *, shapes: int = COVERAGE_K, seed: int = 0) -> list[Task]:
+    """The coverage design's tasks, fixed by rule before any run: pair i is task i of the suite's
+    distribution (`draw_tasks(k, seed=seed)`) drawn twice, once with both label families from
+    the `shapes` shapes that `pretrained@shapes{shapes}` was pretrained on ("cov10-seen-03"),
+    once from the others ("cov10-unseen-03"). The two differ only in their shapes: hues,
+    fractions and world seed are the same.
+
+    Args:
+        k: pairs (2k tasks).
+        shapes: the coverage backbone's K (`pretrained@shapesK`; each side needs 6 shapes).
+        seed: the task distribution's seed.
+
+    Examples:
+        >>> seen, unseen = coverage_tasks(1)
+        >>> seen.name, unseen.name, seen.place_hues == unseen.place_hues, seen.label_shapes != unseen.label_shapes
+        ('cov10-seen-00', 'cov10-unseen-00', True, True)
+    """
+    from dataclasses import replace
+
+    from toolkit.data.toy_tasks import draw_tasks
+    from toolkit.data.toyworld import SHAPES
+    from toolkit.models.pretrain import coverage_shapes
+
+    seen = tuple(SHAPES[i] for i in coverage_shapes(shapes))
+    unseen = tuple(s for s in SHAPES if s not in seen)
+    tasks = []
+    for side, pool in (("seen", seen), ("unseen", unseen)):
+        tasks += [replace(t, name=f"cov{shapes}-{side}-{i:02d}")
+                  for i, t in enumerate(draw_tasks(k, seed=seed, shapes=pool))]
+    return tasks
+
+
 def check_study(doses, *, data: dict | None = None, al: dict | None = None, workers: int | None = None,
                 dataset: str = "toyworld") -> list[str]:
     """The study's arguments, checked before any work (pretraining a missing dose takes minutes):
@@ -69,7 +107,8 @@ def check_study(doses, *, data: dict | None = None, al: dict | None = None, work
     doses = [str(w).strip() for w in doses]
     if not doses or not all(doses):
         raise ConfigError(f"--doses {','.join(map(str, doses))!r}: give one or more comma-separated toy_resnet weights "
-                          "ids (random, pretrained, pretrained@stepN, pretrained@imagesN, pretrained@shapesK), "
+                          "ids (random, pretrained, pretrained@stepN, pretrained@imagesN, pretrained@shapesK, "
+                          "pretrained@widthW), "
                           "none empty")
     twice = sorted({w for w in doses if doses.count(w) > 1})
     if twice:

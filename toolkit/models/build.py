@@ -93,6 +93,12 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
     if not isinstance(spec, (BuiltModel, TimmModel)):
         raise ModelError(f"model {name!r}: no builder for a {type(spec).__name__}")
     backbone, num_features = spec.build()
+    if name == "toy_resnet" and weights.startswith("pretrained@width"):  # the width axis: another architecture
+        from toolkit.models.pretrain import parse_dose
+        from toolkit.models.toy import ToyResNet, toy_widths
+
+        backbone = ToyResNet(toy_widths(parse_dose(weights)[1]))
+        num_features = backbone.num_features
     if weights == "pretrained":
         _load_pretrained(name, spec, backbone)
     elif name == "toy_resnet" and weights.startswith("pretrained@"):  # a pretraining dose

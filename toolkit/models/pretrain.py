@@ -37,7 +37,7 @@ from toolkit.data.base import normalize
 from toolkit.data.render import SHAPES, TEXTURES, render
 from toolkit.data.toyworld import ToyWorldParams
 from toolkit.errors import ModelError
-from toolkit.models.toy import ToyResNet
+from toolkit.models.toy import DEFAULT_WIDTH, ToyResNet, toy_widths
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class PretrainRecipe:
     seed: int = 1234           # distinct from every toy-world seed stream
     threads: int = 1
     shapes: tuple | None = None  # concept coverage: pretrain on these shape indices only (None: all 20)
+    width: int = DEFAULT_WIDTH  # the backbone's stem channels (`toy_widths`): the width axis of the dose study
 
 
 class PretrainHeads(nn.Module):
@@ -138,7 +139,8 @@ def pretrain_toy(out: str | Path | None, recipe: PretrainRecipe | None = None, *
         small_images, small_targets = make_pretraining_data(small, 1000, stream=2)
         torch.manual_seed(recipe.seed)
         # channels_last: ~25% more images per second on CPU for these convolutions
-        model = PretrainHeads(ToyResNet(), recipe.hue_bins).to(memory_format=torch.channels_last)
+        model = PretrainHeads(ToyResNet(toy_widths(recipe.width)), recipe.hue_bins)
+        model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, recipe.steps, recipe.warmup_steps))
         gen = torch.Generator().manual_seed(recipe.seed)
@@ -200,7 +202,7 @@ def _save_backbone(model: PretrainHeads, recipe: PretrainRecipe, metrics: dict, 
 
 # The pretraining dose (issue #22): checkpoints along the one pretraining run, and backbones
 # pretrained on fewer images or fewer shapes. Each is a weights id of toy_resnet.
-DOSE_STEPS = (0, 100, 200, 400, 800)  # saved by the default pretraining; its last step is "pretrained"
+DOSE_STEPS = (0, 100, 200, 400, 800, 1000, 1200, 1400)  # saved by the default pretraining; its last step is "pretrained"
 COVERAGE_SEED = 99  # which shapes a coverage backbone sees: the first K of one fixed permutation
 
 
@@ -216,14 +218,15 @@ def coverage_shapes(k: int) -> tuple[int, ...]:
 
 
 def parse_dose(weights: str) -> tuple[str, int]:
-    """"pretrained@step400" -> ("step", 400); also "images", "shapes"."""
+    """"pretrained@step400" -> ("step", 400); also "images", "shapes", "width"."""
     import re
 
-    m = re.fullmatch(r"pretrained@(step|images|shapes)(\d+)", weights)
+    m = re.fullmatch(r"pretrained@(step|images|shapes|width)(\d+)", weights)
     if not m:
         raise ModelError(f"unknown toy_resnet weights id {weights!r}; the dose ids are pretrained@stepN "
                          f"(N in {', '.join(map(str, DOSE_STEPS))} or any step up to {PretrainRecipe().steps}), "
-                         f"pretrained@imagesN (pretrained on N images) and pretrained@shapesK (on K of the 20 shapes)")
+                         f"pretrained@imagesN (pretrained on N images), pretrained@shapesK (on K of the 20 shapes) and "
+                         f"pretrained@widthW (a backbone with W stem channels; the default is {DEFAULT_WIDTH})")
     return m.group(1), int(m.group(2))
 
 
@@ -244,11 +247,17 @@ def ensure_toy_dose(weights: str) -> Path:
             pretrain_toy(None, default, save_steps=tuple(s for s in DOSE_STEPS if s <= value) + (value,),
                          stop_after=value)
         return path
+    if axis == "width" and value == DEFAULT_WIDTH:
+        return ensure_toy_backbone()  # the default backbone is this width
     path = final.with_name(f"{final.stem}@{axis}{value}.pt")
     if not path.exists():
         _refuse_in_tests(path)
-        recipe = replace(default, n_images=value) if axis == "images" else replace(default, shapes=coverage_shapes(value))
-        _pretrain_once(path, f"[pretrain] {weights}: pretraining a backbone on {value} {axis} (a few minutes, once)",
+        if axis == "width":
+            toy_widths(value)  # a width no GroupNorm fits is refused before minutes of pretraining
+        recipe = {"images": lambda: replace(default, n_images=value), "width": lambda: replace(default, width=value),
+                  "shapes": lambda: replace(default, shapes=coverage_shapes(value))}[axis]()
+        what = f"{value} stem channels wide" if axis == "width" else f"on {value} {axis}"
+        _pretrain_once(path, f"[pretrain] {weights}: pretraining a backbone {what} (a few minutes, once)",
                        lambda: pretrain_toy(path, recipe))
     return path
 

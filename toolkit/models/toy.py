@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.errors import ModelError
 from toolkit.models.registry import register_model
 
 
@@ -69,6 +70,19 @@ class ToyResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self.forward_stages(x)
         return F.relu(self.final_norm(x)).mean(dim=(2, 3))
+
+
+DEFAULT_WIDTH = 32  # the stem's channels; the four stages have 1, 2, 4 and 8 times as many
+
+
+def toy_widths(width: int = DEFAULT_WIDTH) -> tuple[int, int, int, int]:
+    """The four stages' channels of a toy ResNet whose stem has `width` channels: 32 -> (32, 64, 128, 256),
+    an embedding of 8 x `width` dimensions. Every stage's GroupNorm must divide its channels."""
+    widths = tuple(width * k for k in (1, 2, 4, 8))
+    if width < 4 or any(c % min(32, c // 4) for c in widths):
+        raise ModelError(f"toy ResNet width {width}: each stage's GroupNorm must divide its channels {widths}; "
+                         f"try a power of two, e.g. 8, 16, 32 or 64")
+    return widths
 
 
 @register_model("toy_resnet", input_size=32, description="toy pre-act ResNet-GN, pretrained by `altk pretrain toy`")

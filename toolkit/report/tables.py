@@ -216,6 +216,25 @@ def format_dose(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def format_coverage(table: pd.DataFrame, value: str = "auc_gain") -> str:
+    """The coverage design's printed contrast (`analysis.dose.coverage_design`): each backbone's
+    gain on tasks whose shapes the coverage backbone saw and on their unseen twins."""
+    from toolkit.analysis.dose import coverage_design
+
+    design = coverage_design(table, value)
+    n = int(design["pairs"].max())
+    fmt = "{:+.3f}"
+    lines = [f"Coverage design: the {value.replace('auc', 'AUC').replace('_', ' ')} on task pairs that differ only in their label shapes, "
+             f"all seen or all unseen by the coverage backbone in pretraining (mean [95% t-CI over {n} pairs]); "
+             "seen - unseen, and that difference beside the backbone that saw every shape:",
+             f"{'backbone':<24}{'seen':>26}{'unseen':>26}{'seen - unseen':>26}{'minus pretrained':>26}"]
+    for _, r in design.iterrows():
+        lines.append(f"{r['weights']:<24}" + "".join(
+            ci_text(r[c], r[f"{c}_low"], r[f"{c}_high"], r["pairs"], fmt).rjust(26)
+            for c in ("seen", "unseen", "difference", "versus_reference")))
+    return "\n".join(lines)
+
+
 def format_backbones(table: pd.DataFrame) -> str:
     """The real-network axis' printed table: one row per backbone, CIs over seeds."""
     n = int(table["n_seeds"].max())
