@@ -4,7 +4,7 @@
     .venv/bin/python docs/figures.py dose cache/dose-study     # -> docs/img/dose-gain.png, dose-vs-separability.png
     .venv/bin/python docs/figures.py strategies cache/suite-probe   # -> docs/img/strategies.png
     .venv/bin/python docs/figures.py toyworld                  # -> docs/img/toyworld.png
-    .venv/bin/python docs/figures.py interventions cache/interventions   # -> docs/img/interventions-gain.png
+    .venv/bin/python docs/figures.py interventions cache/interventions   # -> docs/img/interventions-gain.png, interventions-phase.png
 
 suite: each task's worst-group AUC gain of least-confidence over random, pretrained against
 unpretrained, with paired 95% CIs over seeds (`report.figures.task_gain_figure`).
@@ -16,7 +16,10 @@ and unpretrained side by side, the mean across tasks as a bar (from `strategies.
 interventions: the gain against the label's separability, per representation (mean and 95%
 t-CI over tasks): the dose study's backbones beside experiments a (erase the label), b (erase the
 background) and c (inject the label into random-init features), from their table.csv files and
-the dose study's dose.csv (found beside, or at cache/dose-study).
+the dose study's dose.csv (found beside, or at cache/dose-study); and the phase diagram: each
+synthetic cell at the separabilities the probes measured on it, coloured by its gain, with the
+measured backbones (the dose study's, and the real networks' from dose-real beside) placed by the
+same measures and coloured on the same scale.
 toyworld: the default toy world's training pool, six images of each (label x background) group
 with the group's share of the pool: what the demo learns from.
 """
@@ -196,7 +199,43 @@ def interventions(folder: str) -> list[Path]:
     out = IMG / "interventions-gain.png"
     fig.savefig(out, dpi=150)
     plt.close(fig)
-    return [out]
+    return [out, _phase(root, pd.read_csv(dose_csv))]
+
+
+def _phase(root: Path, dose: pd.DataFrame) -> Path:
+    """The phase diagram in measured units: synthetic cells and real backbones on one plane."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    from toolkit.analysis.gain_law import gain_by_representation, phase_table
+
+    cells = phase_table(pd.read_csv(root / "d" / "table.csv"))
+    marks = [gain_by_representation(dose, by="weights").rename(columns={"weights": "name"})]
+    real_csv = root.parent / "dose-real" / "dose.csv"
+    if real_csv.is_file():
+        marks.append(pd.read_csv(real_csv).rename(columns={"backbone": "name"}))
+    marks = pd.concat(marks, ignore_index=True)
+    values = pd.concat([cells["auc_gain"], marks["auc_gain"]])
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=min(-0.05, values.min()), vmax=max(0.05, values.max()))
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    dots = ax.scatter(cells["sep_label"], cells["sep_spurious"], c=cells["auc_gain"], cmap="RdBu", norm=norm, s=260,
+                      marker="s", edgecolors="grey", label="synthetic cell (d), 5 task compositions")
+    ax.scatter(marks["sep_label"], marks["sep_spurious"], c=marks["auc_gain"], cmap="RdBu", norm=norm, s=90,
+               marker="D", edgecolors="black", label="measured backbone (dose study, real networks)")
+    for _, m in marks.iterrows():
+        ax.annotate(str(m["name"]).removeprefix("pretrained@"), (m["sep_label"], m["sep_spurious"]), fontsize=6,
+                    xytext=(3, -9), textcoords="offset points", rotation=-35)
+    fig.colorbar(dots, ax=ax, label="worst-group AUC gain (least-confidence - random)")
+    ax.set_xlabel("linear separability of the label (as measured: 5-fold probe, balanced accuracy)")
+    ax.set_ylabel("separability of the spurious attribute (as measured)")
+    ax.set_title("Phase diagram: the gain over the two separabilities", fontsize=10)
+    ax.legend(frameon=False, fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = IMG / "interventions-phase.png"
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
 
 
 if __name__ == "__main__":

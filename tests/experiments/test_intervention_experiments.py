@@ -154,7 +154,7 @@ def test_the_law_is_fitted_on_a_dose_table_and_scored_on_the_experiments(tmp_pat
     rows = []
     for w, axis, sep in (("random", "random", 0.5), ("pretrained@step400", "step", 0.6),
                          ("pretrained@step800", "step", 0.75), ("pretrained", "step", 0.9),
-                         ("pretrained@images5000", "images", 0.85)):
+                         ("pretrained@images5000", "images", 0.85), ("pretrained@width16", "width", 0.8)):
         for t in range(6):
             s = sep + 0.02 * rng.normal()
             rows.append({"weights": w, "axis": axis, "task": f"t0-{t:02d}", "sep_label": s,
@@ -164,15 +164,28 @@ def test_the_law_is_fitted_on_a_dose_table_and_scored_on_the_experiments(tmp_pat
     held = dose.assign(task=dose["task"] + "x").drop(columns=["weights", "axis"])
     result = fit_law(dose, {"d": held}, out=tmp_path, n_boot=50)
     predictions = pd.read_csv(tmp_path / "predictions.csv")
-    assert predictions.groupby("evaluation").size().to_dict() == {"leave-task-out": 24,
-                                                                  "data and coverage backbones": 6, "experiment d": 30}
+    assert predictions.groupby("evaluation").size().to_dict() == {"leave-task-out": 24, "width backbones": 6,
+                                                                  "data and coverage backbones": 6, "experiment d": 36}
     held_rows = predictions[predictions["evaluation"] != "leave-task-out"]
     assert (held_rows["low"] <= held_rows["predicted"]).all() and (held_rows["predicted"] <= held_rows["high"]).all()
     law = result["law"]
-    assert {"in sample", "leave-task-out", "data and coverage backbones", "experiment d"} == set(law["evaluation"])
-    assert law["primary"].sum() == 4 and (tmp_path / "law.json").is_file()
+    assert {"in sample", "leave-task-out", "data and coverage backbones", "width backbones",
+            "experiment d"} == set(law["evaluation"])
+    assert law["primary"].sum() == 5 and (tmp_path / "law.json").is_file()
     assert set(result["partial"]["x"]) >= {"sep_label", "sep_group_worst"}
     assert GainLaw.load(tmp_path / "law.json").measures == ("sep_label",)
+    # the diagnostic's view of the held-out backbones: per backbone, predicted beside measured
+    from toolkit.analysis.gain_law import prediction_summary
+    from toolkit.report.tables import format_predictions
+
+    summary = prediction_summary(predictions, ["width backbones", "data and coverage backbones"])
+    assert sorted(summary["name"]) == ["pretrained@images5000", "pretrained@width16"]
+    width = summary.set_index("name").loc["pretrained@width16"]
+    rows = predictions[predictions["name"] == "pretrained@width16"]
+    assert width["measured"] == pytest.approx(rows["measured"].mean())
+    assert width["inside"] == pytest.approx(((rows["measured"] >= rows["low"]) & (rows["measured"] <= rows["high"])).mean())
+    text = format_predictions(predictions, ["width backbones"])
+    assert "pretrained@width16" in text and "pretrained@images5000" not in text
 
 
 def test_the_intervene_and_diagnose_commands(tmp_path, capsys):

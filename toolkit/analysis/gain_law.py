@@ -474,6 +474,41 @@ def law_predictions(law: GainLaw, fit_rows: pd.DataFrame, held_out: dict[str, pd
     return pd.concat(frames, ignore_index=True)
 
 
+def prediction_summary(predictions: pd.DataFrame, evaluations: list[str] | None = None) -> pd.DataFrame:
+    """Per held-out backbone (or representation): its measured gain, mean [95% t-CI over tasks],
+    beside the law's mean prediction and mean interval, and the share of its rows whose measured
+    gain falls inside their interval: what the diagnostic would have said before the runs.
+
+    Args:
+        predictions: `law_predictions` output.
+        evaluations: the sets to summarise (default: every one with intervals, i.e. not the
+            leave-task-out rows).
+
+    Returns:
+        One row per (evaluation, name): measured, measured_low, measured_high, predicted, low,
+        high, inside (share of rows in their interval), tasks.
+
+    Examples:
+        >>> p = pd.DataFrame({"evaluation": "held", "name": "w", "task": ["t0", "t1"], "measured": [0.1, 0.3],
+        ...                   "predicted": [0.15, 0.2], "low": [0.0, 0.1], "high": [0.2, 0.25]})
+        >>> prediction_summary(p)[["name", "measured", "predicted", "inside", "tasks"]]
+          name  measured  predicted  inside  tasks
+        0    w       0.2      0.175     0.5      2
+    """
+    held = predictions[predictions["low"].notna()] if evaluations is None else \
+        predictions[predictions["evaluation"].isin(evaluations)]
+    out = []
+    for (evaluation, name), g in held.groupby(["evaluation", "name"], sort=False):
+        m, lo, hi = mean_ci(g["measured"], bounds=GAIN)
+        out.append({"evaluation": evaluation, "name": name, "measured": m, "measured_low": lo, "measured_high": hi,
+                    "predicted": float(g["predicted"].mean()), "low": float(g["low"].mean()),
+                    "high": float(g["high"].mean()),
+                    "inside": float(((g["measured"] >= g["low"]) & (g["measured"] <= g["high"])).mean()),
+                    "tasks": len(g)})
+    return pd.DataFrame(out, columns=["evaluation", "name", "measured", "measured_low", "measured_high", "predicted",
+                                      "low", "high", "inside", "tasks"])
+
+
 # ---- partial correlations ---------------------------------------------------------------------------
 
 def partial_correlation(table: pd.DataFrame, x: str, y: str, control: str | list[str], *, cluster: str = "task",

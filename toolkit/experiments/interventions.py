@@ -498,6 +498,7 @@ def load_skipped(out: str | Path) -> pd.DataFrame:
 
 # ---- the law, fitted on the dose study and scored on everything else --------------------------------
 
+HELD_OUT_BACKBONES = ("data and coverage backbones", "width backbones", "real networks")  # never fitted on
 PRIMARY_LAW = {"measures": ("sep_label",), "kind": "logistic"}  # fixed before looking: the measure a and c move
 CANDIDATE_LAWS = ({"measures": ("sep_label",), "kind": "logistic"}, {"measures": ("sep_label",), "kind": "isotonic"},
                   {"measures": ("sep_group_worst",), "kind": "logistic"},
@@ -588,10 +589,11 @@ def fit_law(dose_rows: pd.DataFrame, tables: dict[str, pd.DataFrame], *, out: st
     from toolkit.analysis.gain_law import GainLaw, evaluate_law, law_predictions, partial_correlations
 
     fit_rows = dose_rows[dose_rows["axis"].isin(["step", "random"])]
-    held = {"data and coverage backbones": dose_rows[dose_rows["axis"].isin(["images", "shapes"])],
-            "width backbones": dose_rows[dose_rows["axis"] == "width"]}
+    data_coverage, width, real = HELD_OUT_BACKBONES
+    held = {data_coverage: dose_rows[dose_rows["axis"].isin(["images", "shapes"])],
+            width: dose_rows[dose_rows["axis"] == "width"]}
     if real_rows is not None:
-        held["real networks"] = real_rows.assign(task=REAL["dataset"])
+        held[real] = real_rows.assign(task=REAL["dataset"])
     held.update({f"experiment {k}": t for k, t in tables.items()})
     scores = []
     for spec in CANDIDATE_LAWS:
@@ -675,13 +677,16 @@ def write_report(result: dict, out: str | Path, *, command: str = "") -> str:
     """
     from toolkit.analysis.gain_law import phase_table
     from toolkit.report import figures
-    from toolkit.report.tables import format_interventions, format_law, format_phase
+    from toolkit.report.tables import format_interventions, format_law, format_phase, format_predictions
 
     out, tables = Path(out), result["tables"]
     parts = [format_interventions(_summary(e, t), title=TITLES[e], skipped=result["skipped"].get(e))
              for e, t in tables.items()]
     parts += [format_phase(phase_table(tables["d"]))] if "d" in tables else []
     parts += [format_law(result["law"], result["partial"])] if result["law"] is not None else []
+    if result.get("predictions") is not None:
+        backbones = [e for e in dict.fromkeys(result["predictions"]["evaluation"]) if e in HELD_OUT_BACKBONES]
+        parts += [format_predictions(result["predictions"], backbones)] if backbones else []
     text = "\n\n".join(parts)
     points, marks = gain_points(result)
     page = [("Gain against label separability", figures.gain_separability_figure(points))] if len(points) else []

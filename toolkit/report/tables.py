@@ -365,6 +365,29 @@ def format_law(law: pd.DataFrame, partial: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def format_predictions(predictions: pd.DataFrame, evaluations: list[str]) -> str:
+    """The primary law's predictions for held-out backbones beside their measured gains
+    (`analysis.gain_law.prediction_summary`): what the diagnostic says before any AL run.
+
+    Args:
+        predictions: `analysis.gain_law.law_predictions` output.
+        evaluations: the held-out sets to show (e.g. "real networks").
+    """
+    from toolkit.analysis.gain_law import prediction_summary
+
+    summary = prediction_summary(predictions, evaluations)
+    lines = ["The diagnostic on backbones the law was not fitted on: the law's prediction (mean over tasks, with its mean "
+             "95% interval for one backbone x task) beside the measured AUC gain (mean [95% t-CI over tasks]), and the "
+             "share of rows whose measured gain falls inside their interval:",
+             f"{'set':<30}{'backbone':<24}{'predicted':>26}{'measured':>26}{'inside':>8}{'tasks':>7}"]
+    for _, r in summary.iterrows():
+        lines.append(f"{r['evaluation']:<30}{str(r['name']):<24}"
+                     + f"{r['predicted']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]".rjust(26)
+                     + ci_text(r["measured"], r["measured_low"], r["measured_high"], r["tasks"], "{:+.3f}").rjust(26)
+                     + f"{r['inside']:>8.0%}{r['tasks']:>7}")
+    return "\n".join(lines)
+
+
 def format_diagnosis(result: dict) -> str:
     """`experiments.diagnose.predict_gain`'s result as text.
 
