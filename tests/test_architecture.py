@@ -108,7 +108,7 @@ DOCTESTS = ["toolkit._util.paths", "toolkit.config", "toolkit.models", "toolkit.
             "toolkit.analysis.cost", "toolkit.analysis.suite", "toolkit.analysis.dose", "toolkit.analysis.separability",
             "toolkit.analysis.maps", "toolkit.analysis.neighbours", "toolkit.analysis.gain_law", "toolkit.report.html",
             "toolkit.report.explore", "toolkit.experiments.diagnose", "toolkit.experiments.interventions",
-            "toolkit.errors", "toolkit"]
+            "toolkit.data.spamassassin", "toolkit.errors", "toolkit"]
 
 
 def test_docstring_examples_run(monkeypatch, tiny_backbone, tmp_path):

@@ -51,6 +51,7 @@ _DECLARED: dict[str, DatasetCapabilities] = {
     "fmow": _IMAGE_CROP,
     "csv_text": DatasetCapabilities("text"),
     "amazon": DatasetCapabilities("text"),
+    "spamassassin": DatasetCapabilities("text"),
 }
 
 

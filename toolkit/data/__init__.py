@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from functools import partial
 
-from toolkit.data import cifar, csv_images, csv_text, fashion_mnist, metadata_images, toyworld  # noqa: F401 (registers)
+from toolkit.data import (  # noqa: F401 (registers)
+    cifar,
+    csv_images,
+    csv_text,
+    fashion_mnist,
+    metadata_images,
+    spamassassin,
+    toyworld,
+)
 from toolkit.data.base import GroupedDataset, normalize
 from toolkit.data.registry import (
     DatasetEntry,

