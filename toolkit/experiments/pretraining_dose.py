@@ -29,7 +29,7 @@ from toolkit.record import RunRecord, load_run, write_atomic
 DEFAULT_DOSES = ("random", "pretrained@step0", "pretrained@step100", "pretrained@step200", "pretrained@step400",
                  "pretrained@step800", "pretrained@step1000", "pretrained@step1200", "pretrained@step1400",
                  "pretrained", "pretrained@images5000", "pretrained@shapes10",
-                 "pretrained@width8", "pretrained@width16", "pretrained@width64")
+                 "pretrained@width8", "pretrained@width16")  # wider ones (pretrained@width64) cost 4x to pretrain
 
 
 def dose_name(weights: str) -> str:

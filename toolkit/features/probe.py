@@ -168,7 +168,7 @@ class _StandardisedView:
 
 # dataset params that may differ between a pool and its held-out splits: what only the pool's
 # sampling uses, and the loaders' per-split digests of their files
-POOL_ONLY_PARAMS = ("matched_fraction", "resample_seed", "content", "in_memory")
+POOL_ONLY_PARAMS = ("matched_fraction", "resample_seed", "content", "in_memory", "pool_size", "sample_seed")
 
 
 def check_eval_cache(pool: FeatureCache, cache: FeatureCache, split: str) -> None:
