@@ -17,12 +17,18 @@ Printed per size:
   read from its cache (what every later open costs).
 - **render**: the widget (`Explorer`, both maps linked) in JupyterLab driven by headless
   Chromium (Playwright): seconds from running the display cell to both maps' canvases drawn
-  (the first screenshot of each canvas with more than 1% non-background pixels), plus the
-  kernel's time to build the widget, measured in the cell. Needs jupyterlab, playwright and
-  Debian's chromium.
+  (the first screenshot of each canvas with more than 1% non-background pixels), and the
+  kernel's time to build the widget, measured in the cell. Then a lasso is drawn with the
+  mouse around the middle of the first map: seconds from releasing it to the selection's
+  counts and neighbours on the page (the browser, the kernel and back), and how many points
+  it caught. Needs jupyterlab, playwright and Debian's chromium.
 - **report**: the HTML report's explorer section (`explorer_html`, the report's defaults: a
-  sample of 1,500 pool points plus the acquired ones, at most 2,000 thumbnails), in MB, and the
-  whole page with plotly.js inlined, as `build_report` writes it.
+  sample of 1,500 pool points plus the acquired ones, at most 2,000 thumbnails), in MB, and
+  the section with plotly.js (which the report inlines once), the seconds to build the section
+  (the sample's map not included).
+
+With --keep FOLDER the maps stay there, and a later run with the same --keep reads them: its
+first lines then say "open ... (map cached by an earlier run)" instead of "fit".
 
 The driver of JupyterLab (`lab_server`, `run_notebook`) is shared with the browser test
 (tests/report/test_explore.py).
@@ -118,10 +124,12 @@ def fitted_views(n: int, root: Path, *, n_jobs: int = 1) -> tuple[dict, dict]:
     records = write_runs(root / "runs", pre.ids)
     times, views = {}, {}
     for run, cache, images in (("pre-lc", pre, pre_images), ("unpre-lc", unpre, unpre_images)):
+        maps_before = len(list((root / "maps").glob("*.npy")))
         t = time.perf_counter()
         views[run] = PoolView(records, map_run=run, max_points=None, cache_dir=root / "maps", n_jobs=n_jobs
                               ).fit(cache, images)
-        times[f"fit {run}"] = time.perf_counter() - t
+        fitted = len(list((root / "maps").glob("*.npy"))) > maps_before  # else read from an earlier --keep
+        times[f"fit {run}" if fitted else f"open {run} (map cached by an earlier run)"] = time.perf_counter() - t
     t = time.perf_counter()
     PoolView(records, map_run="pre-lc", max_points=None, cache_dir=root / "maps").fit(pre, pre_images)
     times["open again (map cached)"] = time.perf_counter() - t
@@ -149,8 +157,14 @@ def lab_server(notebook_dir: Path, env: dict | None = None):
            "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"]
     if hasattr(os, "getuid") and os.getuid() == 0:
         cmd.append("--allow-root")
+    # its own settings (no news pop-up over the page) and workspaces, not the user's
+    settings = notebook_dir / ".lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(notebook_dir / ".lab-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(notebook_dir / ".lab-workspaces"), **(env or {})}
     log = open(notebook_dir / "lab.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -181,8 +195,18 @@ def open_notebook(page, base: str, token: str, name: str) -> None:
     """Open a notebook in JupyterLab and wait for its kernel."""
     page.goto(f"{base}/lab/tree/{name}?token={token}")
     page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=120_000)
-    page.wait_for_function("""() => { const k = document.querySelector('.jp-Notebook-ExecutionIndicator');
-        return k && k.getAttribute('data-status') === 'idle'; }""", timeout=120_000)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # JupyterLab may ask which kernel: the default (the server's Python) is right
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        ready = page.evaluate("""() => { const w = window.jupyterapp.shell.currentWidget;
+            const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+            return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }""")
+        if ready:
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the notebook's kernel did not start within 120 s")
 
 
 def run_cell(page, index: int, timeout_s: float = 600) -> float:
@@ -192,7 +216,8 @@ def run_cell(page, index: int, timeout_s: float = 600) -> float:
         nb.activeCellIndex = {index}; return window.jupyterapp.commands.execute('notebook:run-cell'); }}""")
     t = time.perf_counter()
     page.wait_for_function(f"""() => {{ const c = window.jupyterapp.shell.currentWidget.content.widgets[{index}];
-        return c.model.executionCount !== null && c.promptNode.textContent.indexOf('*') < 0; }}""",
+        const p = c.node.querySelector('.jp-InputPrompt');
+        return c.model.executionCount !== null && p && p.textContent.indexOf('*') < 0; }}""",
                            timeout=timeout_s * 1000)
     return time.perf_counter() - t
 
@@ -226,6 +251,20 @@ def canvases_drawn(page, cell: int, n_maps: int, timeout_s: float = 300, min_ink
                 return time.perf_counter() - t0
         time.sleep(0.1)
     raise TimeoutError(f"the maps did not draw within {timeout_s} s")
+
+
+def drag(page, canvas, path, *, steps: int = 12, release: bool = True) -> None:
+    """Press, move along `path` (fractions of the canvas's box) and (unless `release` is False)
+    release: a lasso drawn by hand."""
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in path]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=steps)
+    if release:
+        page.mouse.up()
 
 
 def browser(playwright):
@@ -263,9 +302,23 @@ def measure_render(n: int, root: Path) -> dict:
         canvases_drawn(page, 1, 2)
         drawn = time.perf_counter() - t  # from the run command to both maps drawn
         text = cell_text(page, 1)
+        # a lasso around the middle of the first map: from releasing the mouse to the selection's
+        # counts, thumbnails and neighbours on the page (browser -> kernel -> browser)
+        widget = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea-output:has(canvas)").first
+        widget.locator("[title='Activate lasso selection']").first.click()
+        drag(page, widget.locator("canvas").first, [(0.35, 0.35), (0.65, 0.35), (0.65, 0.65), (0.35, 0.65),
+                                                    (0.35, 0.35)], release=False)
+        t = time.perf_counter()
+        page.mouse.up()
+        page.wait_for_function("() => document.body.innerText.indexOf(' selected in ') >= 0", timeout=120_000)
+        page.wait_for_function("() => document.body.innerText.indexOf('Nearest neighbours of') >= 0",
+                               timeout=120_000)
+        lasso = time.perf_counter() - t
+        selected = int(page.evaluate("() => document.body.innerText.split(' selected in ')[0].split(/\\s/).pop()"))
         b.close()
     built = float(text.split("built in ")[1].split(" s")[0]) if "built in" in text else float("nan")
-    return {"render (run cell to both maps drawn)": drawn, "widget built in the kernel": built}
+    return {"render (run cell to both maps drawn) s": drawn, "widget built in the kernel s": built,
+            "lasso to table on the page s": lasso, "points lassoed": selected}
 
 
 def report_size(views: dict) -> dict:
@@ -299,7 +352,7 @@ def main(argv=None) -> None:
         row = {f"{k} s": v for k, v in times.items()}
         row.update(report_size(views))
         if not args.no_browser and chromium():
-            row.update({f"{k} s": v for k, v in measure_render(n, root).items()})
+            row.update(measure_render(n, root))
         rows[n] = row
         print(json.dumps({n: row}, indent=1), flush=True)
         if args.keep is None:
