@@ -56,8 +56,9 @@ def dose(folder: str) -> list[Path]:
     full = by[by["weights"] == "pretrained"].iloc[0]
     rnd = by[by["axis"] == "random"]
     panels = [("step", "pretraining steps (of 1,700)", None), ("images", "pretraining images", 40_000),
-              ("shapes", "shapes seen in pretraining (of 20)", 20)]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+              ("shapes", "shapes seen in pretraining (of 20)", 20), ("width", "stem channels (x 8 = embedding)", 32)]
+    panels = [p for p in panels if p[0] == "step" or (by["axis"] == p[0]).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.8), sharey=True)
     for ax, (axis, label, full_dose) in zip(axes, panels):
         g = by[by["axis"] == axis].sort_values("dose")
         if full_dose is not None:
@@ -71,6 +72,9 @@ def dose(folder: str) -> list[Path]:
         ax.set_xlabel(label)
         if axis == "images":
             ax.set_xticks([5_000, 10_000, 20_000, 30_000, 40_000], ["5k", "10k", "20k", "30k", "40k"])
+        if axis == "width":
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(g["dose"].astype(float), [f"{int(d)}" for d in g["dose"]])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("worst-group AUC gain\n(least-confidence - random)")
     axes[0].legend(loc="upper left", frameon=False)

@@ -235,9 +235,9 @@ def _probe_dose(args) -> None:
     write_atomic(out / "dose.txt", text + "\n")
     build_dose_report(table, corr, out / "dose.html", command=_command_line())
     print("\n" + text)
-    print(f"\n[dose] wrote {out / 'dose.csv'} (one row per backbone x task), "
-          f"{out / 'correlations.csv' if not corr.empty else 'no correlations.csv (too few rows)'}, "
-          f"{out / 'dose.html'}")
+    print(f"\n[dose] wrote {shown(out / 'dose.csv')} (one row per backbone x task), "
+          f"{shown(out / 'correlations.csv') if not corr.empty else 'no correlations.csv (too few rows)'}, "
+          f"{shown(out / 'dose.html')}")
     if skipped:
         print(f"[dose] {skipped}")
     _dose_failures(study["failed"], out)
@@ -290,10 +290,10 @@ def _full_dose(args) -> None:
                          mode="full finetuning")
     write_atomic(out / "dose.csv", table.to_csv(index=False))
     write_atomic(out / "dose.txt", text + "\n")
-    print("\n" + text + f"\n\n[dose] wrote {out / 'dose.csv'}, {out / 'dose.txt'}")
+    print("\n" + text + f"\n\n[dose] wrote {shown(out / 'dose.csv')}, {shown(out / 'dose.txt')}")
     if study["failed"]:  # the table covers the finished runs; the failures were named above
         raise RunsFailedError(f"{len(study['failed'])} runs failed (named above, with their last error line); "
-                              f"the table covers the finished ones; full errors in {out / 'index.json'}")
+                              f"the table covers the finished ones; full errors in {shown(out / 'index.json')}")
 
 
 def _real_dose(args) -> None:
@@ -317,7 +317,8 @@ def _real_dose(args) -> None:
     text = format_backbones(table)
     write_atomic(out / "dose.txt", text + "\n")
     write_atomic(out / "dose.html", backbone_gain_figure(table).to_html(include_plotlyjs=True))
-    print("\n" + text + f"\n\n[dose] wrote {out / 'dose.csv'}, {out / 'dose.txt'}, {out / 'dose.html'}")
+    print("\n" + text + f"\n\n[dose] wrote {shown(out / 'dose.csv')}, {shown(out / 'dose.txt')}, "
+          f"{shown(out / 'dose.html')}")
     _dose_failures(study["failed"], out)
 
 
@@ -355,8 +356,8 @@ def cmd_suite(args) -> None:
     command = _command_line()
     page = build_suite_report(table, out / "suite.html", command=command)
     print("\n" + text, flush=True)
-    print(f"\n[suite] wrote {out / 'suite.csv'} (one row per task), {out / 'claims.csv'}, {page}; tasks and their "
-          f"parameters in {out / 'tasks.json'}; re-run one with --only NAME", flush=True)
+    print(f"\n[suite] wrote {shown(out / 'suite.csv')} (one row per task), {shown(out / 'claims.csv')}, {page}; tasks and their "
+          f"parameters in {shown(out / 'tasks.json')}; re-run one with --only NAME", flush=True)
     if len(strategies) > 2:
         from toolkit.analysis.strategies import strategy_rows, strategy_summary
         from toolkit.report.html import build_strategy_report
@@ -370,8 +371,8 @@ def cmd_suite(args) -> None:
         write_atomic(out / "strategies.txt", text + "\n")
         page = build_strategy_report(rows, summary, out / "strategies.html", command=command)
         print("\n" + text, flush=True)
-        print(f"\n[suite] wrote {out / 'strategies.csv'} (one row per task x backbone x strategy), "
-              f"{out / 'strategy_summary.csv'}, {page}", flush=True)
+        print(f"\n[suite] wrote {shown(out / 'strategies.csv')} (one row per task x backbone x strategy), "
+              f"{shown(out / 'strategy_summary.csv')}, {page}", flush=True)
 
 
 def cmd_select_once(args) -> None:
@@ -396,7 +397,7 @@ def cmd_select_once(args) -> None:
     text = format_select_once(table, summary)
     write_atomic(out / "comparison.txt", text + "\n")
     print("\n" + text, flush=True)
-    print(f"\n[select-once] wrote {out / 'comparison.csv'} (one row per task x seed), {out / 'comparison_summary.csv'}",
+    print(f"\n[select-once] wrote {shown(out / 'comparison.csv')} (one row per task x seed), {shown(out / 'comparison_summary.csv')}",
           flush=True)
 
 
@@ -421,7 +422,7 @@ def cmd_intervene(args) -> None:
     tables = ", ".join(str(out / e / "table.csv") for e in experiments)
     law = "".join(f", {out / f}" for f in ("law.json", "law.csv", "partial.csv", "predictions.csv")) \
         if result["law"] is not None else ""
-    print(f"\n[intervene] wrote {tables}{law}, {out / 'interventions.txt'}, {out / 'interventions.html'}")
+    print(f"\n[intervene] wrote {tables}{law}, {shown(out / 'interventions.txt')}, {shown(out / 'interventions.html')}")
     if result["law"] is None:
         print(f"[intervene] the gain law was not fitted: no dose study's dose.csv at "
               f"{args.dose_study or cache_path('dose-study')} (run `altk dose`, or pass --dose-study DIR)")
