@@ -105,7 +105,7 @@ ROWS: tuple[FidelityRow, ...] = (
         "BiT: 160 -> 128 for small images, 512 -> 480 for large",
         "small iff area < 96 x 96, strictly (utils/datasets/metadata.py:97-100; bit_hyperrule.py:18): "
         "Camelyon17's 96 px patches go to 512 -> 480",
-        "the camelyon17 preset uses 512 -> 480 (it used 160 -> 128 before issue #12)",
+        "the camelyon17 preset uses 512 -> 480 (it used 160 -> 128 in earlier versions)",
     ),
     FidelityRow(
         "ViT-B/16 weights",
@@ -127,7 +127,7 @@ ROWS: tuple[FidelityRow, ...] = (
         "Acquisition sizes",
         "5 per round (Waterbirds)",
         "floor(initial x multiplier^k), capped by the remaining budget (run.py:106, 229-234)",
-        "the same: floor (round before issue #12), capped by the budget",
+        "the same: floor (round in earlier versions), capped by the budget",
     ),
     FidelityRow(
         "CIFAR-10 rare classes",

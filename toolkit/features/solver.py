@@ -68,6 +68,10 @@ class Gram:
             block = X[n0:] @ X.T  # (m, n): the new rows against all rows
             self.Q[n0:n, :n] = block
             self.Q[:n0, n0:n] = block[:, :n0].T
+            # a product of rows with themselves need not come out bitwise symmetric (the BLAS
+            # kernel's order can differ between the two triangles on some CPUs): mirror one
+            square = self.Q[n0:n, n0:n]
+            self.Q[n0:n, n0:n] = torch.tril(square) + torch.tril(square, -1).T
         self.n = n
         return self.Q[:n, :n].to(_F64)
 
