@@ -160,10 +160,10 @@ def _strength_text(folder: Path, strength: str, caches: dict, predictions: dict)
                          f"   final {ci_text(r['final_gain'], r['final_gain_low'], r['final_gain_high'], r['n_seeds'], '{:+.3f}')}")
     lines += ["", "The pool embedding's measures (5-fold linear probes, balanced accuracy; the full-data probe's test "
                   "error), as the dose study measures its backbones:",
-              f"{'init':<13}" + "".join(f"{m:>22}" for m in MEASURES)]
+              f"{'init':<13}" + "".join(f"{m:>24}" for m in MEASURES)]
     for init, c in caches.items():
         m = predictions[init]["measures"] if predictions.get(init) else cache_measures(c["train"], c["test"])
-        lines.append(f"{init:<13}" + "".join(f"{m[k]:>22.3f}" for k in MEASURES))
+        lines.append(f"{init:<13}" + "".join(f"{m[k]:>24.3f}" for k in MEASURES))
     lines.append("")
     measured = {r["weights"]: r for _, r in gain_summary(tidy, "test/worst_group", by=["weights"]).iterrows()}
     lines.append("The gain law's prediction, made before the runs, beside the measured least-confidence gain:")
