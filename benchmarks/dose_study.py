@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 TARGET_S = 15 * 60
 DOSES = ("random", "pretrained@step0", "pretrained@step100", "pretrained@step200", "pretrained@step400",
@@ -31,13 +29,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-    from toolkit._util.paths import cache_path
+    from fresh_root import fresh_cache_root  # benchmarks/, beside this script
 
-    backbones = cache_path("toy_backbone")
-    root = Path(tempfile.mkdtemp(prefix="altk-dose-bench-"))
-    os.environ["ALTK_CACHE"] = str(root / "cache")  # the workers (spawned) inherit it
-    (root / "cache").mkdir()
-    (root / "cache" / "toy_backbone").symlink_to(backbones.resolve())
+    root = fresh_cache_root("altk-dose-bench-")
     from toolkit.data.toy_tasks import draw_tasks
     from toolkit.experiments.pretraining_dose import run_dose_study
     from toolkit.models.pretrain import ensure_toy_doses

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 TARGET_S = 20 * 60
 
@@ -27,13 +25,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--small", action="store_true", help="InterventionPlan.small(): a smoke run, not the target")
     args = ap.parse_args()
-    from toolkit._util.paths import cache_path
+    from fresh_root import fresh_cache_root  # benchmarks/, beside this script
 
-    backbones = cache_path("toy_backbone")
-    root = Path(tempfile.mkdtemp(prefix="altk-intervene-bench-"))
-    os.environ["ALTK_CACHE"] = str(root / "cache")  # the workers (spawned) inherit it
-    (root / "cache").mkdir()
-    (root / "cache" / "toy_backbone").symlink_to(backbones.resolve())
+    root = fresh_cache_root("altk-intervene-bench-")
     from toolkit.experiments.interventions import EXPERIMENTS, INJECT_DOSES, InterventionPlan, run_interventions
     from toolkit.models.pretrain import ensure_toy_doses
 

@@ -1,0 +1,20 @@
+"""A fresh cache root for a benchmark: the toy backbone's checkpoints linked in (pretraining is
+not what the benchmarks time), everything else made anew."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def fresh_cache_root(prefix: str) -> Path:
+    """Make a temporary folder, point `ALTK_CACHE` at its `cache/` (spawned workers inherit it)
+    and link the current cache root's `toy_backbone/` into it; returns the folder."""
+    from toolkit._util.paths import cache_path
+
+    backbones = cache_path("toy_backbone")
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["ALTK_CACHE"] = str(root / "cache")
+    (root / "cache").mkdir()
+    (root / "cache" / "toy_backbone").symlink_to(backbones.resolve())
+    return root
