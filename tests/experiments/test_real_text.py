@@ -66,3 +66,60 @@ def test_the_strategies_must_include_the_two_the_gain_compares(corpus, tmp_path)
 
     with pytest.raises(ValueError, match="least_confidence and random must be among them"):
         run_real_text(corpus, strategies=("least_confidence", "badge"), out=tmp_path / "out", log=None)
+
+
+@pytest.fixture
+def tiny_bert(tmp_path):
+    """A tiny random-init BERT config, run under MiniLM's name with MiniLM's tokenizer."""
+    from transformers import BertConfig
+
+    folder = tmp_path / "tiny-bert"
+    BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+               max_position_embeddings=64).save_pretrained(folder)
+    return folder
+
+
+TINY = ["al.seed_size=4", "al.per_round=2", "al.budget=4", "al.pool_subsample=null", "finetune.max_steps=3",
+        "eval_batch_size=8"]
+
+
+def test_a_two_round_full_loop_on_the_corpus_writes_records_every_analysis_reads(corpus, tiny_bert, tmp_path):
+    """The spamassassin preset (the paper's text recipe) through the full loop: finetuning every round."""
+    from toolkit.al.loop import run_active_learning
+    from toolkit.analysis import learning_curves, tidy_rounds, upsampling_ratios
+    from toolkit.analysis.cost import run_cost
+    from toolkit.config import resolve_config
+    from toolkit.record import load_run
+
+    cfg = resolve_config("spamassassin", [f"data.params.root={corpus}", "data.params.max_length=32",
+                                          f"model.weights=random:{tiny_bert}", "al.budget=2",
+                                          *[o for o in TINY if not o.startswith("al.budget")]])
+    assert (cfg.finetune.optimizer, cfg.finetune.base_lr, cfg.finetune.batch_size) == ("adamw", 1e-6, 2)
+    run_active_learning(cfg, tmp_path / "full", log=None)
+    rec = load_run(tmp_path / "full")
+    assert rec.status == "finished" and rec.rounds["n_labels"].tolist() == [4, 6]
+    assert (rec.rounds["train/steps"] == 3).all()  # the stop rule cannot fire in 3 steps: the cap ends them
+    assert len(rec.acquisitions) == 2 and {"spurious", "hard", "new_thread"} <= set(rec.acquisitions)
+    curves = learning_curves(tidy_rounds([rec]), "test/worst_group")
+    assert curves["n_labels"].tolist() == [4, 6]
+    assert upsampling_ratios([rec])["pool_share"].sum() == pytest.approx(1.0)
+    cost = run_cost(rec)
+    assert cost["backward"] == 2 * 3 * 2 and cost["seconds"] > 0  # two rounds of 3 steps of batch 2
+
+
+def test_the_finetune_experiment_runs_both_ways_and_prints_its_table(corpus, tiny_bert, tmp_path):
+    from toolkit.experiments.real_text import run_text_finetune
+    from toolkit.record import load_run
+
+    text = run_text_finetune(corpus, seeds=[0, 1], max_length=32, timed_rounds=1, workers=1, out=tmp_path / "ft",
+                             overrides=[f"model.weights=random:{tiny_bert}", *TINY], log=None)
+    runs = sorted(p.name for p in (tmp_path / "ft" / "once").iterdir())
+    assert runs == ["least_confidence-s0", "least_confidence-s1", "random-s0", "random-s1"]
+    full = load_run(tmp_path / "ft" / "full" / "least_confidence-s0-1rounds")
+    assert full.rounds["n_labels"].tolist() == [4, 6]  # the seed-set round and one timed round
+    once = load_run(tmp_path / "ft" / "once" / "random-s1")
+    assert once.mode == "select_then_finetune" and once.rounds["n_labels"].tolist() == [4, 6, 8]
+    assert once.rounds.sort_values("round").iloc[-1]["train/by"] == "finetune"
+    assert "least_confidence - random, final worst_group:" in text and "steps 3-3" in text
+    assert "round 1: 6 labels, 3 steps" in text and "the whole budget (3 rounds to 8 labels)" in text
+    assert (tmp_path / "ft" / "finetune.txt").read_text().strip() == text.strip()

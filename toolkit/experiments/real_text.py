@@ -185,3 +185,132 @@ def _groups(pool):
     names = np.array([f"y{y}_s{s}" for y, s in zip(pool.labels, pool.spurious)])
     groups, counts = np.unique(names, return_counts=True)
     return groups, counts / counts.sum()
+
+
+# ---------------------------------------------------------------------------- finetuning MiniLM
+
+PRESET = "spamassassin"  # the paper's text recipe (toolkit/presets/spamassassin.yaml)
+FINETUNE_STRATEGIES = ("least_confidence", "random")
+# a length this CPU allows for the 4,000-step recipe; the HTML markup starts within 64 tokens for
+# 96% of the corpus's HTML messages (98% within 128)
+FINETUNE_LENGTH = 64
+
+
+def finetune_configs(root: str | Path, seeds, strategies=FINETUNE_STRATEGIES, *, max_length: int = FINETUNE_LENGTH,
+                     overrides: list[str] | None = None) -> dict[str, "RunConfig"]:  # noqa: F821
+    """The preset's configs, one per strategy x seed, named "<strategy>-s<seed>"."""
+    from toolkit.config import resolve_config
+
+    return {f"{s}-s{seed}": resolve_config(PRESET, [f"data.params.root={root}", f"data.params.max_length={max_length}",
+                                                    *(overrides or []), f"al.strategy={s}", f"seed={seed}"])
+            for s in strategies for seed in seeds}
+
+
+def run_text_finetune(root: str | Path, *, seeds=range(3), strategies=FINETUNE_STRATEGIES,
+                      max_length: int = FINETUNE_LENGTH, timed_rounds: int | None = 1,
+                      overrides: list[str] | None = None, out: str | Path | None = None, workers: int | None = None,
+                      log: Callable[[str], None] | None = info) -> str:
+    """MiniLM finetuned with the paper's text recipe: select on frozen features with a probe and
+    finetune once on the final labels (every strategy x seed), and the full loop (finetuning every
+    round) for least-confidence on the first seed, timed round by round. Returns the printed text.
+
+    Args:
+        root: the SpamAssassin corpus.
+        seeds, strategies: the select-then-finetune-once runs (least_confidence and random among them).
+        max_length: tokens per message, for selection and finetuning alike.
+        timed_rounds: the full loop's acquisition rounds (after its seed-set round); None runs the
+            whole budget, 0 no full loop. Its per-round seconds give what the whole loop takes here.
+        overrides: config overrides for every run (e.g. "finetune.max_steps=1000").
+        out: the folder (default `<cache>/real-text/finetune-<max_length>`): once/<strategy>-s<seed>,
+            full/<name>, and finetune.txt.
+        workers: processes (one torch thread each; default: the CPU count).
+        log: where progress lines go.
+    """
+    from dataclasses import replace
+
+    from toolkit.experiments.select_once import run_jobs
+
+    strategies = list(dict.fromkeys(strategies))
+    if not {"least_confidence", "random"} <= set(strategies):
+        raise ConfigError(f"strategies {strategies}: least_confidence and random must be among them (the gain is "
+                          f"least-confidence minus random)")
+    seeds = list(seeds)
+    out = Path(out) if out is not None else cache_path("real-text") / f"finetune-{max_length}"
+    once = finetune_configs(root, seeds, strategies, max_length=max_length, overrides=overrides)
+    jobs = [("once", c, str(out / "once" / n)) for n, c in once.items()]
+    if timed_rounds != 0:
+        full_cfg = once[f"least_confidence-s{seeds[0]}"]
+        if timed_rounds is not None:
+            full_cfg = replace(full_cfg, al=replace(full_cfg.al, budget=full_cfg.al.per_round * timed_rounds))
+        full_name = f"least_confidence-s{seeds[0]}" + ("" if timed_rounds is None else f"-{timed_rounds}rounds")
+        jobs.insert(0, ("full", full_cfg, str(out / "full" / full_name)))
+    t0 = time.time()
+    run_jobs(jobs, workers=workers, log=log)
+    text = format_text_finetune(out, once[f"least_confidence-s{seeds[0]}"], max_length)
+    write_atomic(out / "finetune.txt", text + "\n")
+    log and log("\n" + text + f"\n\n[text] {time.time() - t0:.0f}s; wrote {shown(out / 'finetune.txt')}")
+    return text
+
+
+def format_text_finetune(out: Path, cfg, max_length: int) -> str:
+    """The finetuning experiment's table: each strategy's finetuned finals over seeds, the
+    least-confidence gain paired by seed, every group's upsampling, each finetuning's steps and
+    seconds, and the full loop's rounds with what the whole budget takes at that pace."""
+    import numpy as np
+
+    from toolkit.analysis.composition import upsampling_ratios
+    from toolkit.metrics import PROPORTION, mean_ci
+    from toolkit.report.tables import ci_text
+
+    ft = cfg.finetune
+    once = [load_run(d) for d in run_dirs(out / "once")]
+    finished = [r for r in once if r.status == "finished"]
+    pools = (f"pools of {cfg.al.pool_subsample} re-drawn each round" if cfg.al.pool_subsample
+             else "the whole pool scored each round")
+    lines = [f"MiniLM ({cfg.model.weights}) finetuned on SpamAssassin at {max_length} tokens with the paper's text recipe "
+             f"(AdamW lr {ft.base_lr:g}, batch {ft.batch_size}, stop at {ft.stop_ratio:g} x the initial loss or "
+             f"{ft.max_steps} steps); {cfg.al.seed_size} balanced seed labels, {cfg.al.per_round} per round to "
+             f"{cfg.al.seed_size + cfg.al.budget}, {pools}.", "",
+             "Select on frozen features with a probe, finetune once on the final labels (test split; mean [95% t-CI "
+             "over seeds]):"]
+    last = {(r.strategy, r.seed): r.rounds.sort_values("round").iloc[-1] for r in finished}
+    strategies = list(dict.fromkeys(r.strategy for r in finished))
+    for s in strategies:
+        rows = [v for (st, _), v in last.items() if st == s]
+        acc, worst = (mean_ci([float(v[f"test/{m}"]) for v in rows], bounds=PROPORTION) for m in ("accuracy", "worst_group"))
+        steps = [int(v["train/steps"]) for v in rows]
+        secs = [float(v["time/train_s"]) for v in rows]
+        lines.append(f"  {s:<18} accuracy {ci_text(*acc, len(rows), '{:.3f}')}   worst group "
+                     f"{ci_text(*worst, len(rows), '{:.3f}')}   steps {min(steps)}-{max(steps)}, "
+                     f"{np.mean(secs) / 60:.1f} min per finetuning")
+    for s in [s for s in strategies if s != "random"]:
+        seeds = sorted(seed for st, seed in last if st == s and ("random", seed) in last)
+        for m in ("worst_group", "accuracy"):
+            g = mean_ci([float(last[(s, k)][f"test/{m}"]) - float(last[("random", k)][f"test/{m}"]) for k in seeds],
+                        bounds=(-1.0, 1.0))
+            lines.append(f"  {s} - random, final {m}: {ci_text(*g, len(seeds), '{:+.3f}')}")
+    up = upsampling_ratios(finished)
+    table = up.groupby(["strategy", "group"])["upsampling"].mean().unstack()
+    lines += ["", "Upsampling of each group among the acquired labels (share acquired / share in the pool; mean over "
+                  "seeds) " + LEGEND + ":", table.to_string(float_format=lambda v: f"{v:.2f}")]
+    lines += ["", *_full_loop_lines(out / "full", cfg)]
+    return "\n".join(lines)
+
+
+def _full_loop_lines(folder: Path, cfg) -> list[str]:
+    """The full loop's rounds (steps and seconds by phase) and the whole budget at that pace."""
+    records = [load_run(d) for d in run_dirs(folder)]
+    if not records:
+        return ["The full loop: no run yet."]
+    rec = records[0]
+    lines = [f"The full loop (finetuning every round), {rec.name}: seconds per round"]
+    r = rec.rounds.sort_values("round")
+    for _, row in r.iterrows():
+        lines.append(f"  round {int(row['round'])}: {int(row['n_labels'])} labels, {int(row['train/steps'])} steps; "
+                     f"train {row['time/train_s']:.0f} s, score {row.get('time/score_s', 0.0):.0f} s, "
+                     f"evaluate {row['time/eval_s']:.0f} s")
+    per_round = float((r["time/train_s"] + r.get("time/score_s", 0.0) + r["time/eval_s"]).mean())
+    n_rounds = cfg.al.budget // cfg.al.per_round + 1
+    lines.append(f"  at {per_round / 60:.1f} min a round, the whole budget ({n_rounds} rounds to "
+                 f"{cfg.al.seed_size + cfg.al.budget} labels) takes {per_round * n_rounds / 3600:.1f} h per run here")
+    return lines

@@ -70,7 +70,15 @@ def run_select_once(configs: dict[str, RunConfig], out: str | Path | None = None
     the others, and the failures are raised together, each with its reason.
     """
     out = Path(out) if out is not None else cache_path("select-once")
-    jobs = [(kind, cfg, str(out / kind / name)) for name, cfg in configs.items() for kind in KINDS]
+    run_jobs([(kind, cfg, str(out / kind / name)) for name, cfg in configs.items() for kind in KINDS],
+             workers=workers, log=log)
+    return load_select_once(out, configs)
+
+
+def run_jobs(jobs: list[tuple[str, RunConfig, str]], *, workers: int | None = None, log=info) -> None:
+    """Run (or resume) (kind, config, run folder) jobs, kind "full" (the loop) or "once"
+    (select-then-finetune-once), over `workers` processes with one torch thread each. A failed
+    job does not stop the others; the failures are raised together, each with its reason."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     failed = {}
     if workers == 1:
@@ -93,7 +101,6 @@ def run_select_once(configs: dict[str, RunConfig], out: str | Path | None = None
     if failed:
         raise RunsFailedError(f"{len(failed)} of {len(jobs)} runs failed:\n" + "\n".join(
             f"  {name}: {str(why).splitlines()[0][:300]}" for name, why in sorted(failed.items())))
-    return load_select_once(out, configs)
 
 
 def load_select_once(out: str | Path, configs) -> dict[str, list[RunRecord]]:
