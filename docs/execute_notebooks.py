@@ -1,6 +1,6 @@
 """The docs' notebook pages: each notebook executed at its default settings, with its figures.
 
-    .venv/bin/python docs/execute_notebooks.py                 # all nine -> docs/notebooks/*.ipynb
+    .venv/bin/python docs/execute_notebooks.py                 # all of them -> docs/notebooks/*.ipynb
     .venv/bin/python docs/execute_notebooks.py 06_task_suite   # one (its name or stem)
 
 Each notebook runs top to bottom from `notebooks/`, as `./run lab` runs it, at the settings a

@@ -26,9 +26,13 @@ def _execute(path: Path, cwd: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom_from_the_notebooks_folder(path, tiny_backbone, isolated_cache, monkeypatch):
+def test_notebook_runs_top_to_bottom_from_the_notebooks_folder(path, tiny_backbone, isolated_cache, monkeypatch,
+                                                              tmp_path):
     """As `./run lab` runs them: from notebooks/, writing only under ALTK_CACHE."""
+    from spam_corpus import make_corpus  # the real-text notebook's corpus: the generated mini-corpus
+
     install_backbone(tiny_backbone, None)
+    monkeypatch.setenv("ALTK_SPAMASSASSIN", str(make_corpus(tmp_path / "spamassassin", "npm") / "data"))
     monkeypatch.setenv("ALTK_SMALL", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = sorted(p.name for p in (ROOT / "notebooks").iterdir())
