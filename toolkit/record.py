@@ -398,8 +398,9 @@ def tidy_rounds(records: Iterable[RunRecord]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def run_dirs(path: Path) -> list[Path]:
+def run_dirs(path: str | Path) -> list[Path]:
     """A run folder itself, a folder of runs, or a sweep or demo folder (with runs/ inside)."""
+    path = Path(path)
     if (path / "rounds.jsonl").exists():
         return [path]
     if (path / "runs").is_dir():

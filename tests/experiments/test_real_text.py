@@ -109,12 +109,13 @@ def test_a_two_round_full_loop_on_the_corpus_writes_records_every_analysis_reads
 
 def test_the_finetune_experiment_runs_both_ways_and_prints_its_table(corpus, tiny_bert, tmp_path):
     from toolkit.experiments.real_text import run_text_finetune
-    from toolkit.record import load_run
+    from toolkit.record import load_run, run_dirs
 
     text = run_text_finetune(corpus, seeds=[0, 1], max_length=32, timed_rounds=1, workers=1, out=tmp_path / "ft",
                              overrides=[f"model.weights=random:{tiny_bert}", *TINY], log=None)
     runs = sorted(p.name for p in (tmp_path / "ft" / "once").iterdir())
     assert runs == ["least_confidence-s0", "least_confidence-s1", "random-s0", "random-s1"]
+    assert [p.name for p in run_dirs(str(tmp_path / "ft" / "once"))] == runs  # a folder given as text reads too
     full = load_run(tmp_path / "ft" / "full" / "least_confidence-s0-1rounds")
     assert full.rounds["n_labels"].tolist() == [4, 6]  # the seed-set round and one timed round
     once = load_run(tmp_path / "ft" / "once" / "random-s1")
