@@ -250,6 +250,7 @@ def test_every_preset_has_a_two_round_test():
     two_round_tests = {"toy", "waterbirds", "treeperson", "cifar10", "cifar10-imbalanced",  # test_datasets.py, conftest
                        "fashion-places",  # test_composite.py
                        "csv-images", "csv-text",  # test_csv_images.py
+                       "spamassassin",  # tests/experiments/test_real_text.py
                        "iwildcam", "camelyon17", "fmow", "amazon", *(v for v, _, _ in VARIANT_PRESETS)}
     assert set(list_presets()) == two_round_tests
 
