@@ -451,18 +451,16 @@ def cmd_diagnose(args) -> None:
 
 def cmd_real_text(args) -> None:
     from toolkit.config import parse_overrides
-    from toolkit.experiments.real_text import TEXT_STRATEGIES, run_real_text
+    from toolkit.experiments.real_text import FINETUNE_STRATEGIES, TEXT_STRATEGIES, run_real_text, run_text_finetune
 
+    default = FINETUNE_STRATEGIES if args.mode == "finetune" else TEXT_STRATEGIES
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else default
     if args.mode == "finetune":
-        from toolkit.experiments.real_text import FINETUNE_STRATEGIES, run_text_finetune
-
-        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else FINETUNE_STRATEGIES
         run_text_finetune(args.root, seeds=_seeds(args.seeds or "0-2"), strategies=strategies,
                           max_length=args.max_length,
                           timed_rounds=None if args.full_loop_rounds == "all" else args.full_loop_rounds,
                           overrides=args.set, out=args.out, workers=args.workers, log=lambda m: print(m, flush=True))
         return
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else TEXT_STRATEGIES
     run_real_text(args.root, seeds=_seeds(args.seeds or "0-9"), strategies=strategies, out=args.out, law=args.law,
                   data=parse_overrides(args.data) if args.data else None,
                   al=parse_overrides(args.al) if args.al else None, log=lambda m: print(m, flush=True))
@@ -713,6 +711,8 @@ def _add_intervene(sub) -> None:
 
 
 def _add_real_text(sub) -> None:
+    from toolkit.experiments.real_text import FINETUNE_LENGTH
+
     p = sub.add_parser("real-text", help="real text: MiniLM (pretrained and random init) on the SpamAssassin corpus, "
                                          "whose spurious attribute is an HTML part; the gain law's prediction first, "
                                          "then every strategy in probe mode")
@@ -725,7 +725,8 @@ def _add_real_text(sub) -> None:
     p.add_argument("--seeds", default=None, help="run seeds (default 0-9 probe, 0-2 finetune)")
     p.add_argument("--strategies", default=None, help="comma-separated (default probe: least_confidence, random, "
                    "badge, typiclust, probcover, coreset, bald; finetune: least_confidence, random)")
-    p.add_argument("--max-length", type=int, default=64, help="finetune: tokens per message (default 64)")
+    p.add_argument("--max-length", type=int, default=FINETUNE_LENGTH, help=f"finetune: tokens per message (default "
+                   f"{FINETUNE_LENGTH})")
     p.add_argument("--full-loop-rounds", type=_rounds, default=1, help="finetune: the timed full loop's acquisition rounds after "
                    "its seed-set round (0: no full loop; all: the whole budget)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="finetune: config overrides")

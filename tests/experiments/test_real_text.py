@@ -121,6 +121,19 @@ def test_the_finetune_experiment_runs_both_ways_and_prints_its_table(corpus, tin
     once = load_run(tmp_path / "ft" / "once" / "random-s1")
     assert once.mode == "select_then_finetune" and once.rounds["n_labels"].tolist() == [4, 6, 8]
     assert once.rounds.sort_values("round").iloc[-1]["train/by"] == "finetune"
+    finals = {n: load_run(tmp_path / "ft" / "once" / n).rounds.sort_values("round").iloc[-1]["test/accuracy"]
+              for n in runs}
+    gain = ((finals["least_confidence-s0"] - finals["random-s0"]) + (finals["least_confidence-s1"] - finals["random-s1"])) / 2
+    assert f"least_confidence - random, final accuracy: {gain:+.3f} [" in text  # paired by seed, by hand
     assert "least_confidence - random, final worst_group:" in text and "steps 3-3" in text
     assert "round 1: 6 labels, 3 steps" in text and "the whole budget (3 rounds to 8 labels)" in text
     assert (tmp_path / "ft" / "finetune.txt").read_text().strip() == text.strip()
+
+
+def test_a_wrong_corpus_folder_fails_once_before_any_run(tmp_path):
+    from toolkit.errors import MissingFileError
+    from toolkit.experiments.real_text import run_text_finetune
+
+    with pytest.raises(MissingFileError, match="Expected the SpamAssassin public corpus"):
+        run_text_finetune(tmp_path / "nowhere", out=tmp_path / "ft", log=None)
+    assert not (tmp_path / "ft").exists()

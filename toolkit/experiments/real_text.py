@@ -228,8 +228,10 @@ def run_text_finetune(root: str | Path, *, seeds=range(3), strategies=FINETUNE_S
     """
     from dataclasses import replace
 
+    from toolkit.data.spamassassin import find_corpus
     from toolkit.experiments.select_once import run_jobs
 
+    find_corpus(root)  # one clear error for a wrong folder, before any job starts (not one per job)
     strategies = list(dict.fromkeys(strategies))
     if not {"least_confidence", "random"} <= set(strategies):
         raise ConfigError(f"strategies {strategies}: least_confidence and random must be among them (the gain is "
@@ -298,19 +300,20 @@ def format_text_finetune(out: Path, cfg, max_length: int) -> str:
 
 
 def _full_loop_lines(folder: Path, cfg) -> list[str]:
-    """The full loop's rounds (steps and seconds by phase) and the whole budget at that pace."""
+    """Each full-loop run's rounds (steps and seconds by phase) and the whole budget at that pace."""
     records = [load_run(d) for d in run_dirs(folder)]
     if not records:
         return ["The full loop: no run yet."]
-    rec = records[0]
-    lines = [f"The full loop (finetuning every round), {rec.name}: seconds per round"]
-    r = rec.rounds.sort_values("round")
-    for _, row in r.iterrows():
-        lines.append(f"  round {int(row['round'])}: {int(row['n_labels'])} labels, {int(row['train/steps'])} steps; "
-                     f"train {row['time/train_s']:.0f} s, score {row.get('time/score_s', 0.0):.0f} s, "
-                     f"evaluate {row['time/eval_s']:.0f} s")
-    per_round = float((r["time/train_s"] + r.get("time/score_s", 0.0) + r["time/eval_s"]).mean())
-    n_rounds = cfg.al.budget // cfg.al.per_round + 1
-    lines.append(f"  at {per_round / 60:.1f} min a round, the whole budget ({n_rounds} rounds to "
-                 f"{cfg.al.seed_size + cfg.al.budget} labels) takes {per_round * n_rounds / 3600:.1f} h per run here")
+    lines = []
+    for rec in records:
+        lines.append(f"The full loop (finetuning every round), {rec.name}: seconds per round")
+        r = rec.rounds.sort_values("round")
+        for _, row in r.iterrows():
+            lines.append(f"  round {int(row['round'])}: {int(row['n_labels'])} labels, {int(row['train/steps'])} steps; "
+                         f"train {row['time/train_s']:.0f} s, score {row.get('time/score_s', 0.0):.0f} s, "
+                         f"evaluate {row['time/eval_s']:.0f} s")
+        per_round = float((r["time/train_s"] + r.get("time/score_s", 0.0) + r["time/eval_s"]).mean())
+        n_rounds = cfg.al.budget // cfg.al.per_round + 1
+        lines.append(f"  at {per_round / 60:.1f} min a round, the whole budget ({n_rounds} rounds to "
+                     f"{cfg.al.seed_size + cfg.al.budget} labels) takes {per_round * n_rounds / 3600:.1f} h per run here")
     return lines
