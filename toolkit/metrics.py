@@ -38,40 +38,56 @@ def group_metrics(
         Waterbirds val split the two groups differ in size, so the two differ);
         avg_train_weighted.
     """
-    preds, labels = np.asarray(preds), np.asarray(labels)
-    if preds.shape != labels.shape:
-        raise ValueError(f"preds {preds.shape} and labels {labels.shape} must have the same shape")
-    out = {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan")}
-    if spurious is None:  # no groups: per-class accuracy, worst class, balanced (CIFAR-10)
-        per_class = {f"acc/y{int(c)}": float((preds[labels == c] == c).mean()) for c in np.unique(labels)}
-        out.update(per_class)
-        if per_class:
-            out["worst_class"] = min(per_class.values())
-            out["balanced"] = float(np.mean(list(per_class.values())))
+    return GroupMetrics(labels, spurious, train_group_shares=train_group_shares, matched=matched)(preds)
+
+
+class GroupMetrics:
+    """`group_metrics` on fixed rows: the groups' members found once, then any number of
+    predictions scored (a probe lockstep scores every run on the same split each round)."""
+
+    def __init__(self, labels: np.ndarray, spurious: np.ndarray | None, *,
+                 train_group_shares: dict[str, float] | None = None, matched: bool = True) -> None:
+        self.labels = np.asarray(labels)
+        self.spurious = None if spurious is None else np.asarray(spurious)
+        self.train_group_shares, self.matched = train_group_shares, matched
+        if self.spurious is None:  # no groups: per-class accuracy, worst class, balanced (CIFAR-10)
+            self.members = [(f"acc/y{int(c)}", np.flatnonzero(self.labels == c), c, False)
+                            for c in np.unique(self.labels)]
+            return
+        self.members = []
+        for y in np.unique(self.labels):
+            for s in np.unique(self.spurious):
+                m = np.flatnonzero((self.labels == y) & (self.spurious == s))
+                if len(m):
+                    self.members.append((group_key(y, s), m, None, y != s))
+        self.off = np.flatnonzero(self.labels != self.spurious)
+
+    def __call__(self, preds: np.ndarray) -> dict[str, float]:
+        preds, labels = np.asarray(preds), self.labels
+        if preds.shape != labels.shape:
+            raise ValueError(f"preds {preds.shape} and labels {labels.shape} must have the same shape")
+        out = {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan")}
+        if self.spurious is None:
+            per_class = {key: float((preds[m] == c).mean()) for key, m, c, _ in self.members}
+            out.update(per_class)
+            if per_class:
+                out["worst_class"] = min(per_class.values())
+                out["balanced"] = float(np.mean(list(per_class.values())))
+            return out
+        correct = preds == labels
+        accs = {key: float(correct[m].mean()) for key, m, _, _ in self.members}
+        mismatched = [accs[key] for key, _, _, off in self.members if off]
+        out.update({f"acc/{k}": v for k, v in accs.items()})
+        out["worst_group"] = min(accs.values())
+        out["balanced"] = float(np.mean(list(accs.values())))
+        if self.matched:
+            out["mismatched"] = float(np.mean(mismatched)) if mismatched else float("nan")
+            out["mismatched_pooled"] = float(correct[self.off].mean()) if len(self.off) else float("nan")
+        if self.train_group_shares:
+            w = {k: self.train_group_shares.get(k, 0.0) for k in accs}
+            total = sum(w.values())
+            out["avg_train_weighted"] = float(sum(accs[k] * w[k] for k in accs) / total) if total else float("nan")
         return out
-    spurious = np.asarray(spurious)
-    correct = preds == labels
-    accs, mismatched = {}, []
-    for y in np.unique(labels):
-        for s in np.unique(spurious):
-            m = (labels == y) & (spurious == s)
-            if m.any():
-                key = group_key(y, s)
-                accs[key] = float(correct[m].mean())
-                if y != s:
-                    mismatched.append(accs[key])
-    out.update({f"acc/{k}": v for k, v in accs.items()})
-    out["worst_group"] = min(accs.values())
-    out["balanced"] = float(np.mean(list(accs.values())))
-    if matched:
-        out["mismatched"] = float(np.mean(mismatched)) if mismatched else float("nan")
-        off = labels != spurious
-        out["mismatched_pooled"] = float(correct[off].mean()) if off.any() else float("nan")
-    if train_group_shares:
-        w = {k: train_group_shares.get(k, 0.0) for k in accs}
-        total = sum(w.values())
-        out["avg_train_weighted"] = float(sum(accs[k] * w[k] for k in accs) / total) if total else float("nan")
-    return out
 
 
 def macro_f1(preds: np.ndarray, labels: np.ndarray, attributes: pd.DataFrame) -> dict[str, float]:

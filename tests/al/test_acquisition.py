@@ -63,6 +63,35 @@ def test_select_ties_go_to_lower_position():
         acq.select(scores, 6)
 
 
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 7, 8, 10])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_probs_and_row_maxima_are_the_whole_row_formulas_bit_for_bit(n_classes, dtype):
+    """The column-by-column softmax and row maximum (few classes) give the numbers of the
+    whole-row formulas, so scores do not change with the path taken."""
+    rng = np.random.default_rng(n_classes)
+    logits = (rng.normal(size=(3000, n_classes)) * rng.choice([0.01, 1, 30, 800], size=(3000, 1))).astype(dtype)
+    logits[5] = np.nan
+    z = logits - logits.max(axis=1, keepdims=True)
+    ref = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    got = acq._probs(logits)
+    assert got.dtype == ref.dtype and np.array_equal(got, ref, equal_nan=True)
+    assert np.array_equal(acq._row_max(logits), logits.max(axis=1), equal_nan=True)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 40, 199, 200])
+def test_select_equals_a_whole_sort_with_ties_nans_and_signed_zeros(k):
+    """The top k from a partial sort equal the whole lexsort's: ties to the lower position, NaN last."""
+    rng = np.random.default_rng(k)
+    for trial in range(20):
+        scores = np.round(rng.normal(size=200), 1)  # many ties
+        scores[rng.choice(200, 10 * (trial % 3), replace=False)] = np.nan
+        scores[rng.choice(200, 5, replace=False)] = -0.0
+        scores[rng.choice(200, 5, replace=False)] = 0.0
+        whole = np.lexsort((np.arange(200), -scores))[:k]
+        assert acq.select(scores, k).tolist() == whole.tolist()
+    assert acq.select(np.full(10, np.nan), 3).tolist() == [0, 1, 2]
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
 def test_streaming_topk_equals_select(chunk):
     rng = np.random.default_rng(0)

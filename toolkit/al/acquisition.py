@@ -18,6 +18,7 @@ strategies choose k rows together from a representation: coreset, TypiClust, Pro
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -92,10 +93,23 @@ class Strategy:
 
 def _probs(logits: np.ndarray) -> np.ndarray:
     """Softmax in the logits' own precision (the score strategies' probabilities)."""
+    if logits.ndim == 2 and logits.shape[1] < 8:
+        # few classes: column by column (numpy reduces short rows slowly); the same numbers, as
+        # numpy sums fewer than 8 numbers left to right
+        probs = np.exp(logits - _row_max(logits)[:, None])
+        probs /= functools.reduce(np.add, probs.T)[:, None]
+        return probs
     z = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
     return probs
+
+
+def _row_max(a: np.ndarray) -> np.ndarray:
+    """Each row's maximum (NaN if any is NaN), column by column when rows are short: several
+    times faster there than a.max(axis=1), and the same numbers (a maximum is exact)."""
+    a = np.asarray(a)
+    return functools.reduce(np.maximum, a.T) if a.ndim == 2 and 0 < a.shape[1] < 8 else a.max(axis=1)
 
 
 # how a per-row score function is called, by what it reads: (needs, its arguments from the inputs)
@@ -189,7 +203,7 @@ def register_strategy(name: str, *, reads: str | None = None) -> Callable:
 @register_strategy("least_confidence", reads="probs")
 def least_confidence(probs: np.ndarray) -> np.ndarray:
     """1 - max_y p(y|x): the paper's "uncertainty" (same order as -max_y p)."""
-    return 1.0 - np.asarray(probs).max(axis=1)
+    return 1.0 - _row_max(probs)
 
 
 @register_strategy("entropy", reads="probs")
@@ -395,6 +409,12 @@ def select(scores: np.ndarray, k: int) -> np.ndarray:
     scores = np.asarray(scores)
     if not 0 <= k <= len(scores):
         raise ConfigError(f"cannot select k={k} from {len(scores)} candidates")
+    if 0 < k < len(scores):  # sort only the rows that can be in the top k: at least the k-th largest
+        neg = -scores
+        kth = np.partition(neg, k - 1)[k - 1]
+        if not np.isnan(kth):  # NaN sorts last; with fewer than k numbers, the whole sort below decides
+            head = np.flatnonzero(neg <= kth)
+            return head[np.lexsort((head, neg[head]))][:k]
     order = np.lexsort((np.arange(len(scores)), -scores))
     return order[:k]
 

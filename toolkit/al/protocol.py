@@ -8,7 +8,7 @@ import pandas as pd
 from toolkit._util.repro import round_rng
 from toolkit.config import ALConfig, acquisition_sizes  # noqa: F401  (the protocol's round sizes)
 from toolkit.errors import ConfigError, DataError
-from toolkit.metrics import EXTRA_METRICS, group_key, group_metrics, group_shares
+from toolkit.metrics import EXTRA_METRICS, GroupMetrics, group_key, group_shares
 
 
 def check_budget(al: ALConfig, pool_size: int) -> None:
@@ -98,9 +98,20 @@ def candidates(n: int, labelled: np.ndarray, al: ALConfig, seed: int, round_inde
 def dataset_rows(ds, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
     """Record rows for a GroupedDataset or a FeatureCache (both carry ids, labels,
     attributes and their group columns)."""
-    sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
-    extra = {c: ds.attributes[c].to_numpy() for c in ds.group_columns}
-    return record_rows(ds.ids, ds.labels, sp, positions, scores, extra)
+    return DatasetRows(ds)(positions, scores)
+
+
+class DatasetRows:
+    """`dataset_rows` on one dataset, its columns read once (a probe lockstep records every
+    run's acquisitions each round)."""
+
+    def __init__(self, ds) -> None:
+        self.ids, self.labels = ds.ids, ds.labels
+        self.spurious = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
+        self.extra = {c: ds.attributes[c].to_numpy() for c in ds.group_columns}
+
+    def __call__(self, positions: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+        return record_rows(self.ids, self.labels, self.spurious, positions, scores, self.extra)
 
 
 def attribute_shares(ds) -> dict[str, dict[str, float]]:
@@ -114,11 +125,23 @@ def attribute_shares(ds) -> dict[str, dict[str, float]]:
 
 def split_metrics(preds: np.ndarray, ds, train_shares: dict | None) -> dict:
     """Group metrics and the dataset's headline metrics, for a GroupedDataset or a FeatureCache."""
-    sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
-    out = group_metrics(preds, ds.labels, sp, train_group_shares=train_shares, matched=getattr(ds, "matched", True))
-    for name in ds.extra_metrics:
-        out.update(EXTRA_METRICS[name](preds, ds.labels, ds.attributes))
-    return out
+    return SplitMetrics(ds, train_shares)(preds)
+
+
+class SplitMetrics:
+    """`split_metrics` on one split, its groups found once (a probe lockstep evaluates every
+    run on the same split each round)."""
+
+    def __init__(self, ds, train_shares: dict | None) -> None:
+        sp = ds.attributes[ds.spurious_column].to_numpy() if ds.spurious_column else None
+        self.groups = GroupMetrics(ds.labels, sp, train_group_shares=train_shares, matched=getattr(ds, "matched", True))
+        self.ds = ds
+
+    def __call__(self, preds: np.ndarray) -> dict:
+        out = self.groups(preds)
+        for name in self.ds.extra_metrics:
+            out.update(EXTRA_METRICS[name](preds, self.ds.labels, self.ds.attributes))
+        return out
 
 
 def pool_shares(pool) -> dict | None:

@@ -19,6 +19,8 @@ from toolkit._util.atomic import atomic_path
 from toolkit._util.repro import round_rng
 from toolkit.al.acquisition import ScoreStrategy, StreamingTopK, build_inputs, get_strategy, score_logits
 from toolkit.al.protocol import (
+    DatasetRows,
+    SplitMetrics,
     acquisition_sizes,
     candidates,
     check_budget,
@@ -26,7 +28,6 @@ from toolkit.al.protocol import (
     dataset_rows,
     pool_shares,
     run_meta,
-    split_metrics,
 )
 from toolkit.al.rounds import clean_states, finish_run, record_round, resume_state, round_row, start_labels
 from toolkit.config import ALConfig, validate_al
@@ -465,8 +466,8 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
             share = 1 / len(active)  # the shared passes' seconds, split evenly over the runs
             for i, s in enumerate(active):
                 stops = s.r == len(s.sizes) or (max_rounds is not None and s.r + 1 >= max_rounds)
-                _record(s, pool, metrics[i], tops.get(i), {"train_s": train_s[i], "eval_s": (t2 - t1) * share,
-                                                            "score_s": (t3 - t2) * share}, log, stops)
+                timings = {"train_s": train_s[i], "eval_s": (t2 - t1) * share, "score_s": (t3 - t2) * share}
+                _record(s, step.record_rows, metrics[i], tops.get(i), timings, log, stops)
         return [finish_run(s.writer, len(s.sizes) + 1) for s in states]
 
 
@@ -536,6 +537,8 @@ class _Lockstep:
         self.y_all = torch.from_numpy(self.labels)
         self.X_eval = [standardise(c.embeddings, rows.mean, rows.std).numpy() for c in evals.values()]
         self.eval_norms = [row_norms(X) for X in self.X_eval]
+        self.split_metrics = [SplitMetrics(c, self.shares) for c in evals.values()]
+        self.record_rows = DatasetRows(pool)
         self.memo: dict = {}
 
 
@@ -584,11 +587,11 @@ def _evaluate(step: _Lockstep, active: list[_RunState]) -> list[dict]:
     run's predictions then made exact (`_Exact.predictions`)."""
     cols = _Columns({i: s.probe for i, s in enumerate(active)})
     metrics = [{} for _ in active]
-    for (split, c), Xe, norms in zip(step.evals.items(), step.X_eval, step.eval_norms):
+    for split, Xe, norms, scorer in zip(step.evals, step.X_eval, step.eval_norms, step.split_metrics):
         wide = Xe @ cols.W
         for i in range(len(active)):
             exact = _Exact(wide[:, cols.slices[i]], *cols.cols[i], norms, lambda pos, Xe=Xe: Xe[pos])
-            metrics[i][split] = split_metrics(exact.predictions(), c, step.shares)
+            metrics[i][split] = scorer(exact.predictions())
     return metrics
 
 
@@ -767,7 +770,7 @@ def _select(step: _Lockstep, active: list[_RunState], scored: dict) -> dict[int,
     return tops
 
 
-def _record(s: _RunState, pool: FeatureCache, metrics: dict, top, timings: dict, log, stops: bool) -> None:
+def _record(s: _RunState, record_rows: DatasetRows, metrics: dict, top, timings: dict, log, stops: bool) -> None:
     """Commit one run's round (`record_round`) and move it on. The probe state is written only
     when the run stops after this round (finished, or `max_rounds`): a run resumed after a kill
     refits its earlier rounds instead (`_rebuild`), which gives the same bits, so a round costs
@@ -775,7 +778,7 @@ def _record(s: _RunState, pool: FeatureCache, metrics: dict, top, timings: dict,
     r, picks, acquired = s.r, np.empty(0, dtype=np.int64), []
     if top is not None:
         picks, scores = top
-        acquired = dataset_rows(pool, picks, scores)
+        acquired = record_rows(picks, scores)
     row = round_row(r, len(s.labelled), metrics, {"solver": "newton", "C": s.spec.C}, acquired, timings, s.seed_rows)
     s.labelled = np.concatenate([s.labelled, picks]) if top is not None else s.labelled
     record_round(s.writer, row, finished=r == len(s.sizes), stage="probe",
