@@ -1,5 +1,6 @@
-"""Fewer writes per round (issue #32): a round appends one line to rounds.jsonl and rewrites
-state.json; the probe state is written only when a run stops; a torn append is not a round."""
+"""Fewer writes per round (issue #32): a round appends one line to rounds.jsonl; state.json and
+the probe state are written only at a run's first round and when it stops; a torn append is not
+a round."""
 import json
 import os
 import subprocess
@@ -47,6 +48,25 @@ def test_the_probe_state_is_written_only_when_a_run_stops(tmp_path, monkeypatch)
     run_probe(pool, {"test": test}, tmp_path / "run", al=AL, seed=0)
     assert saved == [2, 5]  # the stop after round 2 (max_rounds), the finish after round 5
     assert [p.name for p in (tmp_path / "run" / "probe_state").iterdir()] == ["round_005.npz"]
+
+
+def test_state_json_is_written_at_the_first_round_and_when_a_run_stops(tmp_path, monkeypatch):
+    import toolkit.record as record
+
+    written = []
+    original = record.RunWriter.write_state
+    monkeypatch.setattr(record.RunWriter, "write_state",
+                        lambda self, finished: (written.append((len(self.rounds), finished)), original(self, finished=finished)))
+    pool, test = _caches()
+    run_probe(pool, {"test": test}, tmp_path / "run", al=AL, seed=0, max_rounds=3)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["status"] == "running" and state["completed_rounds"] == 3 and len(state["labelled_ids"]) == 25
+    assert load_run(tmp_path / "run").status == "running"
+    run_probe(pool, {"test": test}, tmp_path / "run", al=AL, seed=0)
+    # round 0; the stop after round 2; the finish after round 5 (and finish_run's repair pass)
+    assert written == [(1, False), (3, False), (6, True), (6, True)]
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["status"] == "finished" and len(state["labelled_ids"]) == 35
 
 
 def test_a_torn_append_is_not_a_round_and_a_resume_cuts_it(tmp_path):
@@ -110,3 +130,17 @@ def test_a_killed_lockstep_refits_and_resumes_every_run_identically(tmp_path, po
             pd.testing.assert_frame_equal(a, b)
         states = [dict(np.load(p / "probe_state" / "round_005.npz")) for p in (recs[i].path, solo.path)]
         assert all(np.array_equal(states[0][k], states[1][k]) for k in ("coef", "intercept", "dual", "beta"))
+
+
+def test_headers_read_with_libyaml_are_the_pure_python_readers(tmp_path):
+    """A run header read by `load_yaml` (libyaml's parser where present) is what yaml.safe_load reads."""
+    import yaml
+
+    from toolkit.record import load_yaml
+
+    pool, test = _caches()
+    rec = run_probe(pool, {"test": test}, tmp_path / "run", al=AL, seed=0, max_rounds=1)
+    text = (rec.path / "config.yaml").read_text()
+    assert load_yaml(text) == yaml.safe_load(text) and load_yaml(text)["config"]["probe"] == {"C": 1.0}
+    odd = "a: 1e3\nb: 0x1F\nc: yes\nd: ~\ne: '007'\nf: [1.5, .inf, -.nan]\ng: 2026-12-07\n"
+    assert repr(load_yaml(odd)) == repr(yaml.safe_load(odd))

@@ -51,13 +51,14 @@ def round_row(r: int, n_labels: int, metrics: dict, train: dict, acquired: list[
 
 def record_round(writer: RunWriter, row: dict, *, finished: bool, stage: str | None = None,
                  save_state: Callable[[int], None] | None = None,
-                 state_path: Callable[[int], Path] | None = None) -> None:
+                 state_path: Callable[[int], Path] | None = None, status_file: bool = True) -> None:
     """Commit one round: the state the next round starts from (`save_state(round)`), then the
     record's row, then the previous round's state removed (`state_path(round - 1)`). A kill
     between any two leaves a run that resumes to the same record.
 
     `stage` names the kill points around the state: "<stage>:scored:<round>" before it is
-    saved, "<stage>:before_record:<round>" after (None: no kill points)."""
+    saved, "<stage>:before_record:<round>" after (None: no kill points). `status_file=False`:
+    state.json is not rewritten after this round (`RunWriter.append_round`)."""
     r = row["round"]
     if stage:
         kill_point(f"{stage}:scored:{r}")
@@ -65,7 +66,7 @@ def record_round(writer: RunWriter, row: dict, *, finished: bool, stage: str | N
         save_state(r)
     if stage:
         kill_point(f"{stage}:before_record:{r}")
-    writer.append_round(row, finished=finished)
+    writer.append_round(row, finished=finished, state=status_file)
     if state_path is not None:
         state_path(r - 1).unlink(missing_ok=True)
 

@@ -225,13 +225,13 @@ def check_probe_inputs(out_dir: str | Path, config: dict) -> None:
     import yaml
 
     from toolkit.errors import RecordError
-    from toolkit.record import config_diff
+    from toolkit.record import config_diff, load_yaml
 
     run_dir = Path(out_dir)
     if not (run_dir / "config.yaml").exists() or not committed_lines(run_dir / "rounds.jsonl"):
         return  # nothing there, or a start without a round: the next start takes the folder over
     try:
-        saved = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("config") or {}
+        saved = (load_yaml((run_dir / "config.yaml").read_text()) or {}).get("config") or {}
     except (OSError, yaml.YAMLError, AttributeError):
         return  # RunWriter names a missing or damaged header
     differ = config_diff(saved, config)
@@ -400,7 +400,7 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
     cache-sized chunk by their own columns only. Either way a run's record is the one it writes
     alone. Each run keeps its own lock, record and random streams, and may resume from its own
     round: a run killed mid-way refits its completed rounds on resuming (the same bits), so a
-    round writes one appended line and state.json, and the probe state only when a run stops.
+    round writes one appended line, and state.json and the probe state only when a run stops.
 
     Args:
         pool: the training split's feature cache (or its path), shared by every run.
@@ -774,15 +774,18 @@ def _record(s: _RunState, record_rows: DatasetRows, metrics: dict, top, timings:
     """Commit one run's round (`record_round`) and move it on. The probe state is written only
     when the run stops after this round (finished, or `max_rounds`): a run resumed after a kill
     refits its earlier rounds instead (`_rebuild`), which gives the same bits, so a round costs
-    one appended line and state.json rather than three files replaced."""
+    one appended line rather than three files replaced."""
     r, picks, acquired = s.r, np.empty(0, dtype=np.int64), []
     if top is not None:
         picks, scores = top
         acquired = record_rows(picks, scores)
     row = round_row(r, len(s.labelled), metrics, {"solver": "newton", "C": s.spec.C}, acquired, timings, s.seed_rows)
     s.labelled = np.concatenate([s.labelled, picks]) if top is not None else s.labelled
+    # state.json (status, rounds, labelled ids) at the first round and when the run stops: the
+    # record is rounds.jsonl, and a rename per run per round was a fifth of a lockstep round
     record_round(s.writer, row, finished=r == len(s.sizes), stage="probe",
-                 save_state=(lambda i: save_probe_state(s.probe, s.dir, i)) if stops else None)
+                 save_state=(lambda i: save_probe_state(s.probe, s.dir, i)) if stops else None,
+                 status_file=stops or r == 0)
     if stops:  # the states of earlier stops are superseded
         clean_states(s.dir / "probe_state", keep=_probe_state_path(s.dir, r))
     s.r += 1
