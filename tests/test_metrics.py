@@ -92,3 +92,47 @@ def test_the_efficiency_table_marks_a_bound_and_the_text_says_so():
     flat = pd.DataFrame(rows).assign(m=0.5)
     eff = label_efficiency_table(flat, "m", by=["weights"]).iloc[0]
     assert not eff["bound"] and efficiency_cell(eff) == "n/a (neither improves)"
+
+
+def _group_metrics_reference(preds, labels, spurious, shares, matched=True):
+    """The per-prediction formulas group metrics were first computed with, as the oracle."""
+    out = {"accuracy": float((preds == labels).mean())}
+    if spurious is None:
+        per_class = {f"acc/y{int(c)}": float((preds[labels == c] == c).mean()) for c in np.unique(labels)}
+        return {**out, **per_class, "worst_class": min(per_class.values()),
+                "balanced": float(np.mean(list(per_class.values())))}
+    correct, accs, mismatched = preds == labels, {}, []
+    for y in np.unique(labels):
+        for s in np.unique(spurious):
+            m = (labels == y) & (spurious == s)
+            if m.any():
+                accs[f"y{int(y)}_s{int(s)}"] = float(correct[m].mean())
+                if y != s:
+                    mismatched.append(accs[f"y{int(y)}_s{int(s)}"])
+    out.update({f"acc/{k}": v for k, v in accs.items()})
+    out["worst_group"], out["balanced"] = min(accs.values()), float(np.mean(list(accs.values())))
+    if matched:
+        out["mismatched"] = float(np.mean(mismatched)) if mismatched else float("nan")
+        off = labels != spurious
+        out["mismatched_pooled"] = float(correct[off].mean()) if off.any() else float("nan")
+    w = {k: shares.get(k, 0.0) for k in accs}
+    out["avg_train_weighted"] = float(sum(accs[k] * w[k] for k in accs) / sum(w.values()))
+    return out
+
+
+@pytest.mark.parametrize("n_classes,n_places", [(2, 2), (3, 2), (10, None), (12, None), (2, 3)])
+def test_many_predictions_at_once_are_each_predictions_metrics_bit_for_bit(n_classes, n_places):
+    """`GroupMetrics.many` (a lockstep's runs scored together) gives each run the numbers, and
+    the key order, of the per-prediction formulas."""
+    from toolkit.metrics import GroupMetrics
+
+    rng = np.random.default_rng(n_classes)
+    labels = rng.integers(0, n_classes, 997)
+    spurious = None if n_places is None else rng.integers(0, n_places, 997)
+    shares = {f"y{y}_s{s}": float(rng.random()) for y in range(n_classes) for s in range(3)}
+    preds = np.where(rng.random((997, 13)) < 0.7, labels[:, None], rng.integers(0, n_classes, (997, 13)))
+    scorer = GroupMetrics(labels, spurious, train_group_shares=shares)
+    for j, got in enumerate(scorer.many(preds)):
+        ref = _group_metrics_reference(preds[:, j], labels, spurious, shares)
+        assert list(got) == list(ref) and got == ref, j
+        assert got == group_metrics(preds[:, j], labels, spurious, train_group_shares=shares)

@@ -63,31 +63,47 @@ class GroupMetrics:
         self.off = np.flatnonzero(self.labels != self.spurious)
 
     def __call__(self, preds: np.ndarray) -> dict[str, float]:
+        preds = np.asarray(preds)
+        if preds.shape != self.labels.shape:
+            raise ValueError(f"preds {preds.shape} and labels {self.labels.shape} must have the same shape")
+        return self.many(preds[:, None])[0]
+
+    def many(self, preds: np.ndarray) -> list[dict[str, float]]:
+        """`self(p)` for each column p of `preds` (n, R), all columns at once: the same numbers
+        (sums of 0/1 are exact in any order; means over groups are taken along rows, as numpy
+        sums a 1-D list)."""
         preds, labels = np.asarray(preds), self.labels
-        if preds.shape != labels.shape:
-            raise ValueError(f"preds {preds.shape} and labels {labels.shape} must have the same shape")
-        out = {"accuracy": float((preds == labels).mean()) if len(labels) else float("nan")}
+        if preds.ndim != 2 or len(preds) != len(labels):
+            raise ValueError(f"preds {preds.shape} must be (n, runs) with n = {len(labels)} rows")
+        R = preds.shape[1]
+        correct = preds == labels[:, None]
+        cols: dict[str, np.ndarray] = {"accuracy": correct.mean(0) if len(labels) else np.full(R, np.nan)}
         if self.spurious is None:
-            per_class = {key: float((preds[m] == c).mean()) for key, m, c, _ in self.members}
-            out.update(per_class)
+            per_class = {key: (preds[m] == c).mean(0) for key, m, c, _ in self.members}
+            cols.update(per_class)
             if per_class:
-                out["worst_class"] = min(per_class.values())
-                out["balanced"] = float(np.mean(list(per_class.values())))
-            return out
-        correct = preds == labels
-        accs = {key: float(correct[m].mean()) for key, m, _, _ in self.members}
-        mismatched = [accs[key] for key, _, _, off in self.members if off]
-        out.update({f"acc/{k}": v for k, v in accs.items()})
-        out["worst_group"] = min(accs.values())
-        out["balanced"] = float(np.mean(list(accs.values())))
+                table = np.stack(list(per_class.values()), axis=1)  # (R, classes): a row per run
+                cols["worst_class"], cols["balanced"] = table.min(1), table.mean(1)
+            return _rows(cols, R)
+        accs = {key: correct[m].mean(0) for key, m, _, _ in self.members}
+        cols.update({f"acc/{k}": v for k, v in accs.items()})
+        table = np.stack(list(accs.values()), axis=1)
+        cols["worst_group"], cols["balanced"] = table.min(1), table.mean(1)
         if self.matched:
-            out["mismatched"] = float(np.mean(mismatched)) if mismatched else float("nan")
-            out["mismatched_pooled"] = float(correct[self.off].mean()) if len(self.off) else float("nan")
+            mismatched = [accs[key] for key, _, _, off in self.members if off]
+            cols["mismatched"] = np.stack(mismatched, axis=1).mean(1) if mismatched else np.full(R, np.nan)
+            cols["mismatched_pooled"] = correct[self.off].mean(0) if len(self.off) else np.full(R, np.nan)
         if self.train_group_shares:
             w = {k: self.train_group_shares.get(k, 0.0) for k in accs}
             total = sum(w.values())
-            out["avg_train_weighted"] = float(sum(accs[k] * w[k] for k in accs) / total) if total else float("nan")
-        return out
+            cols["avg_train_weighted"] = sum(accs[k] * w[k] for k in accs) / total if total else np.full(R, np.nan)
+        return _rows(cols, R)
+
+
+def _rows(cols: dict[str, np.ndarray], R: int) -> list[dict[str, float]]:
+    """{name: R values} -> R dicts {name: float}, names in order."""
+    lists = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in cols.items()}
+    return [{k: v[j] for k, v in lists.items()} for j in range(R)]
 
 
 def macro_f1(preds: np.ndarray, labels: np.ndarray, attributes: pd.DataFrame) -> dict[str, float]:

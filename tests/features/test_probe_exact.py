@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 from toolkit.al.acquisition import get_strategy
 from toolkit.config import ALConfig
 from toolkit.features.cache import FeatureCache
-from toolkit.features.probe import ProbeRun, _Exact, row_norms, run_probe, run_probes
+from toolkit.features.probe import ProbeRun, _Exact, _predictions, row_norms, run_probe, run_probes
 
 D, K = 256, 3
 
@@ -85,6 +85,24 @@ def test_an_evaluation_row_on_the_decision_boundary_is_predicted_canonically():
             np.testing.assert_array_equal(pred, exact.canonical(np.arange(400)).argmax(1))
             ref = pred if ref is None else ref
             np.testing.assert_array_equal(pred, ref)
+
+
+def test_predictions_of_many_runs_at_once_are_each_runs_own():
+    """`_predictions` (a lockstep's runs tested together) gives each run's `_Exact.predictions`,
+    boundary rows, NaN rows and multi-class runs among them."""
+    rng = np.random.default_rng(2)
+    X, w = _tied_rows(rng)
+    X[11] = np.nan
+    norms = row_norms(X)
+    exacts = []
+    for j, offset in enumerate((-0.3, 0.0, 0.7, -0.3)):
+        col = w if j != 2 else rng.normal(size=(D, 3)).astype(np.float32)
+        off = np.array([offset] * (1 if col.ndim == 1 else 3), dtype=np.float32)
+        exacts.append(_Exact((X @ col.reshape(D, -1)), col, off, norms, lambda pos: X[pos]))
+    got = _predictions(exacts)
+    for j, exact in enumerate(exacts):
+        np.testing.assert_array_equal(got[:, j], exact.predictions())
+    assert got[11, 0] == 1 and len(set(got[:, 2])) > 1
 
 
 def _twin_caches():

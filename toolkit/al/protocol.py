@@ -138,9 +138,17 @@ class SplitMetrics:
         self.ds = ds
 
     def __call__(self, preds: np.ndarray) -> dict:
-        out = self.groups(preds)
-        for name in self.ds.extra_metrics:
-            out.update(EXTRA_METRICS[name](preds, self.ds.labels, self.ds.attributes))
+        preds = np.asarray(preds)
+        if preds.shape != np.shape(self.ds.labels):
+            raise ValueError(f"preds {preds.shape} and labels {np.shape(self.ds.labels)} must have the same shape")
+        return self.many(preds[:, None])[0]
+
+    def many(self, preds: np.ndarray) -> list[dict]:
+        """`self(p)` for each column p of `preds` (n, runs)."""
+        out = self.groups.many(preds)
+        for j, row in enumerate(out):
+            for name in self.ds.extra_metrics:
+                row.update(EXTRA_METRICS[name](preds[:, j], self.ds.labels, self.ds.attributes))
         return out
 
 

@@ -589,9 +589,10 @@ def _evaluate(step: _Lockstep, active: list[_RunState]) -> list[dict]:
     metrics = [{} for _ in active]
     for split, Xe, norms, scorer in zip(step.evals, step.X_eval, step.eval_norms, step.split_metrics):
         wide = Xe @ cols.W
-        for i in range(len(active)):
-            exact = _Exact(wide[:, cols.slices[i]], *cols.cols[i], norms, lambda pos, Xe=Xe: Xe[pos])
-            metrics[i][split] = scorer(exact.predictions())
+        exacts = [_Exact(wide[:, cols.slices[i]], *cols.cols[i], norms, lambda pos, Xe=Xe: Xe[pos])
+                  for i in range(len(active))]
+        for i, m in enumerate(scorer.many(_predictions(exacts))):
+            metrics[i][split] = m
     return metrics
 
 
@@ -733,6 +734,30 @@ class _Exact:
         unsure = np.flatnonzero(gap <= 2 * delta)
         logits[unsure] = self.canonical(unsure)
         return logits.argmax(1)
+
+
+def _predictions(exacts: list[_Exact]) -> np.ndarray:
+    """Each run's `_Exact.predictions()` as a column of one (rows, runs) array. The two-class runs
+    are tested together: the same elementwise bound and comparison on all their columns at once,
+    each uncertain row then recomputed canonically for its own run."""
+    out = np.empty((len(exacts[0].z), len(exacts)), np.int64)
+    two = [j for j, e in enumerate(exacts) if e.z.ndim == 1]
+    for j, e in enumerate(exacts):
+        if e.z.ndim != 1:
+            out[:, j] = e.predictions()
+    if two:
+        z = np.stack([exacts[j].z for j in two], axis=1).astype(np.float64)
+        offset = np.array([exacts[j].offset[0] for j in two])
+        logit = z + offset  # the second of the logits (0, z + b)
+        delta = exacts[0].norms[:, None] * np.array([exacts[j].scale[0] for j in two]) \
+            + 2.0 ** -50 * (np.abs(z) + np.abs(offset) + 1)  # `_Exact.approx`'s bound
+        pred = ((logit > 0) | np.isnan(logit)).astype(np.int64)  # argmax of (0, z + b): ties to 0, NaN wins
+        for c, j in enumerate(two):
+            unsure = np.flatnonzero(np.abs(logit[:, c]) <= 2 * delta[:, c])
+            if len(unsure):
+                pred[unsure, c] = exacts[j].canonical(unsure).argmax(1)
+        out[:, two] = pred
+    return out
 
 
 class ProbeInputs:

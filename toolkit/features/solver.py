@@ -91,6 +91,8 @@ def fit_dual(Q: torch.Tensor, y: torch.Tensor, n_classes: int, C: float, *, A0: 
             is at most `tol` (its 2-norm: at least the max-norm that scipy's gtol bounds).
         max_iter: Newton steps at most.
     """
+    if n_classes == 2 and len(y) <= DIRECT_MAX:
+        return _fit_binary(Q, y, C, A0, beta0, tol, max_iter)
     n, P = len(y), helmert(n_classes)
     Y = torch.nn.functional.one_hot(y.long(), n_classes).to(_F64)
     A = torch.zeros(n, n_classes - 1, dtype=_F64)
@@ -157,8 +159,6 @@ def _newton_direction(Q, p, P, C, g, Qg, g_beta):
     with D the rows' curvature blocks. So (I + Q D) du = -Q g + 1 dbeta: solved by Woodbury with
     M = I + L^T Q L (D = L L^T, eigenvalues >= 1), one column per bias coordinate."""
     n, k1 = g.shape
-    if k1 == 1 and n <= DIRECT_MAX:
-        return _newton_direction_binary(Q, p, C, g[:, 0], Qg[:, 0], g_beta)
     D, L = _curvature(p, P, C)
     solve = _woodbury(Q, L)
     R = torch.cat([-Qg[:, :, None], torch.eye(k1, dtype=_F64).expand(n, k1, k1)], dim=2)
@@ -172,21 +172,63 @@ def _newton_direction(Q, p, P, C, g, Qg, g_beta):
     return dA, dbeta, du
 
 
-def _newton_direction_binary(Q, p, C, g, Qg, g_beta):
-    """`_newton_direction` for two classes, where each row's curvature is the number
-    D_i = 2 C p_i0 p_i1 (P = [1, -1] / sqrt 2): the same equations with vectors, no einsum."""
-    D = 2 * C * p[:, 0] * p[:, 1]
-    sq = (D + 1e-12).sqrt()
-    M = sq[:, None] * Q * sq[None, :]
-    M.diagonal().add_(1.0)
-    factor = torch.linalg.cholesky(M)
-    R = torch.stack([-Qg, torch.ones_like(Qg)], dim=1)
-    H = R - Q @ (sq[:, None] * torch.cholesky_solve(sq[:, None] * R, factor))  # (I + Q D)^{-1} R
-    h0, hb = H[:, 0], H[:, 1]
-    dbeta = (-g_beta[0] - D @ h0) / (D @ hb + 1e-12)
-    du = h0 + hb * dbeta
-    dA = -g - D * du
-    return dA[:, None], dbeta.reshape(1), du[:, None]
+def _fit_binary(Q, y, C, A0, beta0, tol, max_iter) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`fit_dual` for two classes with vectors: P = [1, -1] / sqrt 2, so the logits are
+    (u, -u) / sqrt 2, p_0 = sigmoid(sqrt 2 u), the cross-entropy is log(1 + exp(-+sqrt 2 u))
+    and each row's curvature is the number D_i = 2 C p_i0 p_i1. The same iteration as the
+    general path (gradient, stopping test, Newton direction by Woodbury, Armijo backtracking
+    from products already made) on vectors and numbers rather than (n, 1) and (n, 2) matrices."""
+    n = len(y)
+    y0 = (y == 0).to(_F64)  # one-hot's first column
+    sign = 2 * y0 - 1  # +1 for class 0: the cross-entropy is log(1 + exp(-sign z)), z = sqrt 2 u
+    a = torch.zeros(n, dtype=_F64)
+    if A0 is not None:
+        m = min(n, len(A0))
+        a[:m] = A0[:m, 0]
+    beta = 0.0 if beta0 is None else float(beta0.reshape(-1)[0])
+
+    def objective(qa, a, beta):
+        z = _SQRT2 * (qa + beta)
+        return float(C * torch.logaddexp(torch.zeros_like(z), -sign * z).sum() + 0.5 * (a @ qa)), z
+
+    for it in range(max_iter + 1):
+        qa = Q @ a  # recomputed, not updated: the gradient always reads the a it will return
+        F, z = objective(qa, a, beta)
+        p0, p1 = torch.sigmoid(z), torch.sigmoid(-z)
+        G = _SQRT2 * (p0 - y0)  # d CE / d u
+        g = C * G + a  # the weights' gradient is X^T g; the bias's is C sum_i G_i
+        qg, g_beta = Q @ g, C * float(G.sum())
+        gnorm = math.sqrt(max(float(g @ qg), 0.0) + g_beta * g_beta) / (C * n)
+        if gnorm <= tol or it == max_iter:
+            break
+        # Newton: D du + da = -g, D . du = -g_beta, du = Q da + dbeta, solved by Woodbury with
+        # M = I + S Q S, S = diag(sqrt D) (eigenvalues >= 1), for the two right-hand sides
+        D = 2 * C * p0 * p1
+        sq = (D + 1e-12).sqrt()  # a saturated row's curvature is ~0: the ridge keeps M's factor defined
+        M = Q * sq[:, None]
+        M *= sq[None, :]
+        M.diagonal().add_(1.0)
+        R = torch.stack([-qg, torch.ones_like(qg)], dim=1)
+        H = R - Q @ (sq[:, None] * torch.cholesky_solve(sq[:, None] * R, torch.linalg.cholesky(M)))
+        h0, hb = H[:, 0], H[:, 1]
+        dbeta = float((-g_beta - D @ h0) / (D @ hb + 1e-12))
+        da = -g - D * (h0 + hb * dbeta)
+        qda = Q @ da
+        slope = float(qda @ g) + dbeta * g_beta  # d F / d t at t = 0
+        t = 1.0 if slope < 0 else 0.0
+        for _ in range(40 if t else 0):  # Armijo backtracking, from Q a and Q da: no product per trial
+            if objective(qa + t * qda, a + t * da, beta + t * dbeta)[0] <= F + 1e-4 * t * slope:
+                break
+            t *= 0.5
+        else:
+            t = 0.0
+        if t == 0.0:
+            break  # no decrease left at float64 precision: as converged as it gets
+        a, beta = a + t * da, beta + t * dbeta
+    return a[:, None], torch.tensor([beta], dtype=_F64), it
+
+
+_SQRT2 = math.sqrt(2.0)
 
 
 def _woodbury(Q: torch.Tensor, L: torch.Tensor):
