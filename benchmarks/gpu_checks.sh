@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # What a session lent a GPU runs (../shared/GPU-CHECKS.md), from the repository root:
 #   bash benchmarks/gpu_checks.sh OUT_DIR [STAGE ...]
-# Stages (default: all, in this order): env cuda_vs_cpu paper_scale compile_toy compile_bit stream decode.
+# Stages (default: all, in this order): env cuda_vs_cpu paper_scale compile_toy compile_bit stream decode probe.
 # Each stage's output goes to OUT_DIR/<stage>.log (and .json where the script writes one).
 # Needs the toy backbone in cache/toy_backbone (carry it) for cuda_vs_cpu.
 set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR [STAGE ...]}
 shift
 mkdir -p "$out"
-stages=${*:-env cuda_vs_cpu paper_scale compile_toy compile_bit stream decode}
+stages=${*:-env cuda_vs_cpu paper_scale compile_toy compile_bit stream decode probe}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=".:${PYTHONPATH:-}"
 py=${PYTHON:-python3}
 for stage in $stages; do
@@ -38,6 +38,8 @@ PY
                    --json "$out/compile_bit.json" 2>&1 | tee "$out/compile_bit.log" ;;
     stream) timeout 300 $py benchmarks/stream_scoring.py --dir /tmp 2>&1 | tee "$out/stream.log" ;;
     decode) $py benchmarks/decode_threads.py 2>&1 | tee "$out/decode.log" ;;
+    probe) timeout 480 $py benchmarks/probe_speed.py --device cuda --runs 20,200,2000 --rounds 32 --seeds 1 \
+             2>&1 | tee "$out/probe.log" ;;
     *) echo "unknown stage $stage" ;;
   esac
 done

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/probe_speed.py [--seeds 3] [--rounds 64] [--runs 1,20,200]
     .venv/bin/python benchmarks/probe_speed.py --n 1000 --dim 256 --rounds 8 --runs 1,4 --seeds 1   # a quick check
+    python benchmarks/probe_speed.py --device cuda --runs 20,200,2000   # the GPU section, on a GPU machine
 
 Pool: 5,000 x 2,048 float32 features (Waterbirds-sized pool, BiT-sized features), four
 label x spurious groups (95% matched), 64 rounds of 5 after a balanced seed set of 40; a
@@ -23,6 +24,12 @@ Printed, each a ratio of times measured in the same run:
 - for R = 1, the overlap of the acquired ids with the baseline's. For two classes the
   toolkit's softmax probe with C equals sklearn's binary model with 2C, so probabilities
   differ slightly and near-tied picks can reorder; later rounds drift once one pick differs.
+
+`--device cuda` (the GPU section): the lockstep's wide products of the pool and the test set
+run in torch on the device (`run_probes(device=...)`; the fits and the exact recomputations stay
+on the CPU), and the limit is the same product timed on the device (CUDA-synchronised). The same
+runs are then made with numpy products on the CPU in the same process, so the table gives both,
+and their records are checked to be the same.
 
 Timings from a machine whose cores other processes share are not worth quoting: check
 `uptime` first.
@@ -86,14 +93,23 @@ def skactiveml_loop(pool, seed: int, rounds: int, per_round: int, seed_size: int
     return picked
 
 
-def limit_seconds(X: np.ndarray, X_test: np.ndarray, R: int, repeats: int = 15) -> float:
-    """One product of the pool and of the test set with R float32 columns: the median of repeats."""
+def limit_seconds(X: np.ndarray, X_test: np.ndarray, R: int, repeats: int = 15, device: str | None = None) -> float:
+    """One product of the pool and of the test set with R float32 columns: the median of repeats
+    (on `device`: torch there, synchronised, the factors already on the device)."""
     W = np.random.default_rng(1).normal(size=(X.shape[1], R)).astype(np.float32)
+    if device is not None:
+        import torch
+
+        torch.set_float32_matmul_precision("highest")
+        X, X_test, W = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (X, X_test, W))
+    sync = torch.cuda.synchronize if device is not None and "cuda" in device else (lambda: None)
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         X @ W
         X_test @ W
+        sync()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
@@ -141,17 +157,25 @@ def child(R: int, args) -> dict:
     torch.set_num_threads(1)
     pool, test = _caches(args)
     with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
-        limit = limit_seconds(np.asarray(pool.embeddings), np.asarray(test.embeddings), R)
+        limit = limit_seconds(np.asarray(pool.embeddings), np.asarray(test.embeddings), R, device=args.device)
         runs = [ProbeRun(Path(tmp) / f"{r.al.strategy}-{r.seed}", r.al, r.seed) for r in _specs(R, args)]
         rss0 = _reset_peak_rss()
         t0 = time.perf_counter()
-        recs = run_probes(pool, {"test": test}, runs)
+        recs = run_probes(pool, {"test": test}, runs, device=args.device)
         seconds = time.perf_counter() - t0
         peak = _peak_rss()
         fit_s = float(sum(r.rounds["time/train_s"].sum() for r in recs))
         acquired = recs[0].acquisitions["id"].tolist()
-    return {"R": len(runs), "seconds": seconds, "limit": limit, "rounds": args.rounds + 1, "fit_s": fit_s,
-            "rss_before_mb": rss0 / 1024, "peak_above_mb": (peak - rss0) / 1024, "acquired": acquired}
+        out = {"R": len(runs), "seconds": seconds, "limit": limit, "rounds": args.rounds + 1, "fit_s": fit_s,
+               "rss_before_mb": rss0 / 1024, "peak_above_mb": (peak - rss0) / 1024, "acquired": acquired}
+        if args.device is not None:  # the same runs with numpy's products on the CPU, and their records
+            cpu = [ProbeRun(Path(tmp) / "cpu" / Path(r.out_dir).name, r.al, r.seed) for r in runs]
+            t0 = time.perf_counter()
+            cpu_recs = run_probes(pool, {"test": test}, cpu)
+            out["cpu_seconds"] = time.perf_counter() - t0
+            out["cpu_limit"] = limit_seconds(np.asarray(pool.embeddings), np.asarray(test.embeddings), R)
+            out["same_records"] = all(a.acquisitions.equals(b.acquisitions) for a, b in zip(recs, cpu_recs))
+    return out
 
 
 def baseline(args) -> tuple[float, list[list[int]]]:
@@ -174,18 +198,25 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--runs", default="1,20,200", help="lockstep sizes R")
+    ap.add_argument("--device", default=None, help="the GPU section: the wide products on this torch device")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         print(json.dumps(child(args.child, args)))
         return
     forwarded = ["--rounds", str(args.rounds), "--n", str(args.n), "--dim", str(args.dim)]
+    forwarded += ["--device", args.device] if args.device else []
     results = []
     for R in (int(r) for r in args.runs.split(",")):
         out = subprocess.run([sys.executable, __file__, "--child", str(R), *forwarded], capture_output=True,
                              text=True, check=True, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base_s, base_picks = baseline(args)
+    try:
+        import skactiveml  # noqa: F401
+    except ImportError:  # a GPU machine without the bench extra: the ratios to the limit still print
+        base_s, base_picks = float("nan"), []
+    else:
+        base_s, base_picks = baseline(args)
     report(args, results, base_s, base_picks)
 
 
@@ -193,7 +224,8 @@ def report(args, results: list[dict], base_s: float, base_picks: list[list[int]]
     pool_mb = args.n * args.dim * 4 / 2**20
     print(f"pool {args.n} x {args.dim} float32 ({pool_mb:.0f} MiB), test 1000 rows, {args.rounds} rounds of 5 "
           f"after 40 seed labels; one thread (torch and BLAS)")
-    print(f"baseline, skactiveml + sklearn: {base_s:.2f} s per run (mean of {args.seeds} seeds)\n")
+    print(f"baseline, skactiveml + sklearn: {base_s:.2f} s per run (mean of {args.seeds} seeds)\n" if not np.isnan(base_s)
+          else "baseline: scikit-activeml is not installed (pip install -e '.[bench]'); no baseline ratios\n")
     print(f"{'R':>5} {'s/round':>9} {'limit':>9} {'limit ratio':>12} {'s/run':>8} {'vs baseline':>12} "
           f"{'fit share':>10} {'peak RSS +':>11} {'R x d floats':>13}")
     for r in results:
@@ -201,6 +233,13 @@ def report(args, results: list[dict], base_s: float, base_picks: list[list[int]]
         print(f"{r['R']:>5} {per_round * 1e3:>7.1f}ms {r['limit'] * 1e3:>7.2f}ms {per_round / r['limit']:>11.1f}x "
               f"{per_run:>8.3f} {base_s / per_run:>11.1f}x {r['fit_s'] / r['seconds']:>10.0%} "
               f"{r['peak_above_mb']:>8.0f} MiB {r['R'] * args.dim * 4 / 2**20:>9.1f} MiB")
+    if args.device:
+        print("\nthe same runs with numpy's products on the CPU (same process), against the CPU's limit:")
+        for r in results:
+            per_round = r["cpu_seconds"] / r["rounds"]
+            print(f"{r['R']:>5} {per_round * 1e3:>7.1f}ms {r['cpu_limit'] * 1e3:>7.2f}ms "
+                  f"{per_round / r['cpu_limit']:>11.1f}x; {args.device} over CPU: {r['cpu_seconds'] / r['seconds']:.2f}x; "
+                  f"records the same: {r['same_records']}")
     print("\ntargets: limit ratio <= 2x at every R; vs baseline >= 10x at R = 1 and >= 50x per run at R = 200")
     one = next((r for r in results if r["R"] == 1), None)
     if one is not None and base_picks:

@@ -51,6 +51,14 @@ def test_altk_extract_and_probe(tmp_path, capsys):
     assert "20 labels" in out and "test/worst_group=" in out
     rec = load_run(tmp_path / "runs" / "least_confidence-s1")
     assert rec.mode == "probe" and rec.model == "timm_test_resnet"
+    # --device: the wide products in torch; the seeds' records are the ones numpy's products gave
+    main(["probe", "--cache", paths["train"], "--eval-cache", f"test={paths['test']}", "--seeds", "0-1",
+          "--seed-size", "10", "--per-round", "5", "--budget", "10", "--out", str(tmp_path / "on-cpu"),
+          "--device", "cpu"])
+    again = load_run(tmp_path / "on-cpu" / "least_confidence-s1")
+    assert again.acquisitions.equals(rec.acquisitions)
+    cols = [c for c in rec.rounds.columns if not c.startswith("time/")]
+    assert again.rounds[cols].equals(rec.rounds[cols])
 
 
 def test_errors_are_one_line_and_debug_shows_the_traceback(capsys):

@@ -130,14 +130,15 @@ def cmd_extract(args) -> None:
 
 def cmd_probe(args) -> None:
     from toolkit.config import ALConfig
-    from toolkit.features.probe import run_probe
+    from toolkit.features.probe import ProbeRun, run_probes
 
     al = ALConfig(strategy=args.strategy, seed_size=args.seed_size, per_round=args.per_round, budget=args.budget,
                   seed_set=args.seed_set, pool_subsample=args.pool_subsample)
     evals = dict(item.split("=", 1) if "=" in item else ("test", item) for item in args.eval_cache)
-    for seed in _seeds(args.seeds):
-        out = Path(args.out or cache_path("probe-runs")) / f"{args.strategy}-s{seed}"
-        rec = run_probe(args.cache, evals, out, al=al, seed=seed, C=args.C)
+    runs = [ProbeRun(Path(args.out or cache_path("probe-runs")) / f"{args.strategy}-s{seed}", al, seed, args.C)
+            for seed in _seeds(args.seeds)]
+    for run, rec in zip(runs, run_probes(args.cache, evals, runs, device=args.device)):  # the seeds in lockstep
+        out = Path(run.out_dir)
         last = rec.rounds.iloc[-1]
         metrics = "  ".join(f"{k}={last[k]:.3f}" for k in rec.rounds.columns if k.endswith("/worst_group"))
         print(f"{shown(out)}: {int(last['n_labels'])} labels  {metrics}")
@@ -574,6 +575,9 @@ def _add_probe(sub) -> None:
     p.add_argument("--budget", type=int, default=320)
     p.add_argument("--pool-subsample", type=int, default=None)
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probe")
+    p.add_argument("--device", default=None,
+                   help="torch device for the wide products of the pool and the test split, e.g. cuda (default: numpy "
+                        "on the CPU; the records are the same)")
     p.add_argument("--out", default=None, help="folder of run records (default: <cache>/probe-runs)")
     p.set_defaults(func=cmd_probe)
 

@@ -175,3 +175,29 @@ def test_lockstep_equals_solo_with_three_classes(tmp_path):
     recs = run_probes(pool, {"test": test}, mates[:2] + runs + mates[2:])
     for path, rec in zip(solo, recs[2:5]):
         assert rec.status == "finished" and _files(path) == _files(rec.path), rec.path.name
+
+
+def test_wide_products_in_torch_on_a_device_give_the_numpy_records(tmp_path):
+    """`device=`: the pool's and the test split's wide products in torch (here on the CPU: another
+    kernel, whose float32 products differ from numpy's in the last bits) give the same records,
+    near-ties included; a GPU runs the same code with its own kernel."""
+    import torch
+
+    pool, test = _twin_caches()
+    al = {s: ALConfig(strategy=s, seed_size=10, per_round=5, budget=25)
+          for s in ("least_confidence", "entropy", "margin", "random")}
+    specs = [("least_confidence", 0, 1.0), ("entropy", 1, 0.3), ("margin", 2, 3.0), ("random", 0, 1.0)]
+    runs = lambda d: [ProbeRun(tmp_path / d / f"{s}-{seed}", al[s], seed, C) for s, seed, C in specs]  # noqa: E731
+    numpy_recs = run_probes(pool, {"test": test}, runs("numpy"))
+    torch_recs = run_probes(pool, {"test": test}, runs("torch"), device="cpu")
+    for a, b in zip(numpy_recs, torch_recs):
+        assert _files(a.path) == _files(b.path), b.path.name
+    X, W = np.asarray(pool.embeddings), np.random.default_rng(0).normal(size=(48, 4)).astype(np.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as run_probes computes
+    try:
+        with threadpool_limits(1):
+            differ = (X @ W != (torch.from_numpy(X) @ torch.from_numpy(W)).numpy()).any()
+    finally:
+        torch.set_num_threads(threads)
+    assert differ, "numpy's and torch's products agreed to the last bit: the test exercised nothing"

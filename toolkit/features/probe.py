@@ -272,7 +272,7 @@ class ProbeRun:
 
 def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], out_dir: str | Path,
               *, al: ALConfig, seed: int = 0, C: float = 1.0, score_chunk: int | None = None, stream: bool = False,
-              log=None, max_rounds: int | None = None) -> RunRecord:
+              device: str | None = None, log=None, max_rounds: int | None = None) -> RunRecord:
     """One probe-only active-learning run on cached features, holding the run directory's lock.
 
     A logistic-regression probe on the frozen embeddings replaces finetuning; it writes the
@@ -288,6 +288,7 @@ def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | s
         C: the probe's inverse L2 strength (sklearn's convention).
         score_chunk: pool rows per chunk (default: about 2 MiB of rows, to stay in the CPU cache).
         stream: read the pool chunk by chunk from its file (pools larger than memory).
+        device: where the pool's and the evaluation splits' wide products run (`run_probes`).
         log: where progress lines go (None for silence).
         max_rounds: stop after that many rounds in total (tests use it to simulate a kill).
 
@@ -306,7 +307,7 @@ def run_probe(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | s
         [10, 15, 20]
     """
     return run_probes(pool, evals, [ProbeRun(out_dir, al, seed, C)], score_chunk=score_chunk, stream=stream,
-                      log=log, max_rounds=max_rounds)[0]
+                      device=device, log=log, max_rounds=max_rounds)[0]
 
 
 class _RunState:
@@ -385,7 +386,7 @@ def bootstrap_probes(probe: LinearProbe, X: torch.Tensor, gram: torch.Tensor, y:
 
 
 def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | str | Path], runs: list[ProbeRun],
-               *, score_chunk: int | None = None, stream: bool = False, log=None,
+               *, score_chunk: int | None = None, stream: bool = False, device: str | None = None, log=None,
                max_rounds: int | None = None) -> list[RunRecord]:
     """Advance many probe runs on one pool in lockstep; each writes the record it writes alone.
 
@@ -412,6 +413,11 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
         stream: read the pool from its HDF5 file chunk by chunk each step instead of holding it
             in memory (pools larger than memory); float16 caches are computed in float32
             chunks either way. The records are the same as in memory.
+        device: a torch device ("cuda", "cpu") for the wide products of the pool and of the
+            evaluation splits with every run's columns (in full float32: TF32 is switched off
+            for them); None: numpy on the CPU. The fits, the canonical recomputations and the
+            strategies stay on the CPU, so the records are the same on any device. A streamed
+            pool is scored on the CPU.
 
     Returns:
         The runs' `RunRecord`s, in the order of `runs`.
@@ -439,13 +445,13 @@ def run_probes(pool: FeatureCache | str | Path, evals: dict[str, FeatureCache | 
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            return _run_probes(pool, evals, runs, score_chunk=score_chunk, stream=stream, log=log,
+            return _run_probes(pool, evals, runs, score_chunk=score_chunk, stream=stream, device=device, log=log,
                                max_rounds=max_rounds)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> list[RunRecord]:
+def _run_probes(pool, evals, runs, *, score_chunk, stream, device, log, max_rounds) -> list[RunRecord]:
     import contextlib
 
     if not runs:
@@ -455,7 +461,7 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, log, max_rounds) -> l
         states = _open_runs(stack, pool, evals, runs)
         rows = _PoolRows(pool, stream, score_chunk or max(64, (2 << 20) // (4 * pool.embeddings.shape[1])))
         stack.callback(rows.close)
-        step = _Lockstep(pool, evals, rows)
+        step = _Lockstep(pool, evals, rows, device)
         while active := [s for s in states if s.r <= len(s.sizes) and (max_rounds is None or s.r < max_rounds)]:
             train_s = _fit(step, active)
             t1 = time.perf_counter()
@@ -531,15 +537,44 @@ class _Lockstep:
     standardised with the pool's moments (and their rows' norms), and what batch strategies may
     reuse across runs and rounds (ProbCover's graph)."""
 
-    def __init__(self, pool: FeatureCache, evals: dict[str, FeatureCache], rows: _PoolRows) -> None:
+    def __init__(self, pool: FeatureCache, evals: dict[str, FeatureCache], rows: _PoolRows,
+                 device: str | None = None) -> None:
         self.pool, self.evals, self.rows, self.n = pool, evals, rows, len(pool)
         self.labels, self.n_classes, self.shares = pool.labels, len(pool.class_names), pool_shares(pool)
         self.y_all = torch.from_numpy(self.labels)
         self.X_eval = [standardise(c.embeddings, rows.mean, rows.std).numpy() for c in evals.values()]
         self.eval_norms = [row_norms(X) for X in self.X_eval]
+        # the wide products' left factors: the pool (index 0; None when streamed) and each split
+        self.products = _WideProducts(device, [None if rows.X is None else rows.X.numpy(), *self.X_eval])
         self.split_metrics = [SplitMetrics(c, self.shares) for c in evals.values()]
         self.record_rows = DatasetRows(pool)
         self.memo: dict = {}
+
+
+class _WideProducts:
+    """Products of fixed float32 matrices (the pool, each evaluation split) with every run's
+    columns: numpy on the CPU, or torch on `device`, each matrix copied there once. The product's
+    last bits depend on the kernel; `_Exact` bounds them for any summation order in float32."""
+
+    def __init__(self, device: str | None, matrices: list[np.ndarray | None]) -> None:
+        self.matrices = matrices
+        self.device = None if device is None else torch.device(device)
+        self.on_device = [None if M is None or self.device is None else torch.from_numpy(M).to(self.device)
+                          for M in matrices]
+
+    def __call__(self, j: int, W: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if self.on_device[j] is None:
+            return np.matmul(self.matrices[j], W, out=out)
+        previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")  # no TF32: the error bound is float32's
+        try:
+            product = (self.on_device[j] @ torch.from_numpy(W).to(self.device)).cpu().numpy()
+        finally:
+            torch.set_float32_matmul_precision(previous)
+        if out is None:
+            return product
+        out[...] = product
+        return out
 
 
 def _fit(step: _Lockstep, active: list[_RunState]) -> list[float]:
@@ -587,8 +622,9 @@ def _evaluate(step: _Lockstep, active: list[_RunState]) -> list[dict]:
     run's predictions then made exact (`_Exact.predictions`)."""
     cols = _Columns({i: s.probe for i, s in enumerate(active)})
     metrics = [{} for _ in active]
-    for split, Xe, norms, scorer in zip(step.evals, step.X_eval, step.eval_norms, step.split_metrics):
-        wide = Xe @ cols.W
+    splits = zip(step.evals, step.X_eval, step.eval_norms, step.split_metrics)
+    for j, (split, Xe, norms, scorer) in enumerate(splits):
+        wide = step.products(1 + j, cols.W)
         exacts = [_Exact(wide[:, cols.slices[i]], *cols.cols[i], norms, lambda pos, Xe=Xe: Xe[pos])
                   for i in range(len(active))]
         for i, m in enumerate(scorer.many(_predictions(exacts))):
@@ -614,7 +650,7 @@ def _score(step: _Lockstep, active: list[_RunState]) -> dict[int, tuple]:
     ens_raw = {i: np.empty((len(cols_),) + raw_shape(step.n, cols_[0][0]), np.float32) for i, cols_ in sampling.items()}
     in_memory = wide is not None and step.rows.X is not None
     if in_memory:  # one product for every run: BLAS blocks it for the cache itself
-        np.matmul(step.rows.X.numpy(), cols.W, out=wide)
+        step.products(0, cols.W, out=wide)
     if (wide is not None and not in_memory) or scoring or sampling:
         for lo, hi, Xc in step.rows.chunks(step.n):  # one read of the pool per step
             if wide is not None and not in_memory:
