@@ -10,8 +10,6 @@ the same run. Their difference is what rendering and extraction cost on their ow
 """
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import time
 
@@ -19,13 +17,9 @@ TARGET_S = 60
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", type=int, default=20)
-    ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = ap.parse_args()
-    from fresh_root import fresh_cache_root  # benchmarks/, beside this script
+    from fresh_root import fresh_cache_root, study_arguments  # benchmarks/, beside this script
 
+    args = study_arguments(__doc__)
     root = fresh_cache_root("altk-suite-bench-")
     from toolkit.data.toy_tasks import draw_tasks
     from toolkit.experiments.suite import run_task_suite
