@@ -733,10 +733,9 @@ class _Exact:
         """The wide product's logits of rows `pos` (float64), and each row's bound delta."""
         z = self.z[pos].astype(np.float64)
         logits = _with_offset(z, self.offset)
-        slack = 2.0 ** -50 * (np.abs(z) + np.abs(self.offset) + 1)  # the float64 sums with the offset
         if z.ndim == 1:  # the two-class column
-            return logits, self.norms[pos] * self.scale[0] + slack
-        return logits, (self.norms[pos][:, None] * self.scale + slack).max(1)
+            return logits, _bound(self.norms[pos], self.scale[0], z, self.offset)
+        return logits, _bound(self.norms[pos][:, None], self.scale, z, self.offset).max(1)
 
     def canonical(self, pos: np.ndarray) -> np.ndarray:
         """Rows `pos`' canonical logits (float64)."""
@@ -772,6 +771,12 @@ class _Exact:
         return logits.argmax(1)
 
 
+def _bound(norms: np.ndarray, scale: np.ndarray, z: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """How far a wide product's logit z + b can be from the canonical one, elementwise: the
+    products' rounding (row norm x the column's scale) plus the float64 sums with the offset."""
+    return norms * scale + 2.0 ** -50 * (np.abs(z) + np.abs(offset) + 1)
+
+
 def _predictions(exacts: list[_Exact]) -> np.ndarray:
     """Each run's `_Exact.predictions()` as a column of one (rows, runs) array. The two-class runs
     are tested together: the same elementwise bound and comparison on all their columns at once,
@@ -785,8 +790,7 @@ def _predictions(exacts: list[_Exact]) -> np.ndarray:
         z = np.stack([exacts[j].z for j in two], axis=1).astype(np.float64)
         offset = np.array([exacts[j].offset[0] for j in two])
         logit = z + offset  # the second of the logits (0, z + b)
-        delta = exacts[0].norms[:, None] * np.array([exacts[j].scale[0] for j in two]) \
-            + 2.0 ** -50 * (np.abs(z) + np.abs(offset) + 1)  # `_Exact.approx`'s bound
+        delta = _bound(exacts[0].norms[:, None], np.array([exacts[j].scale[0] for j in two]), z, offset)
         pred = ((logit > 0) | np.isnan(logit)).astype(np.int64)  # argmax of (0, z + b): ties to 0, NaN wins
         for c, j in enumerate(two):
             unsure = np.flatnonzero(np.abs(logit[:, c]) <= 2 * delta[:, c])
