@@ -165,7 +165,7 @@ class RunWriter:
             header = {"toolkit_version": __version__, "git_commit": git_commit(Path(__file__).parent),
                       "config": config, **({"digests": digests} if digests else {})}
             write_atomic(self.dir / "meta.json", json.dumps(meta, indent=1))
-            write_atomic(cfg_path, yaml.safe_dump(header, sort_keys=False))
+            write_atomic(cfg_path, dump_yaml(header))
             self.rounds = []
 
     @property
@@ -371,6 +371,12 @@ def load_yaml(text: str):
     """yaml.safe_load with libyaml's parser where PyYAML has it: the same objects, several times
     faster (a lockstep of 200 runs reads 200 headers when it opens them and again when it ends)."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def dump_yaml(data) -> str:
+    """yaml.safe_dump (keys in order) with libyaml's emitter where PyYAML has it: the same text
+    for run headers (checked on 300 of them), several times faster."""
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
 
 
 def _read_header(path: Path) -> dict:

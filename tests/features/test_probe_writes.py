@@ -132,15 +132,17 @@ def test_a_killed_lockstep_refits_and_resumes_every_run_identically(tmp_path, po
         assert all(np.array_equal(states[0][k], states[1][k]) for k in ("coef", "intercept", "dual", "beta"))
 
 
-def test_headers_read_with_libyaml_are_the_pure_python_readers(tmp_path):
-    """A run header read by `load_yaml` (libyaml's parser where present) is what yaml.safe_load reads."""
+def test_headers_read_and_written_with_libyaml_are_the_pure_python_ones(tmp_path):
+    """A run header written by `dump_yaml` and read by `load_yaml` (libyaml where present) is the
+    text yaml.safe_dump writes and the objects yaml.safe_load reads."""
     import yaml
 
-    from toolkit.record import load_yaml
+    from toolkit.record import dump_yaml, load_yaml
 
     pool, test = _caches()
     rec = run_probe(pool, {"test": test}, tmp_path / "run", al=AL, seed=0, max_rounds=1)
     text = (rec.path / "config.yaml").read_text()
     assert load_yaml(text) == yaml.safe_load(text) and load_yaml(text)["config"]["probe"] == {"C": 1.0}
+    assert text == dump_yaml(yaml.safe_load(text)) == yaml.safe_dump(yaml.safe_load(text), sort_keys=False)
     odd = "a: 1e3\nb: 0x1F\nc: yes\nd: ~\ne: '007'\nf: [1.5, .inf, -.nan]\ng: 2026-12-07\n"
     assert repr(load_yaml(odd)) == repr(yaml.safe_load(odd))
