@@ -201,3 +201,18 @@ def test_wide_products_in_torch_on_a_device_give_the_numpy_records(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert differ, "numpy's and torch's products agreed to the last bit: the test exercised nothing"
+
+
+@pytest.mark.parametrize("device", ["nonsense", "cuda:99"])
+def test_an_unusable_device_is_refused_by_name_before_any_run_folder(tmp_path, device):
+    import torch
+
+    from toolkit.errors import ConfigError
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 99:
+        pytest.skip("this machine has a cuda:99")
+    pool, test = _twin_caches()
+    al = ALConfig(strategy="least_confidence", seed_size=10, per_round=5, budget=10)
+    with pytest.raises(ConfigError, match=f"device '{device}' is not usable here"):
+        run_probes(pool, {"test": test}, [ProbeRun(tmp_path / "run", al, 0)], device=device)
+    assert not (tmp_path / "run").exists()

@@ -456,6 +456,7 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, device, log, max_roun
 
     if not runs:
         return []
+    _check_device(device)
     pool, evals = _open_inputs(pool, evals, runs)
     with contextlib.ExitStack() as stack:
         states = _open_runs(stack, pool, evals, runs)
@@ -475,6 +476,17 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, device, log, max_roun
                 timings = {"train_s": train_s[i], "eval_s": (t2 - t1) * share, "score_s": (t3 - t2) * share}
                 _record(s, step.record_rows, metrics[i], tops.get(i), timings, log, stops)
         return [finish_run(s.writer, len(s.sizes) + 1) for s in states]
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse a device torch cannot name or reach, before any run folder is touched."""
+    if device is None:
+        return
+    try:
+        torch.zeros(1).to(torch.device(device))
+    except (RuntimeError, AssertionError) as err:  # an unknown name; CUDA without a driver or GPU
+        raise ConfigError(f"device {device!r} is not usable here ({str(err).splitlines()[0]}). Pass a device "
+                          f"this machine has (e.g. cuda, cuda:0, cpu), or none for numpy on the CPU") from None
 
 
 def _open_inputs(pool, evals, runs: list[ProbeRun]) -> tuple[FeatureCache, dict[str, FeatureCache]]:
