@@ -25,7 +25,6 @@ from toolkit.al.protocol import (
     candidates,
     check_budget,
     check_classes,
-    dataset_rows,
     pool_shares,
     run_meta,
 )
@@ -459,10 +458,11 @@ def _run_probes(pool, evals, runs, *, score_chunk, stream, device, log, max_roun
     _check_device(device)
     pool, evals = _open_inputs(pool, evals, runs)
     with contextlib.ExitStack() as stack:
-        states = _open_runs(stack, pool, evals, runs)
+        record_rows = DatasetRows(pool)  # the pool's record columns, read once for every run
+        states = _open_runs(stack, pool, evals, runs, record_rows)
         rows = _PoolRows(pool, stream, score_chunk or max(64, (2 << 20) // (4 * pool.embeddings.shape[1])))
         stack.callback(rows.close)
-        step = _Lockstep(pool, evals, rows, device)
+        step = _Lockstep(pool, evals, rows, record_rows, device)
         while active := [s for s in states if s.r <= len(s.sizes) and (max_rounds is None or s.r < max_rounds)]:
             train_s = _fit(step, active)
             t1 = time.perf_counter()
@@ -514,7 +514,8 @@ def _open_inputs(pool, evals, runs: list[ProbeRun]) -> tuple[FeatureCache, dict[
     return pool, evals
 
 
-def _open_runs(stack, pool: FeatureCache, evals: dict[str, FeatureCache], runs: list[ProbeRun]) -> list[_RunState]:
+def _open_runs(stack, pool: FeatureCache, evals: dict[str, FeatureCache], runs: list[ProbeRun],
+               record_rows: DatasetRows) -> list[_RunState]:
     """Lock every run's folder (held until `stack` closes), then open or resume its record: its
     labelled set and the probe its last completed round fitted."""
     from toolkit._util.locks import exclusive
@@ -540,7 +541,7 @@ def _open_runs(stack, pool: FeatureCache, evals: dict[str, FeatureCache], runs: 
         probe = resume_state(writer, lambda last: _saved_probe(Path(spec.out_dir), last, spec.C))
         clean_states(Path(spec.out_dir) / "probe_state",
                      keep=_probe_state_path(Path(spec.out_dir), writer.completed_rounds - 1))
-        states.append(_RunState(spec, writer, labelled, dataset_rows(pool, labelled), probe, sizes))
+        states.append(_RunState(spec, writer, labelled, record_rows(labelled), probe, sizes))
     return states
 
 
@@ -550,7 +551,7 @@ class _Lockstep:
     reuse across runs and rounds (ProbCover's graph)."""
 
     def __init__(self, pool: FeatureCache, evals: dict[str, FeatureCache], rows: _PoolRows,
-                 device: str | None = None) -> None:
+                 record_rows: DatasetRows, device: str | None = None) -> None:
         self.pool, self.evals, self.rows, self.n = pool, evals, rows, len(pool)
         self.labels, self.n_classes, self.shares = pool.labels, len(pool.class_names), pool_shares(pool)
         self.y_all = torch.from_numpy(self.labels)
@@ -559,7 +560,7 @@ class _Lockstep:
         # the wide products' left factors: the pool (index 0; None when streamed) and each split
         self.products = _WideProducts(device, [None if rows.X is None else rows.X.numpy(), *self.X_eval])
         self.split_metrics = [SplitMetrics(c, self.shares) for c in evals.values()]
-        self.record_rows = DatasetRows(pool)
+        self.record_rows = record_rows
         self.memo: dict = {}
 
 
